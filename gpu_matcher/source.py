@@ -1,0 +1,261 @@
+"""One source (a (T, D) state array in HDF5): lazy reads, the transform, exact thresholds, derived layouts.
+
+Exactness (``../shared/MATCHING.md``, "On and off"): a cell is on when ``raw >= atanh(θ)`` (``tanh``) or
+``raw >= θ`` (``none``) in float64. We find once the smallest *stored-dtype* value ``v >= that bound`` and
+compare order-preserving unsigned integer keys of the stored floats, which gives the same booleans.
+
+Derived layouts (built once, cached by file path + dataset + size + mtime, rebuilt when the source
+changes): ``keys_rows`` (T, D) for gathering windows of all cells and ``keys_cells`` (D, T) for reading a
+few whole cells. Small sources are kept in memory; large ones are ``.npy`` memory maps in a cache folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from gpu_matcher.errors import ProjectError
+
+LAYOUT_VERSION = 1
+KEY_DTYPES = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+#: Sources whose keys take at most this many bytes are held in memory instead of a cache folder.
+IN_MEMORY_BYTES = int(os.environ.get("LSTMVIS_IN_MEMORY_BYTES", 64 * 2**20))
+#: A threshold key that no stored key reaches: nothing is on.
+NOTHING_ON = None
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("LSTMVIS_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lstmvis"
+
+
+def float_keys(values: np.ndarray) -> np.ndarray:
+    """Order-preserving unsigned keys of IEEE floats: ``x < y`` iff ``key(x) < key(y)``.
+
+    ``-0.0`` is folded onto ``+0.0`` (they compare equal) and NaN gets key 0, below every number, so a
+    NaN is never on (``NaN >= θ`` is false).
+    """
+    values = np.ascontiguousarray(values)
+    kdt = KEY_DTYPES[values.dtype.itemsize]
+    bits = values.view(kdt).copy()
+    sign = kdt(1) << kdt(8 * values.dtype.itemsize - 1)
+    bits[bits == sign] = 0                                  # -0.0 -> +0.0
+    negative = (bits & sign) != 0
+    keys = np.where(negative, ~bits, bits | sign)
+    keys[np.isnan(values)] = 0
+    return keys
+
+
+def raw_bound(threshold: float, transform: str) -> float | None:
+    """The float64 bound on raw values for threshold θ; ``None`` when nothing can be on."""
+    theta = float(threshold)
+    if np.isnan(theta):
+        raise ProjectError(f"threshold {threshold!r} is not a number")
+    if transform == "tanh":
+        if theta >= 1.0:
+            return None
+        if theta <= -1.0:
+            return -np.inf
+        return float(np.arctanh(np.float64(theta)))
+    return theta
+
+
+def smallest_stored_at_least(bound: float, dtype: np.dtype) -> np.floating:
+    """The smallest value of ``dtype`` that is ``>= bound`` (``bound`` in float64); may be +inf."""
+    dtype = np.dtype(dtype)
+    with np.errstate(over="ignore"):
+        v = np.asarray(bound, dtype=np.float64).astype(dtype)
+    if np.isnan(v):
+        raise ProjectError(f"threshold bound {bound!r} is not a number")
+    while np.float64(v) < bound:
+        v = np.nextafter(v, dtype.type(np.inf))
+    # Round-to-nearest may have landed above a stored value that is still >= bound.
+    while True:
+        prev = np.nextafter(v, dtype.type(-np.inf))
+        if np.isfinite(prev) and np.float64(prev) >= bound and prev != v:
+            v = prev
+        else:
+            break
+    return dtype.type(v)
+
+
+def key_threshold(threshold: float, transform: str, dtype: np.dtype):
+    """The key ``k`` with ``on == (key(raw) >= k)``; ``None`` means nothing is on."""
+    bound = raw_bound(threshold, transform)
+    if bound is None:
+        return NOTHING_ON
+    v = smallest_stored_at_least(bound, dtype)
+    if v == 0:
+        v = np.dtype(dtype).type(0.0)                        # +0.0, as folded in float_keys
+    return float_keys(np.array([v], dtype=dtype))[0]
+
+
+def transform_values(raw: np.ndarray, transform: str) -> np.ndarray:
+    """Values the user sees, as float32."""
+    if transform == "tanh":
+        return np.tanh(raw.astype(np.float32, copy=False))
+    return raw.astype(np.float32, copy=False)
+
+
+@dataclass
+class Layout:
+    """Derived, threshold-independent layouts of one source (numpy arrays or read-only memory maps)."""
+
+    keys_rows: np.ndarray      # (T, D) uint keys
+    keys_cells: np.ndarray     # (D, T) uint keys
+    location: Path | None      # cache folder, or None when held in memory
+
+
+@dataclass
+class Source:
+    name: str
+    dataset: h5py.Dataset
+    file_path: Path
+    transform: str = "tanh"
+    unsigned: bool = False
+    layer: object = None
+    state_type: str = "state"
+    cache_dir: str | os.PathLike | None = None
+    _layout: Layout | None = field(default=None, repr=False)
+    _range: tuple[float, float] | None = field(default=None, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(int(x) for x in self.dataset.shape)  # type: ignore[return-value]
+
+    @property
+    def T(self) -> int:
+        return self.shape[0]
+
+    @property
+    def D(self) -> int:
+        return self.shape[1]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.dataset.dtype
+
+    @property
+    def label(self) -> str:
+        layer = f"layer {self.layer} " if self.layer is not None else ""
+        return f"{layer}{self.state_type} ({self.name})"
+
+    # --- reading --------------------------------------------------------------------------------
+    def raw(self, start: int, stop: int) -> np.ndarray:
+        """Raw stored values of rows ``[start, stop)``, clipped to ``[0, T)``."""
+        start, stop = max(0, int(start)), min(self.T, int(stop))
+        if stop <= start:
+            return np.zeros((0, self.D), dtype=self.dtype)
+        return np.asarray(self.dataset[start:stop])
+
+    def values(self, start: int, stop: int) -> np.ndarray:
+        """Values after the transform (float32) for rows ``[start, stop)``, clipped to the timeline."""
+        return transform_values(self.raw(start, stop), self.transform)
+
+    def on(self, start: int, stop: int, threshold: float) -> np.ndarray:
+        """Boolean (n, D) on-mask of rows ``[start, stop)``: the spec's float64 comparison, literally."""
+        raw = self.raw(start, stop)
+        bound = raw_bound(threshold, self.transform)
+        if bound is None:
+            return np.zeros(raw.shape, dtype=bool)
+        return raw.astype(np.float64) >= bound
+
+    def key_threshold(self, threshold: float):
+        return key_threshold(threshold, self.transform, self.dtype)
+
+    def value_range(self) -> tuple[float, float]:
+        """Range of values after the transform, for axes and the threshold slider."""
+        if self._range is None:
+            if self.transform == "tanh":
+                self._range = (0.0, 1.0) if self.unsigned else (-1.0, 1.0)
+            else:
+                # Sample evenly spaced blocks: exact min/max would read the whole source.
+                T = self.T
+                starts = np.linspace(0, max(0, T - 256), num=min(64, max(1, T // 256))).astype(int)
+                block = np.concatenate([self.raw(s, s + 256) for s in np.unique(starts)])
+                finite = block[np.isfinite(block)].astype(np.float64)
+                lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
+                if hi <= lo:
+                    hi = lo + 1.0
+                self._range = (lo, hi)
+        return self._range
+
+    # --- derived layouts ------------------------------------------------------------------------
+    def layout(self, progress: bool = True) -> Layout:
+        """The key layouts, built (with a progress bar) or loaded from the cache on first use."""
+        if self._layout is None:
+            self._layout = _load_or_build_layout(self, progress)
+        return self._layout
+
+
+def _fingerprint(source: Source) -> dict:
+    st = os.stat(source.file_path)
+    return {"version": LAYOUT_VERSION, "file": str(Path(source.file_path).resolve()),
+            "dataset": source.dataset.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "shape": list(source.shape), "dtype": str(source.dtype)}
+
+
+def _load_or_build_layout(source: Source, progress: bool) -> Layout:
+    T, D = source.shape
+    itemsize = source.dtype.itemsize
+    if T * D * itemsize <= IN_MEMORY_BYTES:
+        keys = float_keys(np.asarray(source.dataset[()]))
+        return Layout(keys_rows=keys, keys_cells=np.ascontiguousarray(keys.T), location=None)
+    fp = _fingerprint(source)
+    root = Path(source.cache_dir) if source.cache_dir is not None else default_cache_dir()
+    digest = hashlib.sha1(f"{fp['file']}::{fp['dataset']}".encode()).hexdigest()[:20]
+    folder = root / digest
+    meta_path = folder / "layout.json"
+    try:
+        if meta_path.is_file() and json.loads(meta_path.read_text()) == fp:
+            return Layout(keys_rows=np.load(folder / "keys_rows.npy", mmap_mode="r"),
+                          keys_cells=np.load(folder / "keys_cells.npy", mmap_mode="r"),
+                          location=folder)
+    except (OSError, ValueError):
+        pass                                     # a broken cache is rebuilt below
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProjectError(f"{folder}: cannot create the layout cache ({exc.strerror}); "
+                           "set LSTMVIS_CACHE_DIR to a writable folder") from None
+    _build_layout(source, folder, progress)
+    meta_path.write_text(json.dumps(fp))
+    return Layout(keys_rows=np.load(folder / "keys_rows.npy", mmap_mode="r"),
+                  keys_cells=np.load(folder / "keys_cells.npy", mmap_mode="r"), location=folder)
+
+
+def _build_layout(source: Source, folder: Path, progress: bool) -> None:
+    from tqdm import tqdm
+
+    T, D = source.shape
+    kdt = KEY_DTYPES[source.dtype.itemsize]
+    tmp_rows, tmp_cells = folder / "keys_rows.tmp.npy", folder / "keys_cells.tmp.npy"
+    rows = np.lib.format.open_memmap(tmp_rows, mode="w+", dtype=kdt, shape=(T, D))
+    cells = np.lib.format.open_memmap(tmp_cells, mode="w+", dtype=kdt, shape=(D, T))
+    chunk = max(1, (32 * 2**20) // max(1, D * source.dtype.itemsize))
+    bar = tqdm(total=T, desc=f"layout {source.name}", unit="step", unit_scale=True,
+               disable=not progress or None, file=sys.stderr, leave=False)
+    try:
+        for start in range(0, T, chunk):
+            stop = min(T, start + chunk)
+            keys = float_keys(np.asarray(source.dataset[start:stop]))
+            rows[start:stop] = keys
+            cells[:, start:stop] = keys.T
+            bar.update(stop - start)
+        rows.flush()
+        cells.flush()
+    finally:
+        bar.close()
+        del rows, cells
+    os.replace(tmp_rows, folder / "keys_rows.npy")
+    os.replace(tmp_cells, folder / "keys_cells.npy")
