@@ -1,0 +1,170 @@
+"""The ``lstmvis`` command line. Errors a user can cause print one line on stderr and exit 2.
+
+Subcommands live next to what they drive; each module offers ``register(subparsers)`` which adds its
+parsers and sets ``func`` (a callable taking the parsed args and returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from gpu_matcher.errors import ProjectError
+
+#: Modules that add subcommands (imported lazily so `lstmvis match` never imports Bokeh).
+SUBCOMMAND_MODULES = ("gpu_matcher.io.cli", "bokeh_app.cli")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: one line, exit 2
+        self.exit(2, f"lstmvis: error: {message}\n")
+
+
+def _find_project(path: str):
+    from gpu_matcher.project import discover_projects, open_project
+
+    folder = Path(path)
+    if (folder / "lstm.yml").is_file() or folder.name == "lstm.yml":
+        return open_project(folder)
+    found = discover_projects(folder)
+    if len(found) == 1:
+        (pid, pdir), = found.items()
+        return open_project(pdir, project_id=pid)
+    if not found:
+        raise ProjectError(f"{folder}: no lstm.yml found in this folder or below")
+    raise ProjectError(f"{folder}: holds {len(found)} projects ({', '.join(list(found)[:5])}...); "
+                       "name one project folder")
+
+
+def cmd_info(args) -> int:
+    from gpu_matcher.project import discover_projects, open_project
+
+    found = discover_projects(args.data_dir)
+    if not found:
+        raise ProjectError(f"{args.data_dir}: no lstm.yml found in this folder or below")
+    out = []
+    for pid, folder in found.items():
+        try:
+            project = open_project(folder, project_id=pid)
+        except ProjectError as exc:
+            out.append({"id": pid, "error": str(exc)})
+            continue
+        out.append(project.summary())
+        project.close()
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    for p in out:
+        if "error" in p:
+            print(f"{p['id']}: ERROR {p['error']}")
+            continue
+        print(f"{p['id']}: {p['name']} - {p['description']}  (T={p['T']}, {p['sequences']} sequences)")
+        for name, s in p["sources"].items():
+            T, D = s["shape"]
+            print(f"  source {name}  (T, D) = ({T}, {D})  {s['dtype']}  transform={s['transform']}")
+        for name, kind in p["meta"].items():
+            print(f"  meta   {name}  {kind}")
+    return 0
+
+
+def _parse_cells(text: str) -> list[int]:
+    try:
+        return [int(c) for c in text.replace(" ", "").split(",") if c != ""]
+    except ValueError:
+        raise ProjectError(f"--cells {text!r}: expected comma-separated integers such as 3,17,42") from None
+
+
+def cmd_match(args) -> int:
+    from gpu_matcher.engine import Engine
+
+    project = _find_project(args.project_dir)
+    source = args.source or project.default_source
+    engine = Engine(project, backend=args.backend)
+    sequences = not args.no_sequences
+    if args.cells is not None:
+        cells = _parse_cells(args.cells)
+    else:
+        if args.start is None or args.end is None:
+            raise ProjectError("give --start and --end (a brushed range) or --cells")
+        cells = engine.select(source, args.start, args.end, args.threshold, args.left, args.right,
+                              sequences).cells
+    if not cells:
+        raise ProjectError(f"the selection [{args.start}, {args.end}] at threshold {args.threshold} "
+                           "picks no cells; lower the threshold or change the margins")
+    engine.layout(source)                       # building/loading the layout is not match time
+    times, matches = [], []
+    for _ in range(max(1, args.repeat)):
+        t0 = time.perf_counter()
+        matches = engine.match(source, cells, args.threshold, args.left, args.right, args.top,
+                               args.min_length, args.phrase_length, not args.no_distinct, sequences)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    print(json.dumps({
+        "cells": [int(c) for c in sorted(set(cells))],
+        "matches": [m.as_dict() for m in matches],
+        "backend": engine.backend.name,
+        "timing_ms": {"first": round(times[0], 3), "median": round(statistics.median(times), 3)},
+    }))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lstmvis", description="Explore what a sequence model's hidden states learned.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("info", help="list projects, sources (T, D) and meta tracks under DATA_DIR")
+    p.add_argument("data_dir")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("match", help="exact top-N matches for a selection; prints one JSON object")
+    p.add_argument("project_dir")
+    p.add_argument("--source", help="FILE::PATH (default: the first source)")
+    p.add_argument("--threshold", type=float, required=True)
+    p.add_argument("--start", type=int)
+    p.add_argument("--end", type=int)
+    p.add_argument("--cells", help="comma-separated cell indices instead of a brushed range")
+    p.add_argument("--left", type=int, default=0)
+    p.add_argument("--right", type=int, default=0)
+    p.add_argument("--top", type=int, default=50)
+    p.add_argument("--min-length", type=int, default=2)
+    p.add_argument("--phrase-length", type=int, default=0)
+    p.add_argument("--no-distinct", action="store_true")
+    p.add_argument("--no-sequences", action="store_true", help="ignore the project's sequence boundaries")
+    p.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
+    p.add_argument("--repeat", type=int, default=1, help="run the match K times; report the median")
+    p.set_defaults(func=cmd_match)
+
+    for module_name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue                         # that part of the product is not installed
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="lstmvis: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except ProjectError as exc:
+        print(f"lstmvis: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
