@@ -1,6 +1,7 @@
 """One source (a (T, D) state array in HDF5): lazy reads, the transform, exact thresholds, derived layouts.
 
-Exactness (``../shared/MATCHING.md``, "On and off"): a cell is on when ``raw >= atanh(θ)`` (``tanh``) or
+Exactness (``../shared/MATCHING.md``, "On and off"): a cell is on when ``raw >= atanh(θ)`` (``tanh``,
+with NumPy's float64 ``arctanh``; libm's ``math.atanh`` can differ by one ulp) or
 ``raw >= θ`` (``none``) in float64. We find once the smallest *stored-dtype* value ``v >= that bound`` and
 compare order-preserving unsigned integer keys of the stored floats, which gives the same booleans.
 
@@ -111,8 +112,8 @@ def transform_values(raw: np.ndarray, transform: str) -> np.ndarray:
 class Layout:
     """Derived, threshold-independent layouts of one source (numpy arrays or read-only memory maps)."""
 
-    keys_rows: np.ndarray      # (T, D) uint keys
-    keys_cells: np.ndarray     # (D, T) uint keys
+    keys_rows: "KeyStore"      # (T, D) uint keys
+    keys_cells: "KeyStore"     # (D, T) uint keys
     location: Path | None      # cache folder, or None when held in memory
 
 
@@ -205,12 +206,113 @@ def _fingerprint(source: Source) -> dict:
             "shape": list(source.shape), "dtype": str(source.dtype)}
 
 
+class KeyStore:
+    """A 2-D key array, in memory or in a ``.npy`` file read with ``pread``.
+
+    Files are read with explicit reads rather than memory maps: a map's fault-around pulls neighbouring
+    pages into the process, so scattered windows of a 1.3 GB layout would grow RSS to the whole file.
+    """
+
+    #: Windows closer than this many bytes are read in one request.
+    COALESCE_BYTES = 1 << 18
+
+    def __init__(self, array: np.ndarray | None = None, path: Path | None = None):
+        self._array, self.path, self._fd = array, path, None
+        if array is not None:
+            self.shape, self.dtype = tuple(array.shape), array.dtype
+            return
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+            self._offset = fh.tell()
+        if fortran or len(shape) != 2:
+            raise ProjectError(f"{path}: unexpected layout file (shape {shape}); delete it to rebuild")
+        self.shape, self.dtype = tuple(int(x) for x in shape), np.dtype(dtype)
+        self._row_bytes = self.shape[1] * self.dtype.itemsize
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __del__(self):
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+
+    def _read(self, first: int, last: int) -> np.ndarray:
+        """Rows ``[first, last)`` from the file."""
+        nbytes = (last - first) * self._row_bytes
+        buf = bytearray(nbytes)
+        view, done = memoryview(buf), 0
+        while done < nbytes:
+            got = os.preadv(self._fd, [view[done:]], self._offset + first * self._row_bytes + done)
+            if got <= 0:
+                raise ProjectError(f"{self.path}: layout file is truncated; delete it to rebuild")
+            done += got
+        return np.frombuffer(buf, dtype=self.dtype).reshape(last - first, self.shape[1])
+
+    def block(self, first: int, last: int) -> np.ndarray:
+        """Contiguous rows ``[first, last)``."""
+        if self._array is not None:
+            return self._array[first:last]
+        return self._read(first, last)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Rows by index (each read separately: meant for a few whole rows, e.g. selected cells)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._array is not None:
+            return self._array[rows]
+        out = np.empty((rows.size, self.shape[1]), dtype=self.dtype)
+        for i, r in enumerate(rows.tolist()):
+            out[i] = self._read(r, r + 1)[0]
+        return out
+
+    def spans(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Rows ``[lo[i], hi[i])`` for every i, concatenated in the order given."""
+        lo, hi = np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)
+        length = hi - lo
+        total = int(length.sum())
+        if self._array is not None:
+            return self._array[_ranges(lo, length)]
+        out = np.empty((total, self.shape[1]), dtype=self.dtype)
+        if total == 0:
+            return out
+        dest = np.cumsum(length) - length
+        order = np.argsort(lo, kind="stable")
+        gap = max(1, self.COALESCE_BYTES // self._row_bytes)
+        s_lo, s_hi, s_dest, s_len = lo[order], hi[order], dest[order], length[order]
+        # Blocks of windows that (nearly) touch, read once each.
+        reach = np.maximum.accumulate(s_hi)
+        breaks = np.flatnonzero(s_lo[1:] > reach[:-1] + gap) + 1
+        starts = np.concatenate([[0], breaks]).tolist()
+        ends = np.concatenate([breaks, [s_lo.size]]).tolist()
+        for b0, b1 in zip(starts, ends):
+            first, last = int(s_lo[b0]), int(reach[b1 - 1])
+            block = self._read(first, last)
+            for j in range(b0, b1):
+                d, n, off = int(s_dest[j]), int(s_len[j]), int(s_lo[j]) - first
+                out[d:d + n] = block[off:off + n]
+        return out
+
+
+def _ranges(first: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(first[i], first[i] + length[i])`` for all i."""
+    length = np.asarray(length, dtype=np.int64)
+    total = int(length.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    seg_start = np.cumsum(length) - length
+    return np.repeat(np.asarray(first, dtype=np.int64) - seg_start, length) + np.arange(total)
+
+
 def _load_or_build_layout(source: Source, progress: bool) -> Layout:
     T, D = source.shape
     itemsize = source.dtype.itemsize
     if T * D * itemsize <= IN_MEMORY_BYTES:
         keys = float_keys(np.asarray(source.dataset[()]))
-        return Layout(keys_rows=keys, keys_cells=np.ascontiguousarray(keys.T), location=None)
+        return Layout(keys_rows=KeyStore(keys), keys_cells=KeyStore(np.ascontiguousarray(keys.T)),
+                      location=None)
     fp = _fingerprint(source)
     root = Path(source.cache_dir) if source.cache_dir is not None else default_cache_dir()
     digest = hashlib.sha1(f"{fp['file']}::{fp['dataset']}".encode()).hexdigest()[:20]
@@ -218,8 +320,8 @@ def _load_or_build_layout(source: Source, progress: bool) -> Layout:
     meta_path = folder / "layout.json"
     try:
         if meta_path.is_file() and json.loads(meta_path.read_text()) == fp:
-            return Layout(keys_rows=np.load(folder / "keys_rows.npy", mmap_mode="r"),
-                          keys_cells=np.load(folder / "keys_cells.npy", mmap_mode="r"),
+            return Layout(keys_rows=KeyStore(path=folder / "keys_rows.npy"),
+                          keys_cells=KeyStore(path=folder / "keys_cells.npy"),
                           location=folder)
     except (OSError, ValueError):
         pass                                     # a broken cache is rebuilt below
@@ -230,8 +332,8 @@ def _load_or_build_layout(source: Source, progress: bool) -> Layout:
                            "set LSTMVIS_CACHE_DIR to a writable folder") from None
     _build_layout(source, folder, progress)
     meta_path.write_text(json.dumps(fp))
-    return Layout(keys_rows=np.load(folder / "keys_rows.npy", mmap_mode="r"),
-                  keys_cells=np.load(folder / "keys_cells.npy", mmap_mode="r"), location=folder)
+    return Layout(keys_rows=KeyStore(path=folder / "keys_rows.npy"),
+                  keys_cells=KeyStore(path=folder / "keys_cells.npy"), location=folder)
 
 
 def _build_layout(source: Source, folder: Path, progress: bool) -> None:

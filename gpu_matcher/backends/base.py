@@ -22,10 +22,6 @@ import numpy as np
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.ranking import DistinctWalk, group_order
 
-#: Cells whose prefix sums are kept at once when computing ``inter``.
-CELL_CHUNK = 64
-
-
 @dataclass(frozen=True)
 class MatchQuery:
     """One match request in engine terms (cells already resolved, threshold already a key)."""
@@ -87,32 +83,28 @@ class Backend:
         bounds = np.asarray(query.bounds, dtype=np.int64)
         T = int(bounds[-1])
         on = self.on_columns(layout, cells, query.key_threshold)          # (k, T) bool, on xp
-        n = on.sum(axis=0, dtype=xp.int32)
-        seq_start = xp.zeros(T, dtype=bool)
-        seq_start[xp.asarray(bounds[:-1])] = True
-        seq_end = xp.zeros(T, dtype=bool)
-        seq_end[xp.asarray(bounds[1:] - 1)] = True
-        inter_of = _InterCounter(xp, on, query.left, query.right)
+        words = self.pack_steps(on)                                          # (T, W) uint64: S bits
+        del on
+        n = self.step_counts(words)
 
         walk = DistinctWalk(top=query.top, distinct=query.distinct)
         pool = _Pool()
-        seen_keys = np.zeros(0, dtype=np.int64)
+        prev_a = prev_b = np.zeros(0, dtype=np.int64)
         next_group = k                     # the next inter group to rank and walk
         max_n = int(self.to_host(n.max())) if T else 0
         for level in range(k, 0, -1):
             if level > max_n:
                 continue
-            a, b = self._level_runs(n, level, seq_start, seq_end, query)
-            if a.size:
-                keys = a * (T + 1) + b
-                fresh = ~np.isin(keys, seen_keys, assume_unique=True)
-                a, b = a[fresh], b[fresh]
-                seen_keys = np.union1d(seen_keys, keys[fresh])
+            level_a, level_b = self.level_runs(n, level, bounds, query)
+            # A run seen at a higher level is nested in a run of this level; equal intervals are one
+            # candidate, and an equal run at any higher level is equal to one at level + 1.
+            a, b = _drop_repeats(level_a, level_b, prev_a, prev_b)
+            prev_a, prev_b = level_a, level_b
             if a.size:
                 seq = np.searchsorted(bounds, a, side="right") - 1
                 lo = np.maximum(a - query.left, bounds[seq])
                 hi = np.minimum(b + 1 + query.right, bounds[seq + 1])
-                inter = inter_of(a, b, lo, hi)
+                inter = self.inter_counts(words, a, b, lo, hi)
                 pool.add(a, b, inter, lo, hi)
             # Every candidate with inter >= level is in the pool now: walk those groups.
             while next_group >= level and not walk.full:
@@ -125,20 +117,60 @@ class Backend:
             next_group -= 1
         return [MatchRow(*row) for row in walk.kept]
 
-    def _level_runs(self, n, level: int, seq_start, seq_end, query: MatchQuery):
-        """Maximal runs of ``n >= level``, cut at sequence edges, filtered by length (host arrays)."""
+    def level_runs(self, n, level: int, bounds: np.ndarray, query: MatchQuery):
+        """Maximal runs ``[a, b]`` of ``n >= level``, cut at sequence edges, filtered by length.
+
+        Host arrays, sorted by ``a``.
+        """
         xp = self.xp
         mask = n >= level
-        first = mask.copy()
-        first[1:] &= ~mask[:-1] | seq_start[1:]
-        last = mask.copy()
-        last[:-1] &= ~mask[1:] | seq_end[:-1]
-        a = self.to_host(xp.flatnonzero(first)).astype(np.int64)
-        b = self.to_host(xp.flatnonzero(last)).astype(np.int64)
+        step = xp.diff(mask.view(xp.int8))
+        where = xp.flatnonzero(step)
+        rising = self.to_host(step[where] == 1)
+        where = self.to_host(where).astype(np.int64)
+        a, b = where[rising] + 1, where[~rising]
+        T = int(bounds[-1])
+        edge = self.to_host(mask[xp.asarray([0, T - 1])])
+        if edge[0]:
+            a = np.concatenate([[0], a])
+        if edge[1]:
+            b = np.concatenate([b, [T - 1]])
+        inner = bounds[1:-1]
+        if inner.size:
+            both = self.to_host(mask[xp.asarray(inner)] & mask[xp.asarray(inner - 1)])
+            cut = inner[both]
+            if cut.size:
+                a = np.sort(np.concatenate([a, cut]))
+                b = np.sort(np.concatenate([b, cut - 1]))
         length = b - a + 1
         keep = (length == query.phrase_length) if query.phrase_length > 0 else \
             (length >= query.min_length)
         return a[keep], b[keep]
+
+    # --- array primitives with NumPy implementations (a GPU backend overrides them) ------------
+    def pack_steps(self, on) -> Any:
+        """``(k, T)`` bool -> ``(T, W)`` uint64: bit j of step t set when selected cell j is on."""
+        k, T = on.shape
+        dtype = word_dtype(k)
+        words = np.zeros((T, -(-k // 64)), dtype=dtype)
+        for b0 in range(0, k, 8):                       # one byte of 8 cells at a time, in uint8
+            byte = np.zeros(T, dtype=np.uint8)
+            for j in range(b0, min(k, b0 + 8)):
+                byte |= on[j].view(np.uint8) << np.uint8(j - b0)
+            words[:, b0 // 64] |= byte.astype(dtype, copy=False) << dtype.type(b0 % 64)
+        return words
+
+    def step_counts(self, words) -> Any:
+        """n(t): how many selected cells are on at each step."""
+        counts = np.bitwise_count(words)
+        return counts[:, 0] if counts.shape[1] == 1 else counts.sum(axis=1, dtype=np.int32)
+
+    def inter_counts(self, words, a, b, lo, hi) -> np.ndarray:
+        """``inter`` per candidate: selected cells on over ``[a, b]``, off over ``[lo, a)``, ``(b, hi)``."""
+        active = segment_reduce(np.bitwise_and, words, a, b + 1)
+        active &= ~segment_reduce(np.bitwise_or, words, lo, a)
+        active &= ~segment_reduce(np.bitwise_or, words, b + 1, hi)
+        return np.bitwise_count(active).sum(axis=1, dtype=np.int64)
 
     def _walk_group(self, layout, query: MatchQuery, pool: "_Pool", inter_value: int, k: int,
                     walk: DistinctWalk) -> None:
@@ -150,6 +182,15 @@ class Backend:
         union = active + (k - inter_value)
         order = group_order(union, b - a + 1, a)
         walk.feed(a[order], b[order], np.full(idx.size, inter_value), union[order])
+
+
+def _drop_repeats(a: np.ndarray, b: np.ndarray, prev_a: np.ndarray, prev_b: np.ndarray):
+    """Runs ``[a, b]`` that are not also runs of the previous level (both lists sorted, disjoint)."""
+    if prev_a.size == 0 or a.size == 0:
+        return a, b
+    pos = np.minimum(np.searchsorted(prev_a, a), prev_a.size - 1)
+    fresh = (prev_a[pos] != a) | (prev_b[pos] != b)
+    return a[fresh], b[fresh]
 
 
 class _Pool:
@@ -183,75 +224,35 @@ class _Pool:
         return np.flatnonzero(self.inter == inter_value)
 
 
-class _InterCounter:
-    """``inter`` per candidate from the selected cells' prefix sums (chunks of cells, kept if small)."""
-
-    def __init__(self, xp, on, left: int, right: int):
-        self.xp, self.on, self.left, self.right = xp, on, left, right
-        self._cums: list | None = None
-        k, T = on.shape
-        if k <= CELL_CHUNK:
-            self._cums = [self._cum(0, k)]
-
-    def _cum(self, c0: int, c1: int):
-        xp = self.xp
-        part = self.on[c0:c1]
-        cum = xp.zeros((part.shape[0], part.shape[1] + 1), dtype=xp.int32)
-        xp.cumsum(part, axis=1, dtype=xp.int32, out=cum[:, 1:])
-        return cum
-
-    def __call__(self, a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        xp = self.xp
-        k = self.on.shape[0]
-        da, db1, dlo, dhi = (xp.asarray(v) for v in (a, b + 1, lo, hi))
-        length = db1 - da
-        total = xp.zeros(a.shape[0], dtype=xp.int64)
-        chunks = self._cums if self._cums is not None else \
-            (self._cum(c0, min(k, c0 + CELL_CHUNK)) for c0 in range(0, k, CELL_CHUNK))
-        for cum in chunks:
-            at_a, at_b1 = cum[:, da], cum[:, db1]
-            ok = (at_b1 - at_a) == length[None, :]
-            ok &= (at_a - cum[:, dlo]) == 0
-            ok &= (cum[:, dhi] - at_b1) == 0
-            total += ok.sum(axis=0)
-        return np.asarray(self._host(total), dtype=np.int64)
-
-    def _host(self, array):
-        return array.get() if hasattr(array, "get") else array
+def word_dtype(k: int) -> np.dtype:
+    """The narrowest unsigned word holding min(k, 64) bits (narrow words make reductions cheaper)."""
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if k <= np.dtype(dt).itemsize * 8:
+            return np.dtype(dt)
+    return np.dtype(np.uint64)
 
 
-def margin_rows(start: np.ndarray, end: np.ndarray, margin_lo: np.ndarray, margin_hi: np.ndarray):
-    """Row indices of every candidate's run and of its margins, concatenated, with segment offsets.
-
-    Returns ``(run_rows, run_offsets, margin_rows, margin_offsets, has_margin)``; a candidate without
-    margin rows gets no segment (``has_margin`` false).
-    """
-    run_len = end - start + 1
-    run_rows = _ranges(start, run_len)
-    run_offsets = np.concatenate([[0], np.cumsum(run_len)[:-1]]).astype(np.int64)
-    left_len = start - margin_lo
-    right_len = margin_hi - (end + 1)
-    m_len = left_len + right_len
-    has_margin = m_len > 0
-    left = _ranges(margin_lo, left_len)
-    right = _ranges(end + 1, right_len)
-    # Interleave per candidate: left rows then right rows.
-    seg_left = np.repeat(np.arange(start.size), left_len)
-    seg_right = np.repeat(np.arange(start.size), right_len)
-    order = np.argsort(np.concatenate([seg_left, seg_right]), kind="stable")
-    m_rows = np.concatenate([left, right])[order]
-    m_offsets = np.concatenate([[0], np.cumsum(m_len)[:-1]]).astype(np.int64)[has_margin]
-    return run_rows, run_offsets, m_rows, m_offsets, has_margin
+def pack_bits_rows(on: np.ndarray) -> np.ndarray:
+    """``(R, C)`` bool -> ``(R, ceil(C / 64))`` uint64, bit ``c % 64`` of word ``c // 64`` = column c."""
+    packed = np.packbits(on, axis=1, bitorder="little")
+    width = -(-on.shape[1] // 64) * 8
+    if packed.shape[1] != width:
+        packed = np.concatenate(
+            [packed, np.zeros((packed.shape[0], width - packed.shape[1]), dtype=np.uint8)], axis=1)
+    return np.ascontiguousarray(packed).view(np.uint64)
 
 
-def _ranges(first: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(first[i], first[i] + length[i])`` for all i."""
-    length = np.asarray(length, dtype=np.int64)
-    total = int(length.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    seg_start = np.cumsum(length) - length
-    return np.repeat(np.asarray(first, dtype=np.int64) - seg_start, length) + np.arange(total)
+def segment_reduce(op, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """``op``-reduce ``rows[starts[i]:ends[i]]`` for every i (any order, overlaps allowed); an empty
+    segment gives 0. ``ends`` may equal ``len(rows)``."""
+    if starts.size == 0:
+        return np.zeros((0,) + rows.shape[1:], dtype=rows.dtype)
+    ext = np.concatenate([rows, np.zeros((1,) + rows.shape[1:], dtype=rows.dtype)])
+    idx = np.empty(2 * starts.size, dtype=np.int64)
+    idx[0::2], idx[1::2] = starts, ends
+    out = op.reduceat(ext, idx, axis=0)[0::2]
+    out[starts == ends] = 0
+    return out
 
 
 def batches(length: np.ndarray, row_budget: int) -> list[slice]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpu_matcher.backends.base import Backend, batches, margin_rows
+from gpu_matcher.backends.base import Backend, batches, pack_bits_rows, segment_reduce
 
 #: Rows x cells gathered at once during verification (bounds the temporary memory to ~this many bytes).
 GATHER_BUDGET = 1 << 25
@@ -18,19 +18,20 @@ class NumpyBackend(Backend):
         return source.layout()
 
     def on_columns(self, layout, cells, key_threshold):
-        return layout.keys_cells[np.asarray(cells)] >= key_threshold
+        return layout.keys_cells.take(cells) >= key_threshold
 
     def active_counts(self, layout, key_threshold, start, end, margin_lo, margin_hi):
-        rows_keys = layout.keys_rows
-        D = rows_keys.shape[1]
+        D = layout.keys_rows.shape[1]
         out = np.zeros(start.size, dtype=np.int64)
         span = (margin_hi - margin_lo).astype(np.int64)
         for part in batches(span, max(1, GATHER_BUDGET // max(1, D))):
             s, e, lo, hi = start[part], end[part], margin_lo[part], margin_hi[part]
-            run_rows, run_off, m_rows, m_off, has_margin = margin_rows(s, e, lo, hi)
-            active = np.logical_and.reduceat(rows_keys[run_rows] >= key_threshold, run_off, axis=0)
-            if m_rows.size:
-                margin_on = np.logical_or.reduceat(rows_keys[m_rows] >= key_threshold, m_off, axis=0)
-                active[has_margin] &= ~margin_on
-            out[part] = active.sum(axis=1)
+            # Windows [lo, hi) of all candidates, back to back, as packed on-bits over all D cells.
+            bits = pack_bits_rows(layout.keys_rows.spans(lo, hi) >= key_threshold)
+            first = np.cumsum(hi - lo) - (hi - lo)
+            run0, run1 = first + (s - lo), first + (e + 1 - lo)
+            active = segment_reduce(np.bitwise_and, bits, run0, run1)
+            active &= ~segment_reduce(np.bitwise_or, bits, first, run0)
+            active &= ~segment_reduce(np.bitwise_or, bits, run1, first + (hi - lo))
+            out[part] = np.bitwise_count(active).sum(axis=1, dtype=np.int64)
         return out

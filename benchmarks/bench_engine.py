@@ -1,0 +1,136 @@
+"""Engine benchmark (issue 2 targets): select, context, exact match, threshold change, peak RSS.
+
+    python benchmarks/bench_engine.py [--T 1000000] [--D 650] [--dtype float16] [--data DIR] [--backend numpy]
+
+Generates the synthetic project (benchmarks/synth.py) once under --data, builds the derived layout
+(timed separately), then measures on brushed ranges that select 4-10 cells. Peak RSS is measured on a
+separate `lstmvis match` process. Prints the machine, backend and sizes with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.synth import make_project  # noqa: E402
+from gpu_matcher import Engine, open_project  # noqa: E402
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, numpy {np.__version__}"
+
+
+def timed(fn, repeat: int) -> tuple[float, float, object]:
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times[0], statistics.median(times), out
+
+
+def pick_selections(engine: Engine, source: str, T: int, want: int, rng) -> list[tuple]:
+    """Brushed ranges (start, end, threshold, left, right) selecting 4..10 cells."""
+    picks, tries = [], 0
+    while len(picks) < want and tries < 5000:
+        tries += 1
+        start = int(rng.integers(100, T - 100))
+        end = start + int(rng.integers(0, 4))
+        theta = float(rng.choice([0.3, 0.4, 0.5, 0.6]))
+        left, right = int(rng.integers(0, 2)), int(rng.integers(0, 2))
+        try:
+            cells = engine.select(source, start, end, theta, left, right).cells
+        except Exception:
+            continue
+        if 4 <= len(cells) <= 10:
+            picks.append((start, end, theta, left, right, cells))
+    return picks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--T", type=int, default=1_000_000)
+    ap.add_argument("--D", type=int, default=650)
+    ap.add_argument("--dtype", default="float16")
+    ap.add_argument("--data", default="/tmp/lstmvis-bench")
+    ap.add_argument("--backend", default="numpy")
+    ap.add_argument("--queries", type=int, default=12)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--no-rss", action="store_true")
+    args = ap.parse_args()
+
+    folder = Path(args.data) / f"synth-{args.T}x{args.D}-{args.dtype}"
+    if not (folder / "lstm.yml").is_file():
+        t0 = time.perf_counter()
+        make_project(folder, args.T, args.D, args.dtype, seed=1, progress=True)
+        print(f"generated {folder} in {time.perf_counter() - t0:.1f} s")
+    print(f"machine: {machine()}")
+    print(f"dataset: T={args.T:,} D={args.D} {args.dtype} ({folder})")
+    project = open_project(folder)
+    source = project.default_source
+    engine = Engine(project, backend=args.backend)
+    print(f"backend: {engine.backend.name}")
+    t0 = time.perf_counter()
+    engine.layout(source)
+    print(f"derived layout (build or load): {time.perf_counter() - t0:.2f} s")
+
+    rng = np.random.default_rng(7)
+    picks = pick_selections(engine, source, args.T, args.queries, rng)
+    sel_t = [timed(lambda p=p: engine.select(source, p[0], p[1], p[2], p[3], p[4]), 5)[1] for p in picks]
+    ctx_t = [timed(lambda p=p: engine.context(source, p[0] - 50, p[0] + 50, p[5], p[2]), 5)[1] for p in picks]
+    firsts, medians, counts = [], [], []
+    for start, end, theta, left, right, cells in picks:
+        first, med, res = timed(lambda: engine.match(source, cells, theta, left, right), args.repeat)
+        firsts.append(first)
+        medians.append(med)
+        counts.append((len(cells), res[0].inter if res else 0, len(res)))
+    # A threshold never used before on this source: the first query pays everything threshold-related.
+    new_theta_t = []
+    for i, (start, end, theta, left, right, cells) in enumerate(picks[:5]):
+        fresh = round(0.31 + 0.0137 * (i + 1), 4)
+        new_theta_t.append(timed(lambda: engine.match(source, cells, fresh, left, right), 1)[0])
+    print(f"select     median over {len(picks)} ranges: {statistics.median(sel_t):7.2f} ms (max {max(sel_t):.2f})")
+    print(f"context    100 steps x {args.D} cells:       {statistics.median(ctx_t):7.2f} ms (max {max(ctx_t):.2f})")
+    print(f"match      4-10 cells, top 50 distinct: median {statistics.median(medians):7.2f} ms "
+          f"(per-query medians {min(medians):.1f}..{max(medians):.1f})")
+    print(f"match      first query per selection:   median {statistics.median(firsts):7.2f} ms (max {max(firsts):.1f})")
+    print(f"match      first query at a new threshold: max {max(new_theta_t):7.2f} ms "
+          f"(median {statistics.median(new_theta_t):.1f})")
+    print(f"selections (k, top inter, n results): {counts}")
+
+    if not args.no_rss:
+        start, end, theta, left, right, cells = picks[0]
+        cmd = [sys.executable, "-m", "gpu_matcher.cli", "match", str(folder), "--threshold", str(theta),
+               "--start", str(start), "--end", str(end), "--left", str(left), "--right", str(right),
+               "--backend", args.backend, "--repeat", "5"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        if proc.returncode != 0:
+            print(f"lstmvis match failed: {proc.stderr.strip()}")
+        else:
+            out = json.loads(proc.stdout)
+            print(f"lstmvis match process: peak RSS {peak:.0f} MB, timing {out['timing_ms']}")
+
+
+if __name__ == "__main__":
+    main()

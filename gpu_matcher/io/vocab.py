@@ -1,0 +1,98 @@
+"""Token dictionaries: the ``.dict`` file format (``token id`` per line) and a growing vocabulary.
+
+The original LSTMVis tools reserve ``<s>`` = 1, ``<unk>`` = 2, ``</s>`` = 3 and number the corpus's tokens
+from 4 in order of first appearance; :class:`Vocabulary` does the same, so a dictionary built here lines
+up with a model trained on the original tools' output.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from gpu_matcher.errors import ProjectError
+
+RESERVED = {1: "<s>", 2: "<unk>", 3: "</s>"}
+UNK = "<unk>"
+
+
+def check_token(token: str, where: str) -> None:
+    """A token must survive a round trip through a ``.dict`` file."""
+    if token == " ":
+        return                                   # the one white-space token the format allows
+    if token == "" or any(ch.isspace() for ch in token):
+        raise ProjectError(f"{where}: token {token!r} cannot be stored in a .dict file "
+                           "(empty, or holds white space other than the single-space token ' ')")
+
+
+def write_dictionary(path: str | os.PathLike, mapping: Mapping[int, str]) -> None:
+    """Write ``mapping`` (id -> token) as a ``.dict`` file, sorted by id; atomically replaces ``path``."""
+    path = Path(path)
+    lines = []
+    seen: dict[str, int] = {}
+    for idx in sorted(mapping):
+        token = str(mapping[idx])
+        check_token(token, f"{path}: id {idx}")
+        if token in seen:
+            raise ProjectError(f"{path}: token {token!r} has two ids ({seen[token]} and {idx})")
+        seen[token] = idx
+        lines.append(f"{token} {int(idx)}")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def as_id_map(dictionary: Mapping[int, str] | Sequence[str], where: str) -> dict[int, str]:
+    """A dictionary given as ``{id: token}`` or as a token list (id = position)."""
+    if isinstance(dictionary, Mapping):
+        try:
+            return {int(k): str(v) for k, v in dictionary.items()}
+        except (TypeError, ValueError):
+            raise ProjectError(f"{where}: dictionary keys must be integer ids") from None
+    if isinstance(dictionary, (str, bytes)):
+        raise ProjectError(f"{where}: dictionary must be a mapping id -> token or a list of tokens")
+    return {i: str(t) for i, t in enumerate(dictionary)}
+
+
+class Vocabulary:
+    """Token <-> id. Grows on unseen tokens unless ``frozen``; a frozen one maps them to ``<unk>``."""
+
+    def __init__(self, tokens: Mapping[int, str] | Sequence[str] | None = None, *,
+                 reserved: bool = True, frozen: bool = False, where: str = "vocabulary"):
+        self.where = where
+        self.id_to_token: dict[int, str] = dict(RESERVED) if (tokens is None and reserved) else {}
+        if tokens is not None:
+            self.id_to_token = as_id_map(tokens, where)
+        self.token_to_id = {tok: idx for idx, tok in self.id_to_token.items()}
+        if len(self.token_to_id) != len(self.id_to_token):
+            raise ProjectError(f"{where}: a token appears with two ids")
+        self.frozen = frozen
+        self._next = max(self.id_to_token, default=0) + 1
+        self.changed = tokens is None
+
+    def __len__(self) -> int:
+        return len(self.id_to_token)
+
+    def id_of(self, token: str, where: str = "") -> int:
+        idx = self.token_to_id.get(token)
+        if idx is not None:
+            return idx
+        if self.frozen:
+            unk = self.token_to_id.get(UNK)
+            if unk is None:
+                raise ProjectError(f"{where or self.where}: token {token!r} is not in the dictionary, "
+                                   f"which has no {UNK} entry to stand for it")
+            return unk
+        check_token(token, where or self.where)
+        idx = self._next
+        self._next += 1
+        self.id_to_token[idx] = token
+        self.token_to_id[token] = idx
+        self.changed = True
+        return idx
+
+    def ids(self, tokens: Iterable[str], where: str = "") -> np.ndarray:
+        return np.fromiter((self.id_of(t, where) for t in tokens), dtype=np.int64)

@@ -1,0 +1,51 @@
+"""The golden sets of ../shared/golden: select and match must return exactly the stored answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpu_matcher import Engine, open_project
+from tests.conftest import GOLDEN, golden_queries, golden_sets
+
+SETS = golden_sets()
+CASES = [(name, i) for name in SETS for i in range(len(golden_queries(name)))]
+
+pytestmark = pytest.mark.skipif(not SETS, reason=f"no golden sets at {GOLDEN}")
+
+
+@pytest.fixture(scope="module")
+def engines():
+    return {name: Engine(open_project(GOLDEN / name / "project"), backend="numpy") for name in SETS}
+
+
+@pytest.mark.parametrize("name,index", CASES)
+def test_golden_select(engines, name, index):
+    q = golden_queries(name)[index]
+    sel = engines[name].select(q["source"], q["start"], q["end"], q["threshold"], q["left"],
+                               q["right"], sequences=q["sequences"])
+    assert sel.cells == q["expected_cells"]
+
+
+@pytest.mark.parametrize("name,index", CASES)
+def test_golden_match(engines, name, index):
+    q = golden_queries(name)[index]
+    got = engines[name].match(q["source"], q["expected_cells"], q["threshold"], q["left"], q["right"],
+                              top=q["top"], min_length=q["min_length"],
+                              phrase_length=q["phrase_length"], distinct=q["distinct"],
+                              sequences=q["sequences"])
+    assert [m.as_dict() for m in got] == q["expected"]
+
+
+def test_golden_match_from_disk_layout(monkeypatch, tmp_path):
+    """The cached, file-backed layout answers exactly like the in-memory one."""
+    from gpu_matcher import source as source_module
+
+    monkeypatch.setattr(source_module, "IN_MEMORY_BYTES", 0)
+    name = SETS[0]
+    engine = Engine(open_project(GOLDEN / name / "project", cache_dir=tmp_path), backend="numpy")
+    for q in golden_queries(name):
+        got = engine.match(q["source"], q["expected_cells"], q["threshold"], q["left"], q["right"],
+                           top=q["top"], min_length=q["min_length"], phrase_length=q["phrase_length"],
+                           distinct=q["distinct"], sequences=q["sequences"])
+        assert [m.as_dict() for m in got] == q["expected"]
+    assert any(tmp_path.rglob("keys_rows.npy")), "the layout was not written to the cache folder"
