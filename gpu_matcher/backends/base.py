@@ -21,6 +21,7 @@ import numpy as np
 
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.ranking import DistinctWalk, group_order
+from gpu_matcher.source import _ranges
 
 @dataclass(frozen=True)
 class MatchQuery:
@@ -86,6 +87,7 @@ class Backend:
         words = self.pack_steps(on)                                          # (T, W) uint64: S bits
         del on
         n = self.step_counts(words)
+        events = self.level_events(n, bounds)
 
         walk = DistinctWalk(top=query.top, distinct=query.distinct)
         pool = _Pool()
@@ -95,7 +97,7 @@ class Backend:
         for level in range(k, 0, -1):
             if level > max_n:
                 continue
-            level_a, level_b = self.level_runs(n, level, bounds, query)
+            level_a, level_b = self.level_runs(events, level, query)
             # A run seen at a higher level is nested in a run of this level; equal intervals are one
             # candidate, and an equal run at any higher level is equal to one at level + 1.
             a, b = _drop_repeats(level_a, level_b, prev_a, prev_b)
@@ -117,31 +119,33 @@ class Backend:
             next_group -= 1
         return [MatchRow(*row) for row in walk.kept]
 
-    def level_runs(self, n, level: int, bounds: np.ndarray, query: MatchQuery):
+    def level_events(self, n, bounds: np.ndarray):
+        """Where n rises and falls, once per query: a run of ``n >= m`` starts at a rise from below m
+        to at least m (a sequence start counts as a rise from 0) and ends at a fall likewise."""
+        xp = self.xp
+        n = n.astype(xp.int16)
+        starts, ends = xp.asarray(bounds[:-1]), xp.asarray(bounds[1:] - 1)
+        before = xp.empty_like(n)
+        before[1:] = n[:-1]
+        before[starts] = 0
+        after = xp.empty_like(n)
+        after[:-1] = n[1:]
+        after[ends] = 0
+        rise = xp.flatnonzero(n > before)
+        fall = xp.flatnonzero(n > after)
+        host = self.to_host
+        return (host(rise).astype(np.int64), host(before[rise]), host(n[rise]),
+                host(fall).astype(np.int64), host(after[fall]), host(n[fall]))
+
+    @staticmethod
+    def level_runs(events, level: int, query: MatchQuery):
         """Maximal runs ``[a, b]`` of ``n >= level``, cut at sequence edges, filtered by length.
 
         Host arrays, sorted by ``a``.
         """
-        xp = self.xp
-        mask = n >= level
-        step = xp.diff(mask.view(xp.int8))
-        where = xp.flatnonzero(step)
-        rising = self.to_host(step[where] == 1)
-        where = self.to_host(where).astype(np.int64)
-        a, b = where[rising] + 1, where[~rising]
-        T = int(bounds[-1])
-        edge = self.to_host(mask[xp.asarray([0, T - 1])])
-        if edge[0]:
-            a = np.concatenate([[0], a])
-        if edge[1]:
-            b = np.concatenate([b, [T - 1]])
-        inner = bounds[1:-1]
-        if inner.size:
-            both = self.to_host(mask[xp.asarray(inner)] & mask[xp.asarray(inner - 1)])
-            cut = inner[both]
-            if cut.size:
-                a = np.sort(np.concatenate([a, cut]))
-                b = np.sort(np.concatenate([b, cut - 1]))
+        rise, rise_from, rise_to, fall, fall_to, fall_from = events
+        a = rise[(rise_from < level) & (rise_to >= level)]
+        b = fall[(fall_to < level) & (fall_from >= level)]
         length = b - a + 1
         keep = (length == query.phrase_length) if query.phrase_length > 0 else \
             (length >= query.min_length)
@@ -245,13 +249,26 @@ def pack_bits_rows(on: np.ndarray) -> np.ndarray:
 def segment_reduce(op, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """``op``-reduce ``rows[starts[i]:ends[i]]`` for every i (any order, overlaps allowed); an empty
     segment gives 0. ``ends`` may equal ``len(rows)``."""
-    if starts.size == 0:
-        return np.zeros((0,) + rows.shape[1:], dtype=rows.dtype)
-    ext = np.concatenate([rows, np.zeros((1,) + rows.shape[1:], dtype=rows.dtype)])
-    idx = np.empty(2 * starts.size, dtype=np.int64)
-    idx[0::2], idx[1::2] = starts, ends
-    out = op.reduceat(ext, idx, axis=0)[0::2]
-    out[starts == ends] = 0
+    out = np.zeros((starts.size,) + rows.shape[1:], dtype=rows.dtype)
+    length = ends - starts
+    full = length > 0
+    if not full.any():
+        return out
+    s, n = starts[full], length[full]
+    total = int(n.sum())
+    if total <= rows.shape[0] // 2:
+        # Few rows: gather them back to back, so the reduction touches only those rows.
+        offsets = np.cumsum(n) - n
+        out[full] = op.reduceat(rows[_ranges(s, n)], offsets, axis=0)
+        return out
+    # Most rows: reduce in place; reduceat also reduces the gaps between segments (discarded).
+    idx = np.empty(2 * s.size, dtype=np.int64)
+    idx[0::2], idx[1::2] = s, s + n
+    if idx[-1] == rows.shape[0]:
+        idx = idx[:-1]                         # the last segment runs to the end anyway
+    if idx.size and idx.max() >= rows.shape[0]:
+        rows = np.concatenate([rows, np.zeros((1,) + rows.shape[1:], dtype=rows.dtype)])
+    out[full] = op.reduceat(rows, idx, axis=0)[0::2]
     return out
 
 

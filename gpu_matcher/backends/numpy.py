@@ -18,7 +18,7 @@ class NumpyBackend(Backend):
         return source.layout()
 
     def on_columns(self, layout, cells, key_threshold):
-        return layout.keys_cells.take(cells) >= key_threshold
+        return layout.keys_cells.rows_at_least(cells, key_threshold)
 
     def active_counts(self, layout, key_threshold, start, end, margin_lo, margin_hi):
         D = layout.keys_rows.shape[1]
