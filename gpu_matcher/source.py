@@ -59,6 +59,15 @@ def float_keys(values: np.ndarray) -> np.ndarray:
     return keys
 
 
+def keys_to_floats(keys: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Inverse of ``float_keys`` (``-0.0`` comes back as ``+0.0``, NaN as a NaN)."""
+    keys = np.ascontiguousarray(keys)
+    kdt = keys.dtype.type
+    sign = kdt(1) << kdt(8 * keys.dtype.itemsize - 1)
+    bits = np.where((keys & sign) != 0, keys & ~sign, ~keys)
+    return bits.view(np.dtype(dtype))
+
+
 def raw_bound(threshold: float, transform: str) -> float | None:
     """The float64 bound on raw values for threshold θ; ``None`` when nothing can be on."""
     theta = float(threshold)
@@ -159,6 +168,8 @@ class Source:
         start, stop = max(0, int(start)), min(self.T, int(stop))
         if stop <= start:
             return np.zeros((0, self.D), dtype=self.dtype)
+        if self._layout is not None:               # a few rows of the layout beat an HDF5 chunk read
+            return keys_to_floats(self._layout.keys_rows.block(start, stop), self.dtype)
         return np.asarray(self.dataset[start:stop])
 
     def values(self, start: int, stop: int) -> np.ndarray:
@@ -217,7 +228,7 @@ class KeyStore:
     at most ``RELEASE_ROWS`` rows at a time, which bounds the memory a query holds.
     """
 
-    RELEASE_ROWS = 1 << 14
+    RELEASE_ROWS = 1 << 10
 
     def __init__(self, array: np.ndarray | None = None, path: Path | None = None):
         self._array, self.path, self._mm = array, path, None
@@ -266,13 +277,21 @@ class KeyStore:
 
     def spans(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Rows ``[lo[i], hi[i])`` for every i, concatenated in the order given."""
-        rows = _ranges(np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64) - lo)
-        if self._mm is None or rows.size <= self.RELEASE_ROWS:
-            return self._copy(rows)
-        out = np.empty((rows.size, self.shape[1]), dtype=self.dtype)
+        lo = np.asarray(lo, dtype=np.int64)
+        length = np.asarray(hi, dtype=np.int64) - lo
+        if self._mm is None or int(length.sum()) <= self.RELEASE_ROWS:
+            return self._copy(_ranges(lo, length))
+        # Read in file order, a slice of the file at a time, so each slice's mapped pages are few and
+        # shared by neighbouring windows; then put the windows back in the order asked.
+        order = np.argsort(lo, kind="stable")
+        rows = _ranges(lo[order], length[order])
+        gathered = np.empty((rows.size, self.shape[1]), dtype=self.dtype)
         for i in range(0, rows.size, self.RELEASE_ROWS):
-            out[i:i + self.RELEASE_ROWS] = self._copy(rows[i:i + self.RELEASE_ROWS])
-        return out
+            gathered[i:i + self.RELEASE_ROWS] = self._copy(rows[i:i + self.RELEASE_ROWS])
+        dest = np.cumsum(length) - length                     # where window j goes in the output
+        src = np.empty_like(dest)
+        src[order] = np.cumsum(length[order]) - length[order]  # where window j is in `gathered`
+        return gathered[_ranges(src, length)] if not np.array_equal(src, dest) else gathered
 
 
 def _ranges(first: np.ndarray, length: np.ndarray) -> np.ndarray:

@@ -121,21 +121,33 @@ class Backend:
 
     def level_events(self, n, bounds: np.ndarray):
         """Where n rises and falls, once per query: a run of ``n >= m`` starts at a rise from below m
-        to at least m (a sequence start counts as a rise from 0) and ends at a fall likewise."""
+        to at least m (a sequence start counts as a rise from 0) and ends at a fall likewise.
+
+        Returns host arrays ``(rise, rise_from, rise_to, fall, fall_to, fall_from)``.
+        """
         xp = self.xp
-        n = n.astype(xp.int16)
-        starts, ends = xp.asarray(bounds[:-1]), xp.asarray(bounds[1:] - 1)
-        before = xp.empty_like(n)
-        before[1:] = n[:-1]
-        before[starts] = 0
-        after = xp.empty_like(n)
-        after[:-1] = n[1:]
-        after[ends] = 0
-        rise = xp.flatnonzero(n > before)
-        fall = xp.flatnonzero(n > after)
+        T = int(bounds[-1])
+        heads = xp.asarray(bounds[1:-1])                 # sequence starts after the first
+        up = n[1:] > n[:-1]                              # up[t-1]: n rises from t-1 to t
+        down = n[:-1] > n[1:]                            # down[t]: n falls from t to t+1
+        if heads.size:
+            up[heads - 1] = n[heads] > 0
+            down[heads - 1] = n[heads - 1] > 0
+        rise = xp.flatnonzero(up) + 1
+        fall = xp.flatnonzero(down)
+        if bool(n[0] > 0):
+            rise = xp.concatenate([xp.zeros(1, dtype=rise.dtype), rise])
+        if bool(n[T - 1] > 0):
+            fall = xp.concatenate([fall, xp.full(1, T - 1, dtype=fall.dtype)])
+        rise_from = n[rise - 1]
+        fall_to = n[xp.minimum(fall + 1, T - 1)]
+        starts = xp.asarray(bounds[:-1])
+        ends = xp.asarray(bounds[1:] - 1)
+        rise_from[_positions_of(xp, starts, rise)] = 0   # a sequence start rises from 0
+        fall_to[_positions_of(xp, ends, fall)] = 0       # a sequence end falls to 0
         host = self.to_host
-        return (host(rise).astype(np.int64), host(before[rise]), host(n[rise]),
-                host(fall).astype(np.int64), host(after[fall]), host(n[fall]))
+        return (host(rise).astype(np.int64), host(rise_from), host(n[rise]),
+                host(fall).astype(np.int64), host(fall_to), host(n[fall]))
 
     @staticmethod
     def level_runs(events, level: int, query: MatchQuery):
@@ -186,6 +198,14 @@ class Backend:
         union = active + (k - inter_value)
         order = group_order(union, b - a + 1, a)
         walk.feed(a[order], b[order], np.full(idx.size, inter_value), union[order])
+
+
+def _positions_of(xp, few, many):
+    """Indices into the sorted array ``many`` of those of ``few`` that occur in it."""
+    if many.size == 0:
+        return xp.zeros(0, dtype=xp.int64)
+    pos = xp.minimum(xp.searchsorted(many, few), many.size - 1)
+    return pos[many[pos] == few]
 
 
 def _drop_repeats(a: np.ndarray, b: np.ndarray, prev_a: np.ndarray, prev_b: np.ndarray):
@@ -256,7 +276,7 @@ def segment_reduce(op, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -
         return out
     s, n = starts[full], length[full]
     total = int(n.sum())
-    if total <= rows.shape[0] // 2:
+    if total <= rows.shape[0] // 8:
         # Few rows: gather them back to back, so the reduction touches only those rows.
         offsets = np.cumsum(n) - n
         out[full] = op.reduceat(rows[_ranges(s, n)], offsets, axis=0)

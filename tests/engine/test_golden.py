@@ -41,6 +41,7 @@ def test_golden_match_from_disk_layout(monkeypatch, tmp_path):
     from gpu_matcher import source as source_module
 
     monkeypatch.setattr(source_module, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(source_module.KeyStore, "RELEASE_ROWS", 7)      # many small, reordered reads
     name = SETS[0]
     engine = Engine(open_project(GOLDEN / name / "project", cache_dir=tmp_path), backend="numpy")
     for q in golden_queries(name):

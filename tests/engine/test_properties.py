@@ -83,6 +83,12 @@ def test_select_and_match_equal_the_oracle(scenario, data):
     want = oracle.match(on, cells, left, right, seq_starts, top=top, min_length=min_length,
                         phrase_length=phrase_length, distinct=distinct)
     assert _as_dicts(got) == want
+    # Once the layout exists, select and context read from it: same answers.
+    assert engine.select("f::states", s, e, threshold, left, right, sequences=use_sequences).cells == sel.cells
+    ctx = engine.context("f::states", 0, T, cells, threshold)
+    assert np.array_equal(ctx.counts, on[:, cells].sum(axis=1))
+    expected_values = np.tanh(raw.astype(np.float32)) if transform == "tanh" else raw.astype(np.float32)
+    np.testing.assert_array_equal(ctx.values, expected_values)
 
 
 @settings(max_examples=60, deadline=None)
