@@ -33,8 +33,13 @@ def get_backend(name: str = "auto") -> Backend:
     if name in ("auto", "cupy"):
         reason = cupy_unavailable_reason()
         if reason is None:
-            from gpu_matcher.backends.cupy import CupyBackend
-            return CupyBackend()
+            try:
+                from gpu_matcher.backends.cupy import CupyBackend
+                backend = CupyBackend()
+                log.info("backend: %s", backend.describe())
+                return backend
+            except Exception as exc:  # NVRTC missing or broken, a kernel that fails to load, ...
+                reason = f"the CuPy backend failed to start ({type(exc).__name__}: {exc})"
         if name == "cupy":
             raise ProjectError(f"--backend cupy: {reason}")
         log.info("backend: numpy (%s)", reason)

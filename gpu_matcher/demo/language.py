@@ -77,3 +77,10 @@ def is_valid(ids: np.ndarray) -> bool:
     digits = (ids >= DIGIT0) & (ids < DIGIT0 + MAX_DEPTH + 1)
     return bool(len(ids) and d.min() >= 0 and d.max() <= MAX_DEPTH and d[-1] == 0
                 and np.all((ids[digits] - DIGIT0) == d[digits]) and np.all(ids != EOS))
+
+
+def depths_of_sentences(sentences: list[np.ndarray]) -> np.ndarray:
+    """:func:`depths` of each sentence, concatenated (each sentence starts at depth 0)."""
+    if not sentences:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([depths(s) for s in sentences])

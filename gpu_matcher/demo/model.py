@@ -70,7 +70,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))      # no overflow warnings for large |x|
 
 
-def forward(model: DemoModel, sentences: list[np.ndarray], batch: int = 128) -> dict[str, np.ndarray]:
+def forward(model: DemoModel, sentences: list[np.ndarray], batch: int = 256) -> dict[str, np.ndarray]:
     """Run each sentence from a zero state. Returns the steps of all sentences concatenated in order:
     ``cell{k}`` and ``hidden{k}`` ``(T, H)`` for layer ``k`` (1-based) and ``logits`` ``(T, V)``."""
     lengths = np.array([len(s) for s in sentences], dtype=np.int64)
@@ -96,24 +96,27 @@ def _forward_batch(model: DemoModel, sentences: list[np.ndarray]) -> dict[str, n
     ids = np.zeros((B, L), dtype=np.int64)
     for b, s in enumerate(sentences):
         ids[b, :len(s)] = s
-    valid = np.arange(L)[None, :] < lengths[:, None]          # row-major: sentence by sentence
-    x = model.embedding[ids]                                   # (B, L, E)
+    valid = np.arange(L)[:, None] < lengths[None, :]          # (L, B): time-major, like the loop
+    x = model.embedding[ids.T]                                 # (L, B, E)
     out: dict[str, np.ndarray] = {}
     for k, layer in enumerate(model.layers, 1):
-        pre = x @ layer.w_ih.T + layer.bias                    # input part of all gates, all steps
+        # The input part of all gates for all steps in one 2-D product (3-D matmul is slow in NumPy).
+        pre = (x.reshape(L * B, -1) @ np.ascontiguousarray(layer.w_ih.T) + layer.bias).reshape(L, B, -1)
+        w_hh_t = np.ascontiguousarray(layer.w_hh.T)
         h = np.zeros((B, H), dtype=np.float32)
         c = np.zeros((B, H), dtype=np.float32)
-        hs = np.empty((B, L, H), dtype=np.float32)
-        cs = np.empty((B, L, H), dtype=np.float32)
-        w_hh_t = np.ascontiguousarray(layer.w_hh.T)
+        hs = np.empty((L, B, H), dtype=np.float32)
+        cs = np.empty((L, B, H), dtype=np.float32)
         for t in range(L):
-            g = pre[:, t] + h @ w_hh_t
+            g = pre[t] + h @ w_hh_t
             i, f = _sigmoid(g[:, :H]), _sigmoid(g[:, H:2 * H])
             cand, o = np.tanh(g[:, 2 * H:3 * H]), _sigmoid(g[:, 3 * H:])
             c = f * c + i * cand
             h = o * np.tanh(c)
-            hs[:, t], cs[:, t] = h, c
+            hs[t], cs[t] = h, c
         x = hs
-        out[f"cell{k}"], out[f"hidden{k}"] = cs[valid], hs[valid]
+        # Sentence by sentence, step by step: transpose to (B, L) order before dropping padding.
+        out[f"cell{k}"] = cs.transpose(1, 0, 2)[valid.T]
+        out[f"hidden{k}"] = hs.transpose(1, 0, 2)[valid.T]
     out["logits"] = out[f"hidden{len(model.layers)}"] @ model.decoder_w.T + model.decoder_b
     return out

@@ -253,7 +253,10 @@ class ProjectWriter:
                                    f"earlier blocks had {spec.dim}")
             block[(STATES_FILE, sname)] = self._cast_states(arr, sname)
         if self._tokens:
-            block[(TRAIN_FILE, "words")] = self._token_ids(tokens, n)
+            ids = self._token_ids(tokens, n)
+            if ids.size and (ids.min() < np.iinfo(np.int32).min or ids.max() > np.iinfo(np.int32).max):
+                raise ProjectError(f"append: token ids span {ids.min()}..{ids.max()}, beyond 32-bit integers")
+            block[(TRAIN_FILE, "words")] = ids.astype(np.int32)
         for mname, spec in self.meta.items():
             block.update(self._meta_block(spec, meta[mname], n))
         new_starts = self._starts(starts, n)
@@ -288,7 +291,8 @@ class ProjectWriter:
                                f"(this block {'has' if tokens is not None else 'lacks'} them)")
 
     def _cast_states(self, arr: np.ndarray, sname: str) -> np.ndarray:
-        out = arr.astype(self.dtype, copy=False)
+        with np.errstate(over="ignore"):
+            out = arr.astype(self.dtype, copy=False)
         if self.dtype == "float16" and arr.dtype != np.float16:
             overflow = np.isinf(out) & np.isfinite(arr)
             if overflow.any():
@@ -316,7 +320,7 @@ class ProjectWriter:
         if arr.dtype.kind in "UO":
             if self._vocab is None:
                 self._vocab = Vocabulary(where=str(self.folder / WORDS_DICT))
-            return self._vocab.ids((str(t) for t in seq), where=f"append: tokens")
+            return self._vocab.ids((str(t) for t in seq), where="append: tokens")
         raise ProjectError(f"append: tokens have dtype {arr.dtype}; expected integer ids or strings")
 
     def _meta_block(self, spec: MetaSpec, value: Any, n: int) -> dict:

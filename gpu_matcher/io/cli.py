@@ -1,0 +1,157 @@
+"""Subcommands that bring data in: ``demo``, ``convert-text``, ``annotate``, ``extract``.
+
+Imported by ``gpu_matcher.cli`` on every run, so nothing heavy (PyTorch) is imported here; each command
+imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+from gpu_matcher.errors import ProjectError
+
+
+def cmd_demo(args) -> int:
+    from gpu_matcher.demo import PROJECT_NAME, ensure_demo
+
+    t0 = time.perf_counter()
+    data_dir = ensure_demo(args.out, force=args.force)
+    print(f"demo project: {data_dir / PROJECT_NAME} ({time.perf_counter() - t0:.1f} s)")
+    print(f"explore it:   lstmvis serve {data_dir}")
+    return 0
+
+
+def cmd_convert_text(args) -> int:
+    from gpu_matcher.io.text import LSTM_YML_HINT, convert_text
+
+    s = convert_text(args.text, args.out, level=args.level, dictionary=args.dict, eos=args.eos,
+                     lowercase=args.lowercase, overwrite=args.overwrite, encoding=args.encoding)
+    notes = []
+    if s.skipped_empty:
+        notes.append(f"{s.skipped_empty} empty lines skipped")
+    if args.dict:
+        notes.append(f"{s.unknown} tokens not in {args.dict} became <unk>")
+    print(f"{s.folder}: {s.tokens} tokens in {s.sequences} sequences, {s.vocabulary} dictionary entries"
+          + (f" ({'; '.join(notes)})" if notes else ""))
+    print("lstm.yml keys for these files:\n" + LSTM_YML_HINT)
+    return 0
+
+
+def cmd_annotate(args) -> int:
+    from gpu_matcher.io.conll import annotate
+
+    s = annotate(args.conll, args.project_dir, args.columns, ignore=args.ignore or (), unk=args.unk,
+                 lowercase=args.lowercase, overwrite=args.overwrite, encoding=args.encoding)
+    tracks = ", ".join(f"{n} ({k} labels)" for n, k in s.tracks.items())
+    print(f"{s.project}: added meta tracks {tracks} over {s.steps} steps"
+          + (f" ({s.ignored} ignored steps labelled _)" if s.ignored else ""))
+    return 0
+
+
+def load_model(spec: str):
+    """``package.module:factory`` or ``path/to/file.py:factory``; ``factory()`` returns an nn.Module
+    (or the attribute is the module itself)."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise ProjectError(f"--model {spec!r}: expected 'package.module:factory' or 'file.py:factory'")
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise ProjectError(f"--model {spec!r}: file {path} missing")
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.path.insert(0, str(path.resolve().parent))
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except ImportError as exc:
+        raise ProjectError(f"--model {spec!r}: cannot import {target} ({exc})") from None
+    if not hasattr(module, attr):
+        raise ProjectError(f"--model {spec!r}: {target} has no attribute {attr!r}")
+    obj = getattr(module, attr)
+    import torch
+
+    model = obj if isinstance(obj, torch.nn.Module) else obj()
+    if not isinstance(model, torch.nn.Module):
+        raise ProjectError(f"--model {spec!r}: {attr}() returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def cmd_extract(args) -> int:
+    try:
+        from gpu_matcher.extract import extract, hf_forward, default_forward
+    except ModuleNotFoundError as exc:
+        raise ProjectError(f"extract needs PyTorch ({exc}): pip install 'lstmvis-gpu[torch]'") from None
+    model = load_model(args.model)
+    if args.device:
+        model.to(args.device)
+    out = extract(model, args.corpus, args.out, rnns=args.rnn or (), modules=args.module or (),
+                  gates=args.gates, logits=args.logits, topk=args.topk, batch_size=args.batch_size,
+                  dtype="float16" if args.float16 else "float32", device=args.device,
+                  forward=hf_forward if args.hf else default_forward, pad_id=args.pad_id,
+                  resume=args.resume, overwrite=args.overwrite, name=args.name,
+                  progress=not args.quiet)
+    print(f"project written: {out}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="write the demo project (an LSTM on the paper's counting language)")
+    p.add_argument("--out", help="data folder to write it into (default: ~/.cache/lstmvis/demo)")
+    p.add_argument("--force", action="store_true", help="regenerate even if it is up to date")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("convert-text", help="text (one sequence per line) -> train.h5 (word ids, "
+                                            "sequence starts) and words.dict")
+    p.add_argument("text", help="a text file, one sequence per line")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--level", choices=["word", "char"], default="word",
+                   help="word: split lines on white space; char: every character is a token")
+    p.add_argument("--dict", help="use this .dict (your model's vocabulary); unknown tokens become <unk>")
+    p.add_argument("--eos", action="store_true", help="end every sequence with </s>")
+    p.add_argument("--lowercase", action="store_true")
+    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_convert_text)
+
+    p = sub.add_parser("annotate", help="CoNLL-style columns -> meta tracks aligned with a project's tokens")
+    p.add_argument("conll", help="one token per line, columns separated by tabs or spaces")
+    p.add_argument("project_dir", help="the project folder (holds lstm.yml)")
+    p.add_argument("--columns", default="token,tag",
+                   help="a name per column; one must be 'token'; '_' skips a column "
+                        "(e.g. CoNLL-2003: token,pos,chunk,ner; CoNLL-U: _,token,lemma,upos,xpos)")
+    p.add_argument("--ignore", action="append", metavar="TOKEN",
+                   help="a timeline token absent from the CoNLL file, e.g. </s> (repeatable)")
+    p.add_argument("--unk", default="<unk>", help="timeline token that matches any word (default <unk>)")
+    p.add_argument("--lowercase", action="store_true", help="compare tokens case-insensitively")
+    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--overwrite", action="store_true", help="replace meta tracks of the same name")
+    p.set_defaults(func=cmd_annotate)
+
+    p = sub.add_parser("extract", help="run a PyTorch model over a corpus and write its states (needs torch)")
+    p.add_argument("corpus", help="a folder written by convert-text (train.h5, words.dict)")
+    p.add_argument("out", help="the project folder to write")
+    p.add_argument("--model", required=True,
+                   help="package.module:factory or file.py:factory returning the torch.nn.Module")
+    p.add_argument("--rnn", action="append", metavar="NAME", help="an nn.LSTM/nn.GRU submodule (repeatable)")
+    p.add_argument("--module", action="append", metavar="NAME", help="any submodule, via a forward hook "
+                                                                      "(repeatable)")
+    p.add_argument("--gates", action="store_true", help="also record the RNN gates")
+    p.add_argument("--logits", metavar="output|NAME", help="top-K predictions from the model's output or "
+                                                           "from a module's (B, L, V) output")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--pad-id", type=int, default=0, help="token id used for padding (default 0)")
+    p.add_argument("--hf", action="store_true", help="call model(input_ids=..., attention_mask=...)")
+    p.add_argument("--float16", action="store_true", help="store states as float16 (half the size)")
+    p.add_argument("--device", help="e.g. cuda or cpu (default: where the model is)")
+    p.add_argument("--name", help="project name shown in the app")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT")
+    p.add_argument("--overwrite", action="store_true", help="replace a project in OUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_extract)
