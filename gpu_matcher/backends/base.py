@@ -275,6 +275,15 @@ def segment_reduce(op, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -
     if not full.any():
         return out
     s, n = starts[full], length[full]
+    longest = int(n.max())
+    if longest <= 4:
+        # Short segments (margins, short runs): a few gathers, no index arrays.
+        acc = rows[s]
+        for j in range(1, longest):
+            more = np.flatnonzero(n > j)
+            acc[more] = op(acc[more], rows[s[more] + j])
+        out[full] = acc
+        return out
     total = int(n.sum())
     if total <= rows.shape[0] // 8:
         # Few rows: gather them back to back, so the reduction touches only those rows.
