@@ -1,0 +1,114 @@
+"""The application entry points: ``modify_doc(doc)`` style functions over a shared catalogue.
+
+- ``make_modify_doc(data_dir, backend)`` returns ``modify_doc(doc)`` for ``FunctionHandler``,
+  ``server_document`` embedding and Jupyter (``bokeh.io.show(make_modify_doc(DIR))``).
+- ``modify_doc(doc)`` uses the catalogue set by ``configure(data_dir, backend)`` (or the bundled demo).
+- ``build_document(doc, catalogue, arguments)`` does the work: the URL query picks a project (by id,
+  among the discovered ones only) and restores a scenario, or shows the landing view.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from bokeh.application import Application
+from bokeh.application.handlers import FunctionHandler
+from bokeh.document import Document
+
+from bokeh_app.catalogue import Catalogue, default_data_dir, get_catalogue
+from bokeh_app.config import UIDefaults, load_defaults
+from bokeh_app.controller import ProjectSession
+from bokeh_app.state import parse_query, resolve
+from bokeh_app.views.common import follow_on_load, status_html, url_holder
+from bokeh_app.views.landing import build_landing
+from gpu_matcher import ProjectError
+
+log = logging.getLogger("bokeh_app")
+
+_DEFAULT: dict = {}
+
+
+def configure(data_dir: str | os.PathLike | None = None, backend: str = "auto") -> Catalogue:
+    """Set the process-wide catalogue that ``modify_doc`` serves (``None``: the bundled demo)."""
+    catalogue = get_catalogue(data_dir if data_dir is not None else default_data_dir(), backend)
+    _DEFAULT["catalogue"] = catalogue
+    return catalogue
+
+
+def modify_doc(doc: Document) -> None:
+    """Build the app into ``doc`` from the configured catalogue (``LSTMVIS_DATA_DIR`` or the demo)."""
+    catalogue = _DEFAULT.get("catalogue") or configure(os.environ.get("LSTMVIS_DATA_DIR") or None,
+                                                       os.environ.get("LSTMVIS_BACKEND", "auto"))
+    build_document(doc, catalogue)
+
+
+def make_modify_doc(data_dir: str | os.PathLike | None = None, backend: str = "auto"
+                    ) -> Callable[[Document], None]:
+    """A ``modify_doc(doc)`` serving the projects under ``data_dir`` (a closure: FunctionHandler
+    rejects ``functools.partial``)."""
+    catalogue = get_catalogue(data_dir if data_dir is not None else default_data_dir(), backend)
+
+    def modify(doc: Document) -> None:
+        build_document(doc, catalogue)
+    return modify
+
+
+def make_application(data_dir: str | os.PathLike | None = None, backend: str = "auto") -> Application:
+    return Application(FunctionHandler(make_modify_doc(data_dir, backend)))
+
+
+def request_arguments(doc: Document) -> dict[str, Sequence]:
+    context = doc.session_context
+    if context is None or getattr(context, "request", None) is None:
+        return {}
+    try:
+        return dict(context.request.arguments)
+    except Exception:   # a notebook or a custom context without a request
+        return {}
+
+
+def build_document(doc: Document, catalogue: Catalogue, arguments: Mapping[str, Sequence] | None = None,
+                   defaults: UIDefaults | None = None, synchronous: bool | None = None):
+    """Fill ``doc`` with the project page (or the landing view); returns the session object or None."""
+    defaults = defaults or load_defaults()
+    arguments = request_arguments(doc) if arguments is None else dict(arguments)
+    # Embedded (server_document, Jupyter): leave the host page's address bar alone.
+    follow = "bokeh-autoload-element" not in arguments
+    parsed = parse_query(arguments, defaults)
+    notices = list(parsed.messages)
+    pid = parsed.state.project
+    if pid is not None and pid not in catalogue.folders:
+        notices.insert(0, f"project {pid!r} is not among the projects served here")
+        pid = None
+    if pid is None and len(catalogue.ids) == 1:
+        pid = catalogue.ids[0]
+    if pid is None:
+        return _landing(doc, catalogue, notices, follow)
+    try:
+        engine = catalogue.engine(pid)
+        resolved = resolve(parsed.state.with_(project=pid), engine.project, defaults)
+    except ProjectError as exc:
+        return _landing(doc, catalogue, [f"project {pid!r} cannot be opened: {exc}"], follow)
+    session = ProjectSession(engine, resolved.state, defaults, notices + resolved.messages,
+                             follow_address_bar=follow, synchronous=synchronous)
+    session.connect(doc)
+    if not session.synchronous and resolved.state.brush is None:
+        catalogue.warm(pid, resolved.state.source)
+    return session
+
+
+def _landing(doc: Document, catalogue: Catalogue, notices: list[str], follow: bool):
+    view = build_landing(catalogue.summaries(), str(Path(catalogue.data_dir).name or catalogue.data_dir))
+    lines = [("warn", n) for n in notices]
+    if len(catalogue.ids) > 1 or not notices:
+        lines.append(("info", "Choose a project."))
+    view.status.text = status_html(lines)
+    holder = url_holder(follow)
+    doc.add_root(view.layout)
+    doc.add_root(holder)
+    follow_on_load(doc, holder, follow)
+    doc.title = "LSTMVis · projects"
+    return view

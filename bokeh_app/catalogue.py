@@ -1,0 +1,96 @@
+"""The process-wide catalogue: projects discovered under one data folder, one Engine per project.
+
+Sessions share it, so a project is opened (and a source's layout built) once per process. A project
+is only ever found by its id among the discovered ones; no path from a request is opened. No Bokeh here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from gpu_matcher import Engine, ProjectError, discover_projects, open_project
+from gpu_matcher.backends import Backend, get_backend
+
+log = logging.getLogger("bokeh_app")
+
+#: Worker threads for long work (matches, layouts) that runs off the document lock; shared by sessions.
+#: Each session runs at most one match at a time, so this bounds how many sessions match at once.
+WORKERS = ThreadPoolExecutor(max_workers=int(os.environ.get("LSTMVIS_WORKERS", 8)),
+                             thread_name_prefix="lstmvis-work")
+
+
+class Catalogue:
+    """Projects under ``data_dir`` (discovered once) and their engines (opened on first use)."""
+
+    def __init__(self, data_dir: str | os.PathLike, backend: str | Backend = "auto"):
+        self.data_dir = Path(data_dir)
+        self.folders: dict[str, Path] = discover_projects(self.data_dir)
+        self.backend: Backend = get_backend(backend) if isinstance(backend, str) else backend
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.folders)
+
+    def engine(self, project_id: str) -> Engine:
+        """The engine of a discovered project (opened once); ``ProjectError`` for an unknown id."""
+        folder = self.folders.get(project_id)
+        if folder is None:
+            raise ProjectError(f"unknown project {project_id!r}; known: {', '.join(self.ids) or 'none'}")
+        with self._lock:
+            engine = self._engines.get(project_id)
+            if engine is None:
+                engine = Engine(open_project(folder, project_id=project_id), backend=self.backend)
+                self._engines[project_id] = engine
+            return engine
+
+    def summaries(self) -> list[dict]:
+        """One entry per project for the landing view; a broken project gets an ``error`` entry."""
+        out = []
+        for pid in self.ids:
+            try:
+                out.append(self.engine(pid).project.summary())
+            except ProjectError as exc:
+                out.append({"id": pid, "error": str(exc)})
+        return out
+
+    def warm(self, project_id: str, source: str) -> None:
+        """Build or load a source's layout in a worker thread, so the first match does not wait for it."""
+        def build():
+            try:
+                self.engine(project_id).layout(source)
+            except ProjectError as exc:
+                log.warning("layout of %s %s: %s", project_id, source, exc)
+        WORKERS.submit(build)
+
+
+_CATALOGUES: dict[tuple[str, str], Catalogue] = {}
+_CATALOGUES_LOCK = threading.Lock()
+
+
+def get_catalogue(data_dir: str | os.PathLike, backend: str = "auto") -> Catalogue:
+    """The shared catalogue for ``(data_dir, backend)``, created (and its backend logged) once."""
+    key = (str(Path(data_dir).resolve()), backend)
+    with _CATALOGUES_LOCK:
+        catalogue = _CATALOGUES.get(key)
+        if catalogue is None:
+            catalogue = Catalogue(data_dir, backend)
+            log.info("serving %d project(s) from %s with the %s backend", len(catalogue.ids),
+                     data_dir, catalogue.backend.name)
+            _CATALOGUES[key] = catalogue
+        return catalogue
+
+
+def default_data_dir() -> Path:
+    """The bundled demo's data folder (generated on first call); ``ProjectError`` when not installed."""
+    try:
+        from gpu_matcher.demo import ensure_demo
+    except ImportError:
+        raise ProjectError("no DATA_DIR given and the bundled demo (gpu_matcher.demo.ensure_demo) is "
+                           "not available; pass a folder holding lstm.yml projects") from None
+    return Path(ensure_demo())

@@ -1,0 +1,34 @@
+"""``lstmvis serve``: registered by ``gpu_matcher.cli``. Imports no Bokeh until the command runs."""
+
+from __future__ import annotations
+
+from gpu_matcher.errors import ProjectError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="serve the LSTMVis app for every project under DATA_DIR "
+                                            "(no DATA_DIR: the bundled demo)")
+    p.add_argument("data_dir", nargs="?", help="folder searched for lstm.yml projects")
+    p.add_argument("--port", type=int, default=5006, help="port (default 5006; 0 picks a free one)")
+    p.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST:PORT",
+                   help="also accept pages from this origin (for embedding); repeatable")
+    p.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
+    p.add_argument("--show", action="store_true", help="open the app in a browser")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    from pathlib import Path
+
+    from bokeh_app.catalogue import default_data_dir
+
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    if not data_dir.is_dir():
+        raise ProjectError(f"{data_dir}: data folder missing or not a folder")
+    if not 0 <= args.port <= 65535:
+        raise ProjectError(f"--port {args.port}: expected 0..65535")
+    from bokeh_app.server import serve     # Bokeh is imported only here
+
+    return serve(data_dir, port=args.port, address=args.address,
+                 allow_websocket_origin=args.allow_websocket_origin, backend=args.backend, show=args.show)

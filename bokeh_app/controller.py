@@ -1,0 +1,778 @@
+"""Per-session behaviour of a project page: the state, every callback, and the off-lock match worker.
+
+``ProjectSession.connect(doc)`` wires all callbacks in one place; each callback is a short method that
+asks the engine and writes columns (``bokeh_app.columns``) into the view's sources. The methods that
+follow a computation are plain methods, so document tests drive them on a bare ``Document`` (where
+``synchronous`` is true and matches run inline). On a server, matches run in a worker thread off the
+document lock; a newer query replaces an older one (generation counter) and the page stays live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+from bokeh.document import without_document_lock
+from bokeh.events import SelectionGeometry
+from bokeh.models import Column
+
+from bokeh_app.catalogue import WORKERS
+from bokeh_app.columns import (CATEGORY_COLORS, MatchMatrix, fit_label, match_matrix, padded, trace_x,
+                               trace_y)
+from bokeh_app.config import UIDefaults
+from bokeh_app.state import ViewState, default_threshold, to_query
+from bokeh_app.views.common import (BRUSH_COLOR, COUNT_PALETTE, MARGIN_COLOR, SCALAR_PALETTE, follow_on_load,
+                                    header, set_url_query, status_div, status_html, url_holder)
+from bokeh_app.views.match import (COUNT_HEATMAP, NO_COLOUR, build_match_view, empty_image,
+                                   matrix_columns)
+from bokeh_app.views.select import build_select_view, label_orientation, pattern_columns
+from gpu_matcher import Engine, ProjectError
+
+log = logging.getLogger("bokeh_app")
+
+#: The match view's update is sent at least this long after the select view's (seconds).
+MATCH_AFTER_SELECT_S = 0.15
+
+
+@dataclass(frozen=True)
+class MatchJob:
+    generation: int
+    source: str
+    cells: tuple[int, ...]
+    threshold: float
+    left: int
+    right: int
+    tracks: tuple[str, ...]
+    note: str = ""                     # the status message of the action that asked for it
+    asked: float = 0.0                 # time.monotonic() when it was asked for
+
+
+@dataclass
+class MatchResult:
+    matches: list
+    matrix: MatchMatrix
+    engine_ms: float
+    total_ms: float
+
+
+def _palette_color(palette, value: float, lo: float, hi: float) -> str:
+    if not np.isfinite(value):
+        return "#ffffff"
+    frac = 0.0 if hi <= lo else min(1.0, max(0.0, (value - lo) / (hi - lo)))
+    return palette[min(len(palette) - 1, int(frac * (len(palette) - 1) + 0.5))]
+
+
+def _short_number(v: float) -> str:
+    if not np.isfinite(v):
+        return ""
+    return f"{v:.1f}" if abs(v) < 10 else f"{v:.3g}"
+
+
+class ProjectSession:
+    """One browser session on one project."""
+
+    def __init__(self, engine: Engine, state: ViewState, defaults: UIDefaults, notices: list[str] = (),
+                 follow_address_bar: bool = True, synchronous: bool | None = None):
+        self.engine = engine
+        self.project = engine.project
+        self.defaults = defaults
+        self.state = state
+        self.notices = list(notices)
+        self.synchronous = synchronous
+        self.doc = None
+        meta = self.project.meta
+        sources = [(name, src.label) for name, src in self.project.sources.items()]
+        tracks = [(name, t.kind, (t.dataset.shape[1] if t.kind == "wordvec" and t.dataset.ndim == 2 else 1))
+                  for name, t in meta.items()]
+        self.sv = build_select_view(sources=sources, tracks=tracks, defaults=defaults)
+        self.mv = build_match_view(tracks=[(name, t.kind) for name, t in meta.items()], defaults=defaults)
+        self.status = status_div(defaults.select.window_px + 280)
+        self.url = url_holder(follow_address_bar)
+        self._follow = follow_address_bar
+        self.header = header(self.project.name, f"{self.project.description} · project {self.project.id}",
+                             True)
+        self.layout = Column(self.sv.layout, self.mv.layout, name="project_view")
+        self._last_message: tuple[str, str] = ("info", "")
+        self._trace_layout: tuple[int, int] | None = None     # (W, D) of the sent trace x column
+        self.base_cells: list[int] = []                        # S from the brush alone
+        self.cells: list[int] = []                             # S after hand edits
+        self._generation = 0
+        self._pending: MatchJob | None = None
+        self._running = False                                  # a match of this session is running
+        self._matches: list = []
+        self._search_hits: list[int] = []
+        self._search_len = 1
+        self._quiet = 0                                        # >0 while we set widgets ourselves
+
+    # --- wiring ----------------------------------------------------------------------------------
+    def connect(self, doc) -> None:
+        self.doc = doc
+        if self.synchronous is None:
+            self.synchronous = doc.session_context is None
+        sv, mv = self.sv, self.mv
+        sv.threshold.on_change("value_throttled", lambda attr, old, new: self.on_threshold(new))
+        sv.left.on_change("value", lambda attr, old, new: self.on_margins())
+        sv.right.on_change("value", lambda attr, old, new: self.on_margins())
+        sv.plot.on_event(SelectionGeometry, self.on_selection_geometry)
+        sv.source_select.on_change("value", lambda attr, old, new: self.on_source(new))
+        sv.word_width.on_change("value", lambda attr, old, new: self.on_word_width(new))
+        sv.back.on_click(lambda: self.go(self.state.pos - self.window))
+        sv.forward.on_click(lambda: self.go(self.state.pos + self.window))
+        sv.position.on_change("value", lambda attr, old, new: self.go(new, user=True))
+        sv.search.on_change("value", lambda attr, old, new: self.on_search(new))
+        sv.search_hits.selected.on_change("indices", lambda attr, old, new: self.on_search_pick(new))
+        sv.track_toggle.on_change("active", lambda attr, old, new: self.on_tracks(new))
+        sv.add_button.on_click(lambda: self.on_add_cells(sv.cell_input.value))
+        sv.remove_button.on_click(lambda: self.on_remove_cells(sv.cell_input.value))
+        sv.reset_button.on_click(self.on_reset_cells)
+        mv.matches.selected.on_change("indices", lambda attr, old, new: self.on_match_pick(new))
+        mv.colour.on_change("value", lambda attr, old, new: self.on_match_colour(new))
+        self.restore()
+        # The status line is a root of its own: a change of its text then re-lays out only itself.
+        for root in (self.header, self.status, self.layout, self.url):
+            doc.add_root(root)
+        follow_on_load(doc, self.url, self._follow)
+        doc.title = f"LSTMVis · {self.project.name}"
+
+    @contextmanager
+    def _batch(self):
+        """Changes we make ourselves: widget callbacks they fire (synchronously) do nothing.
+
+        (No ``doc.hold()``: a held document defers Python callbacks too, past this guard; the server
+        sends the burst of patches once the callback returns anyway.)
+        """
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
+
+    # --- derived quantities ----------------------------------------------------------------------
+    @property
+    def src(self):
+        return self.project.source(self.state.source)
+
+    @property
+    def word_width(self) -> int:
+        return self.state.word_width or self.defaults.select.word_width
+
+    @property
+    def window(self) -> int:
+        return max(1, min(self.project.T, self.defaults.select.window_px // self.word_width))
+
+    @property
+    def shown_tracks(self) -> list[str]:
+        if self.state.tracks is None:
+            return list(self.project.meta)
+        return [t for t in self.project.meta if t in self.state.tracks]
+
+    def clamp_pos(self, pos: int) -> int:
+        return int(min(max(0, pos), max(0, self.project.T - self.window)))
+
+    # --- messages --------------------------------------------------------------------------------
+    def say(self, text: str, level: str = "info") -> None:
+        self._last_message = (level, text)
+        lines = [("warn", n) for n in self.notices]
+        if text:
+            lines.append(self._last_message)
+        self.status.text = status_html(lines)
+
+    def _user_acted(self) -> None:
+        """The first action after loading retires the URL's fallback notices."""
+        self.notices = []
+
+    def sync_url(self) -> None:
+        set_url_query(self.url, to_query(self.state, self.defaults))
+
+    # --- loading a state -------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Show ``self.state`` (already validated by ``state.resolve``) and run its match."""
+        st = self.state
+        with self._batch():
+            self.state = st.with_(pos=self.clamp_pos(st.pos))
+            self._configure_source()
+            self.sv.left.value, self.sv.right.value = st.left, st.right
+            self.sv.word_width.value = str(self.word_width)
+            self.sv.track_toggle.active = [i for i, t in enumerate(self.project.meta)
+                                           if t in self.shown_tracks]
+            self._show_tracks()
+            self._recompute_cells()
+            self._apply_window()
+            self._apply_selection()
+            self.sync_url()
+            self.say("Brush a range of words in the plot to select cells." if not st.brush and not self.cells
+                     else "")
+        self.request_match()
+
+    def _configure_source(self) -> None:
+        sv, src = self.sv, self.src
+        lo, hi = src.value_range()
+        pad = 0.04 * (hi - lo)
+        sv.plot.y_range.update(start=lo - pad, end=hi + pad)
+        step = float(f"{(hi - lo) / 200:.2g}")
+        theta = self.state.threshold
+        sv.threshold.update(start=lo, end=hi, step=step, value=theta)
+        sv.threshold_line.location = theta
+        sv.source_select.value = self.state.source
+        sv.plot.yaxis.axis_label = "tanh(state)" if src.transform == "tanh" else "value"
+        sv.position.high = self.project.T - 1
+
+    # --- the select view: window ------------------------------------------------------------------
+    def _apply_window(self) -> None:
+        """Values, words, boundaries, tracks, n(t) and highlights for the window at ``state.pos``."""
+        sv, st = self.sv, self.state
+        W = self.window
+        start, stop = st.pos, st.pos + W
+        ctx = self.engine.context(st.source, start, stop, cells=(), threshold=st.threshold,
+                                  meta=self.shown_tracks)
+        D = ctx.values.shape[1]
+        y = trace_y(padded(ctx.values, W))
+        if self._trace_layout != (W, D):
+            sv.traces.data = {"x": trace_x(W, D), "y": y}
+            self._trace_layout = (W, D)
+            sv.x_range.update(start=-0.5, end=W - 0.5)
+            sv.plot.xaxis.ticker.ticks = list(range(W))
+            angle, size = label_orientation(self.word_width)
+            sv.plot.xaxis.major_label_orientation = angle
+            sv.plot.xaxis.major_label_text_font_size = size
+        else:
+            sv.traces.data.update(y=y)
+        room = self.word_width if self.word_width >= 48 else 90
+        sv.plot.xaxis.major_label_overrides = {i: fit_label(w, room) for i, w in enumerate(ctx.words)}
+        bounds = self.project.sequence_bounds()
+        inside = bounds[(bounds > start) & (bounds < stop)]
+        sv.boundaries.data = {"x": (inside - start - 0.5).astype(float).tolist()}
+        self._apply_tracks(ctx)
+        self._quiet += 1
+        try:
+            sv.position.value = st.pos
+        finally:
+            self._quiet -= 1
+        self._update_window_info()
+
+    def _update_window_info(self) -> None:
+        st = self.state
+        stop = min(st.pos + self.window, self.project.T)
+        seq_lo, seq_hi = self.project.sequence_of(st.pos)
+        # The title follows the window only: a title change re-lays out the plot (a full repaint).
+        self.sv.plot.title.text = (
+            f"steps {st.pos:,}–{stop - 1:,} of {self.project.T:,} · sequence {seq_lo:,}–{seq_hi - 1:,}"
+            f" · {self.src.label} · D = {self.src.D}")
+
+    def _apply_tracks(self, ctx) -> None:
+        W = self.window
+        for name in self.shown_tracks:
+            tv = self.sv.tracks[name]
+            track = self.project.meta[name]
+            values = ctx.meta[name]
+            cols = {"x": [], "y": [], "color": [], "alpha": [], "text": [], "text_color": []}
+            room = max(self.word_width, 16)
+            if track.kind == "wordvec":
+                weights = ctx.meta_weights.get(name)
+                top = float(np.nanmax(weights)) if weights is not None and weights.size else 1.0
+                for i in range(min(W, values.shape[0])):
+                    for k in range(values.shape[1]):
+                        w = float(weights[i, k]) if weights is not None else 1.0
+                        cols["x"].append(i)
+                        cols["y"].append(k)
+                        cols["color"].append("#2a7ab9")
+                        cols["alpha"].append(0.08 + 0.7 * (w / top if top > 0 else 0.0))
+                        cols["text"].append(fit_label(track.label(values[i, k]), room))
+                        cols["text_color"].append("#111111")
+            elif track.kind == "discrete":
+                for i, v in enumerate(values[:W]):
+                    cols["x"].append(i)
+                    cols["y"].append(0)
+                    cols["color"].append(CATEGORY_COLORS[int(v) % len(CATEGORY_COLORS)])
+                    cols["alpha"].append(0.85)
+                    cols["text"].append(fit_label(track.label(v), room))
+                    cols["text_color"].append("#ffffff")
+            else:
+                lo, hi = track.value_range or (float(np.nanmin(values)) if values.size else 0.0,
+                                               float(np.nanmax(values)) if values.size else 1.0)
+                for i, v in enumerate(values[:W]):
+                    cols["x"].append(i)
+                    cols["y"].append(0)
+                    cols["color"].append(_palette_color(SCALAR_PALETTE, float(v), lo, hi))
+                    cols["alpha"].append(0.9)
+                    cols["text"].append(fit_label(_short_number(float(v)), room))
+                    frac = 0.0 if hi <= lo else (float(v) - lo) / (hi - lo)
+                    cols["text_color"].append("#ffffff" if frac < 0.6 else "#111111")
+            tv.source.data = cols
+
+    def _show_tracks(self) -> None:
+        shown = set(self.shown_tracks)
+        for name, tv in self.sv.tracks.items():
+            tv.plot.visible = name in shown
+        for name, hm in self.mv.heatmaps.items():
+            hm.plot.visible = name == COUNT_HEATMAP or name in shown
+        options = [NO_COLOUR, COUNT_HEATMAP] + [t for t in self.shown_tracks]
+        self.mv.colour.options = options
+        if self.mv.colour.value not in options:
+            self.mv.colour.value = NO_COLOUR
+
+    # --- the select view: S ----------------------------------------------------------------------
+    def _recompute_cells(self) -> None:
+        """S = cells of the brush (engine.select) plus hand additions minus hand removals."""
+        st = self.state
+        base: list[int] = []
+        if st.brush is not None:
+            try:
+                base = self.engine.select(st.source, st.brush[0], st.brush[1], st.threshold, st.left,
+                                          st.right).cells
+            except ProjectError as exc:
+                self.say(str(exc), "error")
+        self.base_cells = base
+        self.cells = sorted((set(base) | set(st.add)) - set(st.remove))
+
+    def _apply_selection(self) -> None:
+        """Everything that follows S: n(t), the highlighted traces, the S table, pattern and brush."""
+        sv, st = self.sv, self.state
+        W = self.window
+        start = st.pos
+        on = self.src.on(start, start + W, st.threshold)             # (w, D): MATCHING.md "on"
+        cells = self.cells
+        # Without S the strip stays blank rather than showing a row of zeros.
+        n = on[:, cells].sum(axis=1).astype(np.float32) if cells else np.full(on.shape[0], np.nan, np.float32)
+        n = padded(n, W)
+        k = max(1, len(cells))
+        show_numbers = self.word_width >= 16
+        sv.counts.data = {
+            "x": list(range(W)), "n": [None if not np.isfinite(v) else int(v) for v in n],
+            "color": [_palette_color(COUNT_PALETTE, float(v), 0.0, k) if np.isfinite(v) else "#ffffff"
+                      for v in n],
+            "text": [str(int(v)) if show_numbers and np.isfinite(v) else "" for v in n],
+            "text_color": ["#ffffff" if np.isfinite(v) and v > 0.55 * k else "#333333" for v in n]}
+        sv.highlight.args = {"cells": [int(c) for c in cells], "stride": W + 1}
+        self._apply_brush_boxes()
+        sv.pattern.data = pattern_columns(st.left, (st.brush[1] - st.brush[0] + 1) if st.brush else 0,
+                                          st.right)
+        # The table last: it is the slowest part to update in the browser, the plots go first.
+        per_cell = on[:, cells].sum(axis=0).tolist() if cells else []
+        added = set(st.add)
+        sv.selection.selected.indices = []
+        sv.selection.data = {"cell": list(cells), "on": per_cell,
+                             "hand": ["added" if c in added and c not in self.base_cells else ""
+                                      for c in cells]}
+
+    def _apply_brush_boxes(self) -> None:
+        """The brush and its off-margins, in window coordinates (one glyph: one message)."""
+        st = self.state
+        cols = {"left": [], "right": [], "kind": [], "color": [], "alpha": [], "hatch": []}
+
+        def box(left, right, kind, color, alpha, hatch):
+            for key, value in zip(cols, (left, right, kind, color, alpha, hatch)):
+                cols[key].append(value)
+        if st.brush is not None:
+            s, e = st.brush[0] - st.pos, st.brush[1] - st.pos
+            box(s - 0.5, e + 0.5, "brush", BRUSH_COLOR, 0.12, " ")
+            if st.left:
+                box(s - 0.5 - st.left, s - 0.5, "off before", MARGIN_COLOR, 0.10, "/")
+            if st.right:
+                box(e + 0.5, e + 0.5 + st.right, "off after", MARGIN_COLOR, 0.10, "/")
+        self.sv.brush_boxes.data = cols
+
+    def _selection_changed(self, message=None) -> None:
+        """S changed (brush, threshold, margins, hand edits): update the view and ask for matches.
+
+        ``message`` (a string, or a function of |S|) goes to the status line *first*: in the browser its
+        re-layout then happens before the plots' data arrives instead of delaying their repaint.
+        """
+        with self._batch():
+            self._recompute_cells()
+            if message is not None:
+                self.say(message(len(self.cells)) if callable(message) else message)
+            self.sync_url()
+            self._apply_selection()
+        self.request_match()
+
+    # --- callbacks: the select view ---------------------------------------------------------------
+    def on_selection_geometry(self, event) -> None:
+        geometry = event.geometry
+        if not getattr(event, "final", True) or geometry.get("type") != "rect":
+            return
+        self.brush(float(geometry["x0"]), float(geometry["x1"]))
+
+    def brush(self, x0: float, x1: float) -> None:
+        """A brush from window x ``x0`` to ``x1``: the words whose centres it covers form the range."""
+        self._user_acted()
+        if x1 < x0:
+            x0, x1 = x1, x0
+        W = min(self.window, self.project.T - self.state.pos)
+        a, b = math.ceil(x0), math.floor(x1)
+        if a > b:
+            a = b = int(round((x0 + x1) / 2))
+        a, b = min(max(a, 0), W - 1), min(max(b, 0), W - 1)
+        s, e = self.state.pos + a, self.state.pos + b
+        seq_lo, seq_hi = self.project.sequence_of(s)
+        note = ""
+        if e >= seq_hi:
+            e = seq_hi - 1
+            note = f" (cut at the sequence boundary at {seq_hi})"
+        self.state = self.state.with_(brush=(s, e), add=(), remove=())
+        words = " ".join(self.project.tokens(s, min(e + 1, s + 8)))
+        self._selection_changed(lambda k: f"Brushed steps {s}–{e} “{words}{' …' if e - s >= 8 else ''}”"
+                                          f"{note}: {k} cells selected.")
+
+    def on_threshold(self, value) -> None:
+        if value is None:
+            return
+        self._user_acted()
+        self.state = self.state.with_(threshold=round(float(value), 4))
+        self.sv.threshold_line.location = self.state.threshold
+        self._selection_changed(lambda k: f"Threshold {self.state.threshold:g}: {self._cells_text(k)}")
+
+    def on_margins(self) -> None:
+        if self._quiet:
+            return
+        self._user_acted()
+        left, right = int(self.sv.left.value or 0), int(self.sv.right.value or 0)
+        self.state = self.state.with_(left=max(0, left), right=max(0, right))
+        self._selection_changed(lambda k: f"Off-margins L={self.state.left}, R={self.state.right}: "
+                                          f"{self._cells_text(k)}")
+
+    def _cells_text(self, k: int | None = None) -> str:
+        k = len(self.cells) if k is None else k
+        if self.state.brush is None and not k:
+            return "no brush yet."
+        return f"{k} cells selected."
+
+    def on_source(self, name: str) -> None:
+        if self._quiet or name == self.state.source or name not in self.project.sources:
+            return
+        self._user_acted()
+        src = self.project.source(name)
+        lo, hi = src.value_range()
+        theta = self.state.threshold
+        if theta is None or not lo <= theta <= hi:
+            theta = default_threshold((lo, hi), self.defaults)
+        self.state = self.state.with_(source=name, threshold=theta, add=(), remove=())
+        with self._batch():
+            self._recompute_cells()
+            self.say(f"Source {src.label}: {self._cells_text()}")
+            self._configure_source()
+            self._apply_window()
+            self._apply_selection()
+            self.sync_url()
+        self.request_match()
+
+    def on_word_width(self, value) -> None:
+        if self._quiet:
+            return
+        try:
+            ww = int(value)
+        except (TypeError, ValueError):
+            return
+        self._user_acted()
+        self.state = self.state.with_(word_width=ww)
+        with self._batch():
+            self.say(f"Word width {ww} px: {self.window} steps in view.")
+            self.state = self.state.with_(pos=self.clamp_pos(self.state.pos))
+            self._apply_window()
+            self._apply_selection()
+            self.sync_url()
+
+    def go(self, pos, user: bool = False, focus: tuple[int, int] | None = None,
+           message: str | None = None) -> None:
+        """Move the window to start at ``pos`` (clamped); ``focus`` marks a range (a match, a hit)."""
+        if pos is None or (user and self._quiet):
+            return
+        pos = self.clamp_pos(int(pos))
+        if user and pos == self.state.pos:
+            return
+        self._user_acted()
+        with self._batch():
+            self.say(message or f"Steps {pos:,}–{min(pos + self.window, self.project.T) - 1:,}.")
+            if pos != self.state.pos:
+                self.state = self.state.with_(pos=pos)
+                self._apply_window()
+                self._apply_selection()
+                self.sync_url()
+            if focus is not None:
+                self.sv.focus_box.update(left=focus[0] - pos - 0.5, right=focus[1] - pos + 0.5,
+                                         visible=True)
+            else:
+                self.sv.focus_box.visible = False
+
+    def on_tracks(self, active: list[int]) -> None:
+        if self._quiet:
+            return
+        self._user_acted()
+        names = list(self.project.meta)
+        shown = tuple(names[i] for i in sorted(active) if 0 <= i < len(names))
+        self.state = self.state.with_(tracks=None if len(shown) == len(names) else shown)
+        with self._batch():
+            self.say(f"Meta tracks shown: {', '.join(shown) or 'none'}.")
+            self._show_tracks()
+            self._apply_window()
+            self._apply_selection()
+            self.sync_url()
+        self.request_match()
+
+    def _parse_cells(self, text: str) -> list[int] | None:
+        D = self.src.D
+        try:
+            cells = [int(c) for c in str(text or "").replace(";", ",").replace(" ", ",").split(",") if c]
+        except ValueError:
+            self.say(f"{text!r}: type cell numbers separated by commas, e.g. 3, 17", "warn")
+            return None
+        bad = [c for c in cells if not 0 <= c < D]
+        if bad:
+            self.say(f"cell {bad[0]} is out of range [0, {D})", "warn")
+            return None
+        return cells
+
+    def on_add_cells(self, text: str) -> None:
+        self._user_acted()
+        cells = self._parse_cells(text)
+        if not cells:
+            if cells == []:
+                self.say("Type the cells to add, e.g. 3, 17.", "warn")
+            return
+        add = set(self.state.add) | (set(cells) - set(self.base_cells))
+        remove = set(self.state.remove) - set(cells)
+        self.state = self.state.with_(add=tuple(sorted(add)), remove=tuple(sorted(remove)))
+        self.sv.cell_input.value = ""
+        self._selection_changed(lambda k: f"Added cell(s) {', '.join(map(str, cells))}: {k} cells in S.")
+
+    def on_remove_cells(self, text: str) -> None:
+        self._user_acted()
+        ticked = [self.cells[i] for i in self.sv.selection.selected.indices if 0 <= i < len(self.cells)]
+        typed = self._parse_cells(text) if str(text or "").strip() else []
+        if typed is None:
+            return
+        cells = sorted(set(ticked) | set(typed))
+        if not cells:
+            self.say("Tick rows of the table (or type cells) to remove them from S.", "warn")
+            return
+        remove = set(self.state.remove) | (set(cells) & set(self.base_cells))
+        add = set(self.state.add) - set(cells)
+        self.state = self.state.with_(add=tuple(sorted(add)), remove=tuple(sorted(remove)))
+        self.sv.cell_input.value = ""
+        self._selection_changed(lambda k: f"Removed cell(s) {', '.join(map(str, cells))}: {k} cells in S.")
+
+    def on_reset_cells(self) -> None:
+        self._user_acted()
+        self.state = self.state.with_(add=(), remove=())
+        self._selection_changed(lambda k: f"Hand edits undone: {k} cells in S.")
+
+    def on_search(self, phrase: str) -> None:
+        phrase = (phrase or "").strip()
+        sv = self.sv
+        if not phrase:
+            sv.search_hits.data = {"pos": [], "context": []}
+            sv.search_info.text = ""
+            return
+        self._user_acted()
+        try:
+            tokens = self.engine.tokenize(phrase)
+            hits = self.engine.search(phrase)
+        except ProjectError as exc:
+            self.say(str(exc), "warn")
+            return
+        limit = self.defaults.search_max_results
+        shown = [int(h) for h in hits[:limit]]
+        n = max(1, len(tokens))
+        contexts = []
+        for h in shown:
+            before = " ".join(self.project.tokens(h - 2, h))
+            inside = " ".join(self.project.tokens(h, h + n))
+            after = " ".join(self.project.tokens(h + n, h + n + 3))
+            contexts.append(f"{before} [{inside}] {after}".strip())
+        with self._batch():
+            self._search_hits, self._search_len = shown, n
+            sv.search_hits.selected.indices = []
+            sv.search_hits.data = {"pos": shown, "context": contexts}
+            more = f" (first {limit} listed)" if len(hits) > limit else ""
+            sv.search_info.text = f"{len(hits):,} occurrence(s) of “{' '.join(tokens)}”{more}"
+            if len(hits):
+                self.say(f"{len(hits):,} occurrence(s) of “{' '.join(tokens)}”; click one to go there.")
+            else:
+                self.say(f"“{phrase}” does not occur in this project.", "warn")
+
+    def on_search_pick(self, indices: list[int]) -> None:
+        if self._quiet or not indices:
+            return
+        i = indices[0]
+        if not 0 <= i < len(self._search_hits):
+            return
+        hit = self._search_hits[i]
+        self.go(hit - self.window // 4, focus=(hit, hit + self._search_len - 1),
+                message=f"Occurrence {i + 1} at step {hit:,}.")
+
+    # --- the match view --------------------------------------------------------------------------
+    def match_job(self) -> MatchJob:
+        st = self.state
+        level, text = self._last_message
+        return MatchJob(self._generation, st.source, tuple(self.cells), float(st.threshold), st.left,
+                        st.right, tuple(self.shown_tracks), text if level == "info" else "",
+                        time.monotonic())
+
+    def request_match(self) -> None:
+        """Ask for the matches of the current S; a newer request supersedes this one."""
+        self._generation += 1
+        job = self.match_job()
+        if not job.cells:
+            self._pending = None
+            self.show_matches(job, None)
+            return
+        self._pending = job
+        self.mv.busy.visible = True
+        if self.synchronous:
+            try:
+                result = self.compute_matches(job)
+            except Exception as exc:                 # shown in the status line, as on a server
+                result = exc
+            self.show_matches(job, result)
+        else:
+            # A locked callback first: it runs only once this callback's patches are on the wire, so
+            # the select view's answer is not held up by the match's work in another thread.
+            self.doc.add_next_tick_callback(self._start_match)
+
+    def _start_match(self) -> None:
+        self.doc.add_next_tick_callback(self._match_off_lock)
+
+    @without_document_lock
+    async def _match_off_lock(self) -> None:
+        """Run the pending match in a worker thread, then the next pending one, until none is left.
+
+        One match at a time per session: a query asked while one runs waits (only the newest) and
+        the running one's answer, stale by then, is dropped. So no session holds more than one
+        worker, and a long match in one session does not keep another session's matches waiting.
+        """
+        if self._running:
+            return                                   # the running loop picks up the newest job
+        self._running = True
+        try:
+            while self._pending is not None:
+                job, self._pending = self._pending, None
+                try:
+                    result = await asyncio.wrap_future(WORKERS.submit(self.compute_matches, job))
+                except Exception as exc:             # shown in the status line, never a dead page
+                    result = exc
+                if job.generation != self._generation:
+                    continue
+                # A quick answer waits a moment: arriving on the heels of the select view's update it
+                # would hold that update's repaint back in the browser (one thread runs both).
+                wait = MATCH_AFTER_SELECT_S - (time.monotonic() - job.asked)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                self.doc.add_next_tick_callback(partial(self.show_matches, job, result))
+        finally:
+            self._running = False
+
+    def compute_matches(self, job: MatchJob) -> MatchResult:
+        """The engine's exact top-N and the word matrix around each match (runs in a worker)."""
+        md = self.defaults.match
+        t0 = time.perf_counter()
+        matches = self.engine.match(job.source, list(job.cells), job.threshold, job.left, job.right,
+                                    top=md.top, min_length=md.min_length, phrase_length=md.phrase_length,
+                                    distinct=md.distinct, sequences=True)
+        t1 = time.perf_counter()
+        matrix = match_matrix(self.engine, job.source, matches, list(job.cells), job.threshold,
+                              md.context_left, md.columns, list(job.tracks), md.word_px)
+        return MatchResult(matches, matrix, (t1 - t0) * 1000, (time.perf_counter() - t0) * 1000)
+
+    def show_matches(self, job: MatchJob, result) -> None:
+        """Apply a match result (or clear the view); stale results are dropped."""
+        if job.generation != self._generation:
+            return
+        with self._batch():
+            try:
+                self._show_result(job, result)
+            finally:
+                self.mv.busy.visible = False            # last: hidden in the same repaint as the rows
+
+    def _show_result(self, job: MatchJob, result) -> None:
+        mv, md = self.mv, self.defaults.match
+        if isinstance(result, ProjectError):
+            self._clear_matches()
+            self.say(f"Match failed: {result}", "error")
+            return
+        if isinstance(result, Exception):
+            log.error("match failed", exc_info=result)
+            self._clear_matches()
+            self.say(f"Match failed: internal error ({type(result).__name__}: {result})", "error")
+            return
+        if result is None:
+            self._clear_matches()
+            mv.words.data = matrix_columns(summary="No cells selected: brush a range of words in the select view.")
+            return
+        ms = result.matches
+        self._matches = ms
+        found = (f"{len(ms)} matches in {result.total_ms:.0f} ms (engine {result.engine_ms:.0f} ms, "
+                 f"{self.engine.backend.name}).")
+        self.say(f"{job.note} · {found}" if job.note else f"{len(job.cells)} cells in S · {found}")
+        summary = (f"{len(ms)} matches of {len(job.cells)} cells · threshold {job.threshold:g}, "
+                   f"L={job.left}, R={job.right} · click a row to show it above")
+        # Heatmaps first, the word matrix (two sources of one plot) last: one repaint of the matrix.
+        for name, hm in mv.heatmaps.items():
+            if name in result.matrix.heatmaps:
+                image = padded(result.matrix.heatmaps[name], md.top)
+                if name == COUNT_HEATMAP or self.project.meta[name].kind != "discrete":
+                    hm.mapper.update(low=result.matrix.lows[name], high=result.matrix.highs[name])
+                hm.source.data = {"image": [image], "x": [-0.5], "y": [-0.5], "dw": [md.columns],
+                                  "dh": [md.top]}
+        self._apply_match_colour()
+        span_x, span_w = [], []
+        for m in ms:
+            first = md.context_left
+            last = min(md.columns - 1, md.context_left + m.length - 1)
+            span_x.append((first + last) / 2)
+            span_w.append(last - first + 1)
+        mv.matches.selected.indices = []
+        mv.matches.data = {
+            "start": [m.start for m in ms], "end": [m.end for m in ms],
+            "length": [m.length for m in ms], "inter": [m.inter for m in ms],
+            "union": [m.union for m in ms], "row": list(range(len(ms))),
+            "span_x": span_x, "span_w": span_w}
+        mv.words.data = matrix_columns(result.matrix.words, [result.matrix.row_labels[i] for i in range(len(ms))],
+                                       summary)
+
+    def _clear_matches(self) -> None:
+        mv, md = self.mv, self.defaults.match
+        self._matches = []
+        mv.matches.data = {k: [] for k in mv.matches.data}
+        mv.words.data = matrix_columns()
+        for hm in mv.heatmaps.values():
+            hm.source.data = empty_image(md.top, md.columns)
+        self._apply_match_colour()
+
+    def on_match_colour(self, value: str) -> None:
+        self._apply_match_colour()
+
+    def _apply_match_colour(self) -> None:
+        mv = self.mv
+        name = mv.colour.value
+        hm = mv.heatmaps.get(name)
+        if hm is None or name == NO_COLOUR:
+            mv.background_renderer.visible = False
+            return
+        mv.background.data = dict(hm.source.data)
+        mv.background_renderer.glyph.color_mapper = hm.mapper
+        mv.background_renderer.visible = True
+
+    def on_match_pick(self, indices: list[int]) -> None:
+        if self._quiet or not indices:
+            return
+        i = indices[0]
+        if not 0 <= i < len(self._matches):
+            return
+        m = self._matches[i]
+        self.go(m.start - self.window // 4, focus=(m.start, m.end),
+                message=f"Match #{i + 1}: steps {m.start:,}–{m.end:,} (length {m.length}, inter {m.inter}, "
+                        f"union {m.union}), marked in orange above.")
+        self._quiet += 1
+        try:
+            self.mv.matches.selected.indices = []
+        finally:
+            self._quiet -= 1
+
+
+__all__ = ["ProjectSession", "MatchJob", "MatchResult", "COUNT_PALETTE"]

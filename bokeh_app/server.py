@@ -1,0 +1,77 @@
+"""Run the app with ``bokeh.server.server.Server`` (what ``lstmvis serve`` does).
+
+The app directory (``main.py``, ``templates/``) is served through a ``DirectoryHandler`` at ``/``, so
+``lstmvis serve`` and ``bokeh serve bokeh_app --args DATA_DIR`` run the same code. Binds 127.0.0.1
+unless told otherwise; serves only projects discovered under the data folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+from bokeh.application import Application
+from bokeh.application.handlers import DirectoryHandler
+from bokeh.server.server import Server
+
+from bokeh_app.catalogue import get_catalogue
+from gpu_matcher import ProjectError
+
+log = logging.getLogger("bokeh_app")
+APP_DIR = Path(__file__).resolve().parent
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
+def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "127.0.0.1",
+                allow_websocket_origin: list[str] | None = None, backend: str = "auto",
+                io_loop=None) -> Server:
+    """A Bokeh server for the projects under ``data_dir`` at ``http://ADDRESS:PORT/`` (not started)."""
+    catalogue = get_catalogue(data_dir, backend)
+    if not catalogue.ids:
+        raise ProjectError(f"{data_dir}: no lstm.yml found in this folder or below")
+    if port == 0:
+        port = free_port(address)
+    origins = list(dict.fromkeys([f"localhost:{port}", f"127.0.0.1:{port}", f"{address}:{port}",
+                                  *(allow_websocket_origin or [])]))
+    app = Application(DirectoryHandler(filename=str(APP_DIR),
+                                       argv=[str(Path(data_dir).resolve()), "--backend", backend]))
+    kwargs = {"io_loop": io_loop} if io_loop is not None else {}
+    try:
+        server = Server({"/": app}, port=port, address=address, allow_websocket_origin=origins,
+                        check_unused_sessions_milliseconds=10_000,
+                        unused_session_lifetime_milliseconds=30_000, **kwargs)
+    except OSError as exc:
+        raise ProjectError(f"cannot listen on {address}:{port} ({exc.strerror or exc})") from None
+    server.lstmvis_catalogue = catalogue
+    return server
+
+
+def serve(data_dir: str | os.PathLike, port: int = 5006, address: str = "127.0.0.1",
+          allow_websocket_origin: list[str] | None = None, backend: str = "auto", show: bool = False) -> int:
+    """Serve until interrupted; prints the URL and the backend."""
+    server = make_server(data_dir, port, address, allow_websocket_origin, backend)
+    catalogue = server.lstmvis_catalogue
+    server.start()
+    url = f"http://{address}:{server.port}/"
+    print(f"LSTMVis: {len(catalogue.ids)} project(s) from {data_dir} "
+          f"({', '.join(catalogue.ids[:5])}{', ...' if len(catalogue.ids) > 5 else ''}); "
+          f"backend {catalogue.backend.name}", flush=True)
+    print(f"LSTMVis: open {url}", flush=True)
+    log.info("backend %s", catalogue.backend.describe())
+    if show:
+        server.io_loop.add_callback(server.show, "/")
+    try:
+        server.io_loop.start()
+    except KeyboardInterrupt:
+        print("LSTMVis: stopped", file=sys.stderr)
+    finally:
+        server.stop()
+    return 0

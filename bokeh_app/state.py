@@ -1,0 +1,242 @@
+"""The shareable state of one session: URL query <-> :class:`ViewState`, with validation and fallbacks.
+
+Every scenario is a URL: ``?project=ID&source=FILE::PATH&pos=P&threshold=θ&brush=S,E&left=L&right=R``
+plus ``add=`` / ``remove=`` (cells edited by hand), ``tracks=`` (shown meta tracks) and ``ww=`` (word
+width, px). Parsing never raises: a malformed or unknown value falls back to the default and adds a
+one-line message for the status bar. A project id is only ever looked up among discovered projects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Mapping, Sequence
+from urllib.parse import urlencode
+
+from bokeh_app.config import UIDefaults
+
+#: Query keys, in the order they are written.
+KEYS = ("project", "source", "pos", "threshold", "brush", "left", "right", "add", "remove", "tracks", "ww")
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """What the user sees: enough to rebuild the select view and re-run the match."""
+
+    project: str | None = None
+    source: str | None = None
+    pos: int = 0                              # first step of the select view's window
+    threshold: float | None = None            # None: the source's default
+    brush: tuple[int, int] | None = None      # inclusive [s, e], absolute steps
+    left: int = 0                             # off-margins of the pattern
+    right: int = 0
+    add: tuple[int, ...] = ()                 # cells added to S by hand
+    remove: tuple[int, ...] = ()              # cells removed from S by hand
+    tracks: tuple[str, ...] | None = None     # shown meta tracks; None: all
+    word_width: int | None = None             # px per step; None: the default
+
+    def with_(self, **changes) -> "ViewState":
+        return replace(self, **changes)
+
+
+@dataclass
+class Parsed:
+    state: ViewState
+    messages: list[str] = field(default_factory=list)
+
+
+def _last(arguments: Mapping[str, Sequence], key: str) -> str | None:
+    values = arguments.get(key)
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes)):
+        values = [values]
+    if not values:
+        return None
+    value = values[-1]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    return str(value).strip()
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+def _int_list(text: str) -> list[int] | None:
+    parts = [p for p in text.replace(" ", "").split(",") if p != ""]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        return None
+    return values if all(v >= 0 for v in values) else None
+
+
+def parse_query(arguments: Mapping[str, Sequence], defaults: UIDefaults) -> Parsed:
+    """Syntax only: turn query arguments (tornado's ``{key: [bytes]}`` or ``{key: str}``) into a state."""
+    msgs: list[str] = []
+    out: dict = {}
+    get = lambda key: _last(arguments, key)  # noqa: E731
+
+    for key in ("project", "source"):
+        value = get(key)
+        if value:
+            out[key] = value
+    value = get("pos")
+    if value is not None:
+        try:
+            pos = int(value)
+            if pos < 0:
+                raise ValueError
+            out["pos"] = pos
+        except ValueError:
+            msgs.append(f"pos {_shown(value)} is not a step number; showing the start")
+    value = get("threshold")
+    if value is not None:
+        try:
+            theta = float(value)
+            if not math.isfinite(theta):
+                raise ValueError
+            out["threshold"] = theta
+        except ValueError:
+            msgs.append(f"threshold {_shown(value)} is not a number; using the default")
+    value = get("brush")
+    if value:
+        ends = _int_list(value)
+        if ends is None or len(ends) != 2 or ends[0] > ends[1]:
+            msgs.append(f"brush {_shown(value)} is not 'START,END' with START <= END; no brush")
+        else:
+            out["brush"] = (ends[0], ends[1])
+    for key in ("left", "right"):
+        value = get(key)
+        if value is None:
+            continue
+        try:
+            margin = int(value)
+            if margin < 0:
+                raise ValueError
+        except ValueError:
+            msgs.append(f"{key} {_shown(value)} is not a number of steps >= 0; using 0")
+            continue
+        if margin > defaults.select.max_margin:
+            msgs.append(f"{key} {margin} is above {defaults.select.max_margin}; using "
+                        f"{defaults.select.max_margin}")
+            margin = defaults.select.max_margin
+        out[key] = margin
+    for key in ("add", "remove"):
+        value = get(key)
+        if value:
+            cells = _int_list(value)
+            if cells is None:
+                msgs.append(f"{key} {_shown(value)} is not a list of cell numbers; ignored")
+            else:
+                out[key] = tuple(sorted(set(cells)))
+    value = get("tracks")
+    if value is not None:
+        out["tracks"] = tuple(dict.fromkeys(t for t in value.split(",") if t))
+    value = get("ww")
+    if value is not None:
+        widths = defaults.select.word_widths
+        try:
+            ww = int(value)
+            if ww <= 0:
+                raise ValueError
+            if ww not in widths:
+                nearest = min(widths, key=lambda w: abs(w - ww))
+                msgs.append(f"word width {ww} is not offered; using {nearest}")
+                ww = nearest
+            out["word_width"] = ww
+        except ValueError:
+            msgs.append(f"ww {_shown(value)} is not a width in px; using {defaults.select.word_width}")
+    return Parsed(ViewState(**out), msgs)
+
+
+def default_threshold(value_range: tuple[float, float], defaults: UIDefaults) -> float:
+    lo, hi = value_range
+    theta = defaults.select.threshold
+    if lo < theta < hi:
+        return theta
+    return round(lo + (hi - lo) * 2 / 3, 4)
+
+
+def resolve(state: ViewState, project, defaults: UIDefaults) -> Parsed:
+    """Check a parsed state against an opened project; out-of-range values fall back with a message."""
+    msgs: list[str] = []
+    changes: dict = {}
+    source = state.source
+    if source is None or source not in project.sources:
+        if source is not None:
+            msgs.append(f"source {_shown(source)} is not in project {project.id!r}; showing "
+                        f"{project.default_source}")
+        source = project.default_source
+        changes["source"] = source
+    src = project.source(source)
+    lo, hi = src.value_range()
+    if state.threshold is None:
+        changes["threshold"] = default_threshold((lo, hi), defaults)
+    elif not lo <= state.threshold <= hi:
+        clamped = round(min(max(state.threshold, lo), hi), 4)
+        msgs.append(f"threshold {state.threshold:g} is outside the source's range [{lo:g}, {hi:g}]; "
+                    f"using {clamped:g}")
+        changes["threshold"] = clamped
+    T, D = src.shape
+    if state.pos >= T:
+        msgs.append(f"pos {state.pos} is past the end of the timeline ({T} steps); showing the start")
+        changes["pos"] = 0
+    if state.brush is not None:
+        s, e = state.brush
+        if e >= T:
+            msgs.append(f"brush {s},{e} is outside the timeline [0, {T - 1}]; no brush")
+            changes["brush"] = None
+        else:
+            seq_lo, seq_hi = project.sequence_of(s)
+            if e >= seq_hi:
+                msgs.append(f"brush {s},{e} crosses a sequence boundary at {seq_hi}; using {s},{seq_hi - 1}")
+                changes["brush"] = (s, seq_hi - 1)
+    for key in ("add", "remove"):
+        cells = getattr(state, key)
+        bad = [c for c in cells if c >= D]
+        if bad:
+            msgs.append(f"{key}: cell {bad[0]} is out of range [0, {D}); ignored")
+            changes[key] = tuple(c for c in cells if c < D)
+    if state.tracks is not None:
+        unknown = [t for t in state.tracks if t not in project.meta]
+        if unknown:
+            msgs.append(f"tracks: {_shown(unknown[0])} is not a meta track of this project; ignored")
+            changes["tracks"] = tuple(t for t in state.tracks if t in project.meta)
+    return Parsed(state.with_(**changes), msgs)
+
+
+def _fmt_float(value: float) -> str:
+    return format(round(float(value), 4), "g")
+
+
+def _join(values: Iterable) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def to_query(state: ViewState, defaults: UIDefaults) -> str:
+    """The URL query of a state (without '?'); default-valued optional keys are left out."""
+    items: list[tuple[str, str]] = []
+    if state.project is not None:
+        items.append(("project", state.project))
+    if state.source is not None:
+        items.append(("source", state.source))
+    items.append(("pos", str(state.pos)))
+    if state.threshold is not None:
+        items.append(("threshold", _fmt_float(state.threshold)))
+    if state.brush is not None:
+        items.append(("brush", _join(state.brush)))
+    if state.left:
+        items.append(("left", str(state.left)))
+    if state.right:
+        items.append(("right", str(state.right)))
+    if state.add:
+        items.append(("add", _join(state.add)))
+    if state.remove:
+        items.append(("remove", _join(state.remove)))
+    if state.tracks is not None:
+        items.append(("tracks", _join(state.tracks)))
+    if state.word_width is not None and state.word_width != defaults.select.word_width:
+        items.append(("ww", str(state.word_width)))
+    return urlencode(items, safe=":,/")

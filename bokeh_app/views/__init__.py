@@ -1,0 +1,1 @@
+"""Model construction for each view; every function returns a dataclass of named handles."""

@@ -1,0 +1,152 @@
+"""The match view (paper section 5.3, Fig. 1 bottom): models only, returned as named handles.
+
+A word matrix of the top matches (one row per match, aligned at its start, context around it; each
+row labelled with rank, start, length, inter/union), heatmaps of ``n(t)`` and of the meta tracks
+beside it with the same rows and columns, and a choice of heatmap whose colours fill the word
+matrix's backgrounds (Fig. 1h). A click on a row moves the select view there (``controller``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from bokeh.models import (Column, ColumnDataSource, FixedTicker, HoverTool, Label, LinearColorMapper, Range1d,
+                          Row, Select, TapTool)
+from bokeh.plotting import figure
+
+from bokeh_app.columns import CATEGORY_COLORS, ROW_HEADER
+from bokeh_app.config import UIDefaults
+from bokeh_app.views.common import COUNT_PALETTE, SCALAR_PALETTE, section
+
+NO_COLOUR = "none"
+LABEL_SPAN = 4                 # word columns' worth of room for the row labels
+COUNT_HEATMAP = "n(t)"
+
+
+@dataclass
+class Heatmap:
+    name: str
+    plot: object
+    source: ColumnDataSource
+    mapper: LinearColorMapper
+
+
+@dataclass
+class MatchView:
+    plot: object
+    matches: ColumnDataSource
+    words: ColumnDataSource
+    background: ColumnDataSource
+    background_renderer: object
+    heatmaps: dict[str, Heatmap]
+    colour: Select
+    busy: Label
+    layout: object
+
+
+def empty_image(rows: int, columns: int) -> dict:
+    return {"image": [np.full((rows, columns), np.nan, dtype=np.float32)], "x": [-0.5], "y": [-0.5],
+            "dw": [columns], "dh": [rows]}
+
+
+def matrix_columns(words: dict | None = None, row_labels: list[str] = (), summary: str = "") -> dict:
+    """All text of the word matrix in one source (one message, one repaint): the header row (-1:
+    column names and a summary), a label per match row, and the words."""
+    left = -LABEL_SPAN - 0.45
+    cols = {"x": [left, -0.45], "y": [-1, -1], "word": [ROW_HEADER, summary],
+            "color": ["#444444", "#1f3f66"], "style": ["bold", "normal"], "pos": [-1, -1],
+            "font": ["monospace", "helvetica"], "align": ["left", "left"]}
+    for i, text in enumerate(row_labels):
+        for key, value in zip(cols, (left, i, text, "#333333", "normal", -1, "monospace", "left")):
+            cols[key].append(value)
+    for key in cols:
+        cols[key].extend((words or {}).get(key, []))
+    return cols
+
+
+def heatmap_mapper(kind: str) -> LinearColorMapper:
+    if kind == "discrete":
+        return LinearColorMapper(palette=list(CATEGORY_COLORS), low=-0.5, high=len(CATEGORY_COLORS) - 0.5,
+                                 nan_color="rgba(0,0,0,0)")
+    if kind == "count":
+        return LinearColorMapper(palette=COUNT_PALETTE, low=0, high=1, nan_color="rgba(0,0,0,0)")
+    return LinearColorMapper(palette=SCALAR_PALETTE, low=0, high=1, nan_color="rgba(0,0,0,0)")
+
+
+def build_match_view(*, tracks: list[tuple[str, str]], defaults: UIDefaults) -> MatchView:
+    """``tracks``: (name, kind) of the project's meta tracks, each getting a heatmap."""
+    md = defaults.match
+    rows, columns = md.top, md.columns
+    # Row -1 is the header; the row labels (rank, start, length, inter/union) are text in the plot,
+    # left of the words: a new answer then only changes data (no axis or title, no re-layout).
+    y_range = Range1d(rows - 0.5, -1.5, name="match_y_range")
+    height = (rows + 1) * md.row_px
+
+    matches = ColumnDataSource(name="matches", data={
+        "start": [], "end": [], "length": [], "inter": [], "union": [], "row": [], "span_x": [],
+        "span_w": []})
+    words = ColumnDataSource(name="match_words", data=matrix_columns())
+    background = ColumnDataSource(name="match_background", data=empty_image(rows, columns))
+
+    plot = figure(name="match_plot", x_range=Range1d(-LABEL_SPAN - 0.5, columns - 0.5), y_range=y_range,
+                  frame_width=(columns + LABEL_SPAN) * md.word_px, frame_height=height, tools="",
+                  toolbar_location=None, x_axis_location="above", min_border_left=6,
+                  min_border_right=6, output_backend="canvas")
+    plot.grid.visible = False
+    plot.outline_line_color = "#dddddd"
+    plot.yaxis.visible = False
+    plot.xaxis.ticker = FixedTicker(ticks=list(range(columns)))
+    plot.xaxis.major_label_overrides = {c: str(c - md.context_left) for c in range(columns)}
+    plot.xaxis.axis_label = "offset from the match start"
+    bg_renderer = plot.image(image="image", x="x", y="y", dw="dw", dh="dh", source=background,
+                             color_mapper=heatmap_mapper("count"), global_alpha=0.75,
+                             name="match_background_image")
+    bg_renderer.visible = False
+    # The match itself: a light box from the start column over its length.
+    plot.rect(x="span_x", y="row", width="span_w", height=0.86, source=matches, fill_color="#ffe9a8",
+              fill_alpha=0.55, line_color="#c9a227", line_alpha=0.8, name="match_spans")
+    row_marks = plot.rect(x=(columns - LABEL_SPAN - 1) / 2, y="row", width=columns + LABEL_SPAN,
+                          height=1.0, source=matches,
+                          fill_alpha=0.0, line_alpha=0.0, hover_fill_color="#1f77b4",
+                          hover_fill_alpha=0.10, selection_fill_alpha=0.0, nonselection_fill_alpha=0.0,
+                          name="match_rows")
+    plot.text(x="x", y="y", text="word", text_color="color", text_font_style="style", text_font="font",
+              text_align="align", text_baseline="middle", text_font_size="11px", source=words,
+              name="match_text")
+    plot.add_tools(TapTool(renderers=[row_marks]),
+                   HoverTool(renderers=[row_marks], tooltips=[
+                       ("start", "@start"), ("end", "@end"), ("length", "@length"),
+                       ("inter", "@inter"), ("union", "@union"), ("", "click: show in the select view")]))
+
+    heatmaps: dict[str, Heatmap] = {}
+    for name, kind in [(COUNT_HEATMAP, "count")] + list(tracks):
+        source = ColumnDataSource(name=f"match_heatmap_{name}", data=empty_image(rows, columns))
+        mapper = heatmap_mapper(kind)
+        hp = figure(name=f"match_heatmap_plot_{name}", x_range=Range1d(-0.5, columns - 0.5),
+                    y_range=y_range, frame_width=columns * md.heatmap_cell_px, frame_height=height,
+                    tools="", toolbar_location=None, x_axis_location="above", min_border_left=6,
+                    min_border_right=6, title=None)
+        hp.image(image="image", x="x", y="y", dw="dw", dh="dh", source=source, color_mapper=mapper)
+        hp.yaxis.visible = False
+        hp.grid.visible = False
+        hp.outline_line_color = "#dddddd"
+        hp.xaxis.ticker = FixedTicker(ticks=[(columns - 1) / 2])
+        hp.xaxis.major_label_overrides = {(columns - 1) / 2: name}
+        hp.xaxis.major_tick_line_color = None
+        hp.xaxis.axis_line_color = None
+        heatmaps[name] = Heatmap(name=name, plot=hp, source=source, mapper=mapper)
+
+    colour = Select(name="match_colour", title="colour the words by",
+                    options=[NO_COLOUR] + list(heatmaps), value=NO_COLOUR, width=200)
+    # Drawn on the canvas (not a Div): showing and hiding it costs the page no re-layout.
+    busy = Label(name="match_busy", x=6, y=6, x_units="screen", y_units="screen", anchor="bottom_left",
+                 text="⏳ matching…", text_font_size="14px", text_color="#1f5f9f", text_font_style="bold",
+                 background_fill_color="#e8f1fb", background_fill_alpha=0.95, border_line_color="#90b4dc",
+                 padding=6, visible=False, level="overlay")
+    plot.add_layout(busy)
+    layout = Column(section("match view: the top matches of S (exact)"), colour,
+                    Row(plot, *[h.plot for h in heatmaps.values()]), name="match_view")
+    return MatchView(plot=plot, matches=matches, words=words, background=background,
+                     background_renderer=bg_renderer, heatmaps=heatmaps, colour=colour, busy=busy,
+                     layout=layout)

@@ -1,0 +1,144 @@
+"""One in-process Bokeh server (the ``lstmvis serve`` server, in a thread) and the ``serve`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+from bokeh.client import pull_session
+
+from bokeh_app.catalogue import get_catalogue
+from bokeh_app.server import free_port, make_server
+
+S1 = "states::states1"
+
+
+@pytest.fixture(scope="module")
+def server(app_data):
+    ready = threading.Event()
+    box: dict = {}
+
+    def run():
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        from tornado.ioloop import IOLoop
+        srv = make_server(app_data, port=0, backend="numpy", io_loop=IOLoop.current())
+        srv.start()
+        box["server"] = srv
+        ready.set()
+        srv.io_loop.start()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(30), "the server did not start"
+    srv = box["server"]
+    yield srv, f"http://127.0.0.1:{srv.port}/"
+    srv.io_loop.add_callback(srv.stop)
+    srv.io_loop.add_callback(srv.io_loop.stop)
+    thread.join(10)
+
+
+def fetch(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=20) as response:
+        return response.status, response.read().decode()
+
+
+def test_server_page_and_a_restored_session(server, app_data):
+    srv, url = server
+    assert srv.address == "127.0.0.1"
+    status, page = fetch(url)
+    assert status == 200 and "<title>LSTMVis</title>" in page and "bokeh" in page
+    status, page = fetch(url + "?project=small&threshold=abc")       # a bad value is not a dead page
+    assert status == 200
+    engine = get_catalogue(app_data, "numpy").engine("small")
+    cells = engine.select(S1, 110, 112, 0.3).cells
+    expected = [(m.start, m.end, m.length, m.inter, m.union) for m in engine.match(S1, cells, 0.3)]
+    with pull_session(url=url, arguments={"project": "small", "pos": "100", "threshold": "0.3",
+                                          "brush": "110,112"}) as session:
+        doc = session.document
+        assert doc.get_model_by_name("selection").data["cell"] == cells
+        assert doc.get_model_by_name("threshold").value == 0.3
+        # The match runs off the document lock; its rows arrive a moment later.
+        deadline = time.time() + 20
+        rows = []
+        while time.time() < deadline:
+            session.pull()
+            data = session.document.get_model_by_name("matches").data
+            rows = list(zip(data["start"], data["end"], data["length"], data["inter"], data["union"]))
+            if rows:
+                break
+            time.sleep(0.2)
+        assert rows == expected
+        assert "matches in" in session.document.get_model_by_name("status").text
+    with pull_session(url=url, arguments={"project": "nested/wide"}) as session:
+        assert session.document.get_model_by_name("select_plot") is not None
+        assert session.document.title.endswith("wide test project")
+
+
+def test_the_app_can_be_embedded_with_server_document(server):
+    from bokeh.embed import server_document
+    srv, url = server
+    script = server_document(url, arguments={"project": "small", "pos": "40"})
+    src = re.search(r"xhr.open\('GET', \"([^\"]+)\"", script).group(1)
+    element = re.search(r'<script id="([^"]+)"', script).group(1)
+    status, body = fetch(src)                       # the autoload script creates a session
+    assert status == 200 and element in body and "Bokeh" in body
+
+
+def test_serving_without_a_data_folder_needs_the_demo(monkeypatch):
+    from bokeh_app.catalogue import default_data_dir
+    from gpu_matcher import ProjectError
+    monkeypatch.setitem(sys.modules, "gpu_matcher.demo", None)      # as if the demo were not installed
+    with pytest.raises(ProjectError, match="bundled demo"):
+        default_data_dir()
+
+
+def test_lstmvis_serve_prints_the_url_and_serves_it(app_data):
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "gpu_matcher.cli", "serve", str(app_data),
+                             "--port", str(port), "--backend", "numpy"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        lines = []
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "open http" in line:
+                break
+        text = "".join(lines)
+        assert f"open http://127.0.0.1:{port}/" in text, text
+        assert "2 project(s)" in text and "backend numpy" in text
+        status, page = fetch(f"http://127.0.0.1:{port}/")
+        assert status == 200 and "<title>LSTMVis</title>" in page
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_serve_errors_are_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "gpu_matcher.cli", "serve", str(tmp_path / "missing")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "missing" in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = subprocess.run([sys.executable, "-m", "gpu_matcher.cli", "serve", str(empty), "--port", "0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "no lstm.yml found" in result.stderr
+
+
+def test_the_command_line_does_not_import_bokeh():
+    code = ("import sys, gpu_matcher.cli as c; p = c.build_parser(); "
+            "assert 'serve' in p._subparsers._group_actions[0].choices; "
+            "assert not any(m == 'bokeh' or m.startswith('bokeh.') for m in sys.modules), 'bokeh imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
