@@ -73,17 +73,35 @@ _CATALOGUES: dict[tuple[str, str], Catalogue] = {}
 _CATALOGUES_LOCK = threading.Lock()
 
 
-def get_catalogue(data_dir: str | os.PathLike, backend: str = "auto") -> Catalogue:
-    """The shared catalogue for ``(data_dir, backend)``, created (and its backend logged) once."""
-    key = (str(Path(data_dir).resolve()), backend)
+def get_catalogue(data_dir: str | os.PathLike, backend: str = "auto", dask: str | None = None) -> Catalogue:
+    """The shared catalogue for ``(data_dir, backend, dask)``, created (and its backend logged) once.
+
+    With ``dask`` (a scheduler address or ``local[:N]``) matches run on that cluster, ``backend`` being
+    the workers' array backend; sessions share the one cluster. Without it nothing of Dask is imported.
+    """
+    key = (str(Path(data_dir).resolve()), backend, dask)
     with _CATALOGUES_LOCK:
         catalogue = _CATALOGUES.get(key)
         if catalogue is None:
-            catalogue = Catalogue(data_dir, backend)
+            chosen: str | Backend = backend
+            if dask:
+                from gpu_matcher.backends.dask import make_dask_backend
+                chosen = make_dask_backend(dask, worker_backend=backend)
+            catalogue = Catalogue(data_dir, chosen)
             log.info("serving %d project(s) from %s with the %s backend", len(catalogue.ids),
                      data_dir, catalogue.backend.name)
             _CATALOGUES[key] = catalogue
         return catalogue
+
+
+def close_catalogues() -> None:
+    """Close what the catalogues hold open (a Dask cluster): at server stop."""
+    with _CATALOGUES_LOCK:
+        for catalogue in _CATALOGUES.values():
+            close = getattr(catalogue.backend, "close", None)
+            if close is not None:
+                close()
+        _CATALOGUES.clear()
 
 
 def default_data_dir() -> Path:

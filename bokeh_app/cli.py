@@ -14,6 +14,8 @@ def register(subparsers) -> None:
     p.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST:PORT",
                    help="also accept pages from this origin (for embedding); repeatable")
     p.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
+    p.add_argument("--dask", metavar="SCHEDULER|local[:N]",
+                   help="run matches on a Dask cluster (needs the dask extra); --backend is the workers'")
     p.add_argument("--show", action="store_true", help="open the app in a browser")
     p.set_defaults(func=cmd_serve)
 
@@ -31,4 +33,5 @@ def cmd_serve(args) -> int:
     from bokeh_app.server import serve     # Bokeh is imported only here
 
     return serve(data_dir, port=args.port, address=args.address,
-                 allow_websocket_origin=args.allow_websocket_origin, backend=args.backend, show=args.show)
+                 allow_websocket_origin=args.allow_websocket_origin, backend=args.backend, show=args.show,
+                 dask=args.dask)

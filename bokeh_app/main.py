@@ -1,4 +1,4 @@
-"""Entry for ``bokeh serve bokeh_app --args DATA_DIR [--backend auto|numpy|cupy]`` (run per session)."""
+"""Entry for ``bokeh serve bokeh_app --args DATA_DIR [--backend auto|numpy|cupy] [--dask SPEC]`` (per session)."""
 
 import argparse
 import sys
@@ -11,6 +11,7 @@ from bokeh_app.catalogue import default_data_dir, get_catalogue
 _parser = argparse.ArgumentParser(prog="bokeh serve bokeh_app --args")
 _parser.add_argument("data_dir", nargs="?")
 _parser.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
+_parser.add_argument("--dask", metavar="SCHEDULER|local[:N]", help="match on a Dask cluster")
 _args = _parser.parse_args(sys.argv[1:])
 
-build_document(curdoc(), get_catalogue(_args.data_dir or default_data_dir(), _args.backend))
+build_document(curdoc(), get_catalogue(_args.data_dir or default_data_dir(), _args.backend, _args.dask))

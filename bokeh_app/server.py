@@ -17,7 +17,7 @@ from bokeh.application import Application
 from bokeh.application.handlers import DirectoryHandler
 from bokeh.server.server import Server
 
-from bokeh_app.catalogue import get_catalogue
+from bokeh_app.catalogue import close_catalogues, get_catalogue
 from gpu_matcher import ProjectError
 
 log = logging.getLogger("bokeh_app")
@@ -32,9 +32,9 @@ def free_port(address: str = "127.0.0.1") -> int:
 
 def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "127.0.0.1",
                 allow_websocket_origin: list[str] | None = None, backend: str = "auto",
-                io_loop=None) -> Server:
+                io_loop=None, dask: str | None = None) -> Server:
     """A Bokeh server for the projects under ``data_dir`` at ``http://ADDRESS:PORT/`` (not started)."""
-    catalogue = get_catalogue(data_dir, backend)
+    catalogue = get_catalogue(data_dir, backend, dask)
     if not catalogue.ids:
         raise ProjectError(f"{data_dir}: no lstm.yml found in this folder or below")
     if port == 0:
@@ -42,7 +42,8 @@ def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "1
     origins = list(dict.fromkeys([f"localhost:{port}", f"127.0.0.1:{port}", f"{address}:{port}",
                                   *(allow_websocket_origin or [])]))
     app = Application(DirectoryHandler(filename=str(APP_DIR),
-                                       argv=[str(Path(data_dir).resolve()), "--backend", backend]))
+                                       argv=[str(Path(data_dir).resolve()), "--backend", backend,
+                                             *(["--dask", dask] if dask else [])]))
     kwargs = {"io_loop": io_loop} if io_loop is not None else {}
     try:
         server = Server({"/": app}, port=port, address=address, allow_websocket_origin=origins,
@@ -55,9 +56,10 @@ def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "1
 
 
 def serve(data_dir: str | os.PathLike, port: int = 5006, address: str = "127.0.0.1",
-          allow_websocket_origin: list[str] | None = None, backend: str = "auto", show: bool = False) -> int:
+          allow_websocket_origin: list[str] | None = None, backend: str = "auto", show: bool = False,
+          dask: str | None = None) -> int:
     """Serve until interrupted; prints the URL and the backend."""
-    server = make_server(data_dir, port, address, allow_websocket_origin, backend)
+    server = make_server(data_dir, port, address, allow_websocket_origin, backend, dask=dask)
     catalogue = server.lstmvis_catalogue
     server.start()
     url = f"http://{address}:{server.port}/"
@@ -74,4 +76,5 @@ def serve(data_dir: str | os.PathLike, port: int = 5006, address: str = "127.0.0
         print("LSTMVis: stopped", file=sys.stderr)
     finally:
         server.stop()
+        close_catalogues()
     return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 from gpu_matcher.errors import ProjectError
 
 #: Modules that add subcommands (imported lazily so `lstmvis match` never imports Bokeh).
-SUBCOMMAND_MODULES = ("gpu_matcher.io.cli", "bokeh_app.cli")
+SUBCOMMAND_MODULES = ("gpu_matcher.io.cli", "gpu_matcher.stats_cli", "bokeh_app.cli")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,9 +83,22 @@ def _parse_cells(text: str) -> list[int]:
 def cmd_match(args) -> int:
     from gpu_matcher.engine import Engine
 
+    if args.shard_steps is not None and not args.dask:
+        raise ProjectError("--shard-steps applies to --dask only")
     project = _find_project(args.project_dir)
     source = args.source or project.default_source
-    engine = Engine(project, backend=args.backend)
+    if args.dask:                               # only here is anything of Dask imported
+        from gpu_matcher.backends.dask import make_dask_backend
+
+        backend = make_dask_backend(args.dask, worker_backend=args.backend, shard_steps=args.shard_steps)
+        try:
+            return _match(args, Engine(project, backend=backend), source)
+        finally:
+            backend.close()
+    return _match(args, Engine(project, backend=args.backend), source)
+
+
+def _match(args, engine, source: str) -> int:
     sequences = not args.no_sequences
     if args.cells is not None:
         cells = _parse_cells(args.cells)
@@ -104,12 +117,15 @@ def cmd_match(args) -> int:
         matches = engine.match(source, cells, args.threshold, args.left, args.right, args.top,
                                args.min_length, args.phrase_length, not args.no_distinct, sequences)
         times.append((time.perf_counter() - t0) * 1000.0)
-    print(json.dumps({
+    out = {
         "cells": [int(c) for c in sorted(set(cells))],
         "matches": [m.as_dict() for m in matches],
         "backend": engine.backend.name,
         "timing_ms": {"first": round(times[0], 3), "median": round(statistics.median(times), 3)},
-    }))
+    }
+    if args.dask:
+        out["dask"] = {"cluster": engine.backend.describe(), "shards": engine.layout(source).shards}
+    print(json.dumps(out))
     return 0
 
 
@@ -137,7 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phrase-length", type=int, default=0)
     p.add_argument("--no-distinct", action="store_true")
     p.add_argument("--no-sequences", action="store_true", help="ignore the project's sequence boundaries")
-    p.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
+    p.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"],
+                   help="array backend (with --dask: the one each worker uses)")
+    p.add_argument("--dask", metavar="SCHEDULER|local[:N]",
+                   help="match on a Dask cluster: a scheduler address or file, or local:N worker processes "
+                        "(needs the dask extra)")
+    p.add_argument("--shard-steps", type=int, help="with --dask: steps per shard (default ~512 MB of states)")
     p.add_argument("--repeat", type=int, default=1, help="run the match K times; report the median")
     p.set_defaults(func=cmd_match)
 

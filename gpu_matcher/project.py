@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import yaml
 
+from gpu_matcher import zarr_io
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.source import Source
 
@@ -62,6 +63,10 @@ class H5Files:
     def dataset(self, key: str, path: str, where: str) -> h5py.Dataset:
         file_path = self.path_of(key, where)
         handle = self._open.get(key)
+        if zarr_io.is_zarr_path(file_path):        # a Zarr v3 store: same keys, h5py-like arrays
+            if handle is None:
+                handle = self._open[key] = zarr_io.open_zarr_store(file_path)
+            return zarr_io.zarr_dataset(handle, file_path, path, where)
         if handle is None:
             if not file_path.is_file():
                 raise ProjectError(f"{file_path}: file missing ({where}, files key {key!r})")
@@ -80,7 +85,8 @@ class H5Files:
 
     def close(self) -> None:
         for handle in self._open.values():
-            handle.close()
+            if isinstance(handle, h5py.File):
+                handle.close()
         self._open.clear()
 
 

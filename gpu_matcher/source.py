@@ -213,9 +213,15 @@ class Source:
 
 
 def _fingerprint(source: Source) -> dict:
-    st = os.stat(source.file_path)
+    own = getattr(source.dataset, "fingerprint", None)     # a Zarr array: its own files' size and mtime
+    if own is not None:
+        st = own()
+        size, mtime = st["size"], st["mtime_ns"]
+    else:
+        st = os.stat(source.file_path)
+        size, mtime = st.st_size, st.st_mtime_ns
     return {"version": LAYOUT_VERSION, "file": str(Path(source.file_path).resolve()),
-            "dataset": source.dataset.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "dataset": source.dataset.name, "size": size, "mtime_ns": mtime,
             "shape": list(source.shape), "dtype": str(source.dtype)}
 
 

@@ -1,4 +1,4 @@
-"""Subcommands that bring data in: ``demo``, ``convert-text``, ``annotate``, ``extract``.
+"""Subcommands that bring data in: ``demo``, ``convert-text``, ``annotate``, ``convert-zarr``, ``extract``.
 
 Imported by ``gpu_matcher.cli`` on every run, so nothing heavy (PyTorch) is imported here; each command
 imports what it needs when it runs.
@@ -49,6 +49,18 @@ def cmd_annotate(args) -> int:
     tracks = ", ".join(f"{n} ({k} labels)" for n, k in s.tracks.items())
     print(f"{s.project}: added meta tracks {tracks} over {s.steps} steps"
           + (f" ({s.ignored} ignored steps labelled _)" if s.ignored else ""))
+    return 0
+
+
+def cmd_convert_zarr(args) -> int:
+    from gpu_matcher.zarr_io import convert_project_to_zarr
+
+    s = convert_project_to_zarr(args.project_dir, args.out, chunk_steps=args.chunk_steps,
+                                compression=args.compression, overwrite=args.overwrite,
+                                progress=not args.quiet)
+    files = ", ".join(f"{k}: {v}" for k, v in s.files.items())
+    print(f"{s.folder}: {s.arrays} arrays ({s.bytes / 2**20:.1f} MiB) in Zarr v3, chunks of "
+          f"{s.chunk_steps} steps ({files})")
     return 0
 
 
@@ -132,6 +144,16 @@ def register(sub) -> None:
     p.add_argument("--encoding", default="utf-8")
     p.add_argument("--overwrite", action="store_true", help="replace meta tracks of the same name")
     p.set_defaults(func=cmd_annotate)
+
+    p = sub.add_parser("convert-zarr", help="copy a project with its HDF5 files as Zarr v3 stores chunked "
+                                            "along T (for --dask); the original is not modified")
+    p.add_argument("project_dir", help="the project folder (holds lstm.yml)")
+    p.add_argument("out", help="folder for the converted copy")
+    p.add_argument("--chunk-steps", type=int, help="steps per chunk (default: ~16 MiB of the widest source)")
+    p.add_argument("--compression", choices=["zstd", "none"], default="zstd")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_convert_zarr)
 
     p = sub.add_parser("extract", help="run a PyTorch model over a corpus and write its states (needs torch)")
     p.add_argument("corpus", help="a folder written by convert-text (train.h5, words.dict)")
