@@ -68,8 +68,11 @@ class MatchMatrix:
 
 
 def match_matrix(engine, source: str, matches, cells: list[int], threshold: float,
-                 context_left: int, columns: int, tracks: list[str], word_px: int) -> MatchMatrix:
+                 context_left: int, columns: int, tracks: list[str], word_px: int,
+                 scale: str = "none") -> MatchMatrix:
     """Words around every match (aligned at its start) and the heatmaps ``n(t)`` and ``tracks``."""
+    from gpu_matcher import scaling
+
     project = engine.project
     T = project.T
     rows = len(matches)
@@ -98,7 +101,8 @@ def match_matrix(engine, source: str, matches, cells: list[int], threshold: floa
             words["font"].append("helvetica")
             words["align"].append("center")
         labels[row] = row_label(row, m)
-        heat["n(t)"][row, a - lo:b - lo] = engine.counts(source, cells, threshold, a, b)
+        heat["n(t)"][row, a - lo:b - lo] = engine.counts(source, cells, threshold, a, b) if scale == "none" \
+            else scaling.on_mask(engine, source, a, b, threshold, scale)[:, cells].sum(axis=1)
         for name in tracks:
             track = project.meta[name]
             if track.kind == "wordvec":

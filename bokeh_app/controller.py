@@ -10,6 +10,7 @@ document lock; a newer query replaces an older one (generation counter) and the 
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import math
 import time
@@ -26,18 +27,22 @@ from bokeh_app.catalogue import WORKERS
 from bokeh_app.columns import (CATEGORY_COLORS, MatchMatrix, fit_label, match_matrix, padded, trace_x,
                                trace_y)
 from bokeh_app.config import UIDefaults
-from bokeh_app.state import ViewState, default_threshold, to_query
+from bokeh_app.state import ViewState, default_threshold, threshold_range, to_query
 from bokeh_app.views.common import (BRUSH_COLOR, COUNT_PALETTE, MARGIN_COLOR, SCALAR_PALETTE, follow_on_load,
                                     header, set_url_query, status_div, status_html, url_holder)
 from bokeh_app.views.match import (COUNT_HEATMAP, NO_COLOUR, build_match_view, empty_image,
                                    matrix_columns)
 from bokeh_app.views.select import build_select_view, label_orientation, pattern_columns
+from bokeh_app.views.stats import DEPLETED, ENRICHED, build_stats_view
 from gpu_matcher import Engine, ProjectError
+from gpu_matcher import scaling
+from gpu_matcher import stats as hypothesis
 
 log = logging.getLogger("bokeh_app")
 
 #: The match view's update is sent at least this long after the select view's (seconds).
 MATCH_AFTER_SELECT_S = 0.15
+PHRASE_POINTS = 20_000                 # most phrases drawn in the phrase map (PCA uses all of them)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class MatchJob:
     tracks: tuple[str, ...]
     note: str = ""                     # the status message of the action that asked for it
     asked: float = 0.0                 # time.monotonic() when it was asked for
+    scale: str = "none"                # per-cell scaling of the threshold (gpu_matcher.scaling)
+    stats: tuple[str, str] = ("", "")  # (track, label) of the hypothesis panel, "" when it is absent
 
 
 @dataclass
@@ -59,6 +66,21 @@ class MatchResult:
     matrix: MatchMatrix
     engine_ms: float
     total_ms: float
+    stats: "StatsAnswer | None" = None         # the hypothesis panel's numbers, computed in the worker too
+
+
+@dataclass
+class StatsAnswer:
+    """The hypothesis panel's numbers for one S, threshold, label and match list (gpu_matcher.stats)."""
+
+    track: str
+    label: str
+    threshold: float
+    cells: int
+    enrichment: list                            # LabelEnrichment rows
+    points: list                                # Detection over the threshold grid, by threshold
+    now: object = None                          # Detection at the current threshold
+    error: str = ""
 
 
 def _palette_color(palette, value: float, lo: float, hi: float) -> str:
@@ -97,7 +119,14 @@ class ProjectSession:
         self._follow = follow_address_bar
         self.header = header(self.project.name, f"{self.project.description} · project {self.project.id}",
                              True)
-        self.layout = Column(self.sv.layout, self.mv.layout, name="project_view")
+        discrete = {name: [t.label(v) for v in sorted(t.labels)] if t.labels else
+                    [str(v) for v in np.unique(hypothesis.track_values(engine, name))]
+                    for name, t in meta.items() if t.kind == "discrete"}
+        self.stv = build_stats_view(tracks=discrete, sources=sources) if discrete else None
+        self.layout = Column(self.sv.layout, self.mv.layout, *([self.stv.layout] if self.stv else []),
+                             name="project_view")
+        self._best_threshold: float | None = None
+        self._suggested: list[int] = []
         self._last_message: tuple[str, str] = ("info", "")
         self._trace_layout: tuple[int, int] | None = None     # (W, D) of the sent trace x column
         self.base_cells: list[int] = []                        # S from the brush alone
@@ -117,6 +146,7 @@ class ProjectSession:
             self.synchronous = doc.session_context is None
         sv, mv = self.sv, self.mv
         sv.threshold.on_change("value_throttled", lambda attr, old, new: self.on_threshold(new))
+        sv.scale.on_change("value", lambda attr, old, new: self.on_scale(new))
         sv.left.on_change("value", lambda attr, old, new: self.on_margins())
         sv.right.on_change("value", lambda attr, old, new: self.on_margins())
         sv.plot.on_event(SelectionGeometry, self.on_selection_geometry)
@@ -133,6 +163,17 @@ class ProjectSession:
         sv.reset_button.on_click(self.on_reset_cells)
         mv.matches.selected.on_change("indices", lambda attr, old, new: self.on_match_pick(new))
         mv.colour.on_change("value", lambda attr, old, new: self.on_match_colour(new))
+        if self.stv is not None:
+            stv = self.stv
+            stv.track.on_change("value", lambda attr, old, new: self.on_stats_track(new))
+            stv.label.on_change("value", lambda attr, old, new: None if self._quiet else self.update_stats())
+            stv.apply_best.on_click(self.on_apply_best)
+            stv.suggest.on_click(self.on_suggest)
+            stv.add_suggested.on_click(
+                lambda: self.on_add_cells(",".join(str(c) for c in self._suggested[:5])))
+            stv.phrase_map.on_click(self.on_phrase_map)
+            stv.compare.on_click(self.on_compare)
+            stv.phrases.selected.on_change("indices", lambda attr, old, new: self.on_phrase_pick(new))
         self.restore()
         # The status line is a root of its own: a change of its text then re-lays out only itself.
         for root in (self.header, self.status, self.layout, self.url):
@@ -215,10 +256,13 @@ class ProjectSession:
         lo, hi = src.value_range()
         pad = 0.04 * (hi - lo)
         sv.plot.y_range.update(start=lo - pad, end=hi + pad)
+        lo, hi = threshold_range((lo, hi), self.state.scale)
         step = float(f"{(hi - lo) / 200:.2g}")
         theta = self.state.threshold
         sv.threshold.update(start=lo, end=hi, step=step, value=theta)
         sv.threshold_line.location = theta
+        sv.threshold_line.visible = self.state.scale == "none"      # a scaled θ is no line in value units
+        sv.scale.value = self.state.scale
         sv.source_select.value = self.state.source
         sv.plot.yaxis.axis_label = "tanh(state)" if src.transform == "tanh" else "value"
         sv.position.high = self.project.T - 1
@@ -324,8 +368,8 @@ class ProjectSession:
         base: list[int] = []
         if st.brush is not None:
             try:
-                base = self.engine.select(st.source, st.brush[0], st.brush[1], st.threshold, st.left,
-                                          st.right).cells
+                base = scaling.select(self.engine, st.source, st.brush[0], st.brush[1], st.threshold, st.left,
+                                      st.right, scale=st.scale).cells
             except ProjectError as exc:
                 self.say(str(exc), "error")
         self.base_cells = base
@@ -336,7 +380,7 @@ class ProjectSession:
         sv, st = self.sv, self.state
         W = self.window
         start = st.pos
-        on = self.src.on(start, start + W, st.threshold)             # (w, D): MATCHING.md "on"
+        on = scaling.on_mask(self.engine, st.source, start, start + W, st.threshold, st.scale)  # MATCHING.md
         cells = self.cells
         # Without S the strip stays blank rather than showing a row of zeros.
         n = on[:, cells].sum(axis=1).astype(np.float32) if cells else np.full(on.shape[0], np.nan, np.float32)
@@ -428,6 +472,21 @@ class ProjectSession:
         self.sv.threshold_line.location = self.state.threshold
         self._selection_changed(lambda k: f"Threshold {self.state.threshold:g}: {self._cells_text(k)}")
 
+    def on_scale(self, value: str) -> None:
+        """Threshold the value or a per-cell normalised value; the threshold resets to the new range."""
+        if self._quiet or value == self.state.scale or value not in scaling.SCALES:
+            return
+        self._user_acted()
+        lo, hi = threshold_range(self.src.value_range(), value)
+        theta = scaling.SCALE_DEFAULTS.get(value) or default_threshold((lo, hi), self.defaults)
+        self.state = self.state.with_(scale=value, threshold=theta)
+        with self._batch():
+            self._configure_source()
+        names = {"none": "the value", "zscore": "the z-score within each cell",
+                 "quantile": "the quantile within each cell"}
+        self._selection_changed(lambda k: f"Threshold on {names[value]} (threshold {theta:g}): "
+                                          f"{self._cells_text(k)}")
+
     def on_margins(self) -> None:
         if self._quiet:
             return
@@ -448,7 +507,7 @@ class ProjectSession:
             return
         self._user_acted()
         src = self.project.source(name)
-        lo, hi = src.value_range()
+        lo, hi = threshold_range(src.value_range(), self.state.scale)
         theta = self.state.threshold
         if theta is None or not lo <= theta <= hi:
             theta = default_threshold((lo, hi), self.defaults)
@@ -612,7 +671,7 @@ class ProjectSession:
         level, text = self._last_message
         return MatchJob(self._generation, st.source, tuple(self.cells), float(st.threshold), st.left,
                         st.right, tuple(self.shown_tracks), text if level == "info" else "",
-                        time.monotonic())
+                        time.monotonic(), scale=st.scale, stats=self._stats_choice())
 
     def request_match(self) -> None:
         """Ask for the matches of the current S; a newer request supersedes this one."""
@@ -671,13 +730,17 @@ class ProjectSession:
         """The engine's exact top-N and the word matrix around each match (runs in a worker)."""
         md = self.defaults.match
         t0 = time.perf_counter()
-        matches = self.engine.match(job.source, list(job.cells), job.threshold, job.left, job.right,
-                                    top=md.top, min_length=md.min_length, phrase_length=md.phrase_length,
-                                    distinct=md.distinct, sequences=True)
+        matches = scaling.match(self.engine, job.source, list(job.cells), job.threshold, job.left, job.right,
+                                top=md.top, min_length=md.min_length, phrase_length=md.phrase_length,
+                                distinct=md.distinct, sequences=True, scale=job.scale)
         t1 = time.perf_counter()
         matrix = match_matrix(self.engine, job.source, matches, list(job.cells), job.threshold,
-                              md.context_left, md.columns, list(job.tracks), md.word_px)
-        return MatchResult(matches, matrix, (t1 - t0) * 1000, (time.perf_counter() - t0) * 1000)
+                              md.context_left, md.columns, list(job.tracks), md.word_px, job.scale)
+        answer = None
+        if job.stats[0]:
+            answer = self.compute_stats(job.source, matches, list(job.cells), job.threshold, job.scale,
+                                        *job.stats)
+        return MatchResult(matches, matrix, (t1 - t0) * 1000, (time.perf_counter() - t0) * 1000, answer)
 
     def show_matches(self, job: MatchJob, result) -> None:
         """Apply a match result (or clear the view); stale results are dropped."""
@@ -734,6 +797,10 @@ class ProjectSession:
             "span_x": span_x, "span_w": span_w}
         mv.words.data = matrix_columns(result.matrix.words, [result.matrix.row_labels[i] for i in range(len(ms))],
                                        summary)
+        if result.stats is not None and result.stats.track and job.stats == self._stats_choice():
+            self._apply_stats(result.stats)
+        else:
+            self.update_stats()
 
     def _clear_matches(self) -> None:
         mv, md = self.mv, self.defaults.match
@@ -743,6 +810,7 @@ class ProjectSession:
         for hm in mv.heatmaps.values():
             hm.source.data = empty_image(md.top, md.columns)
         self._apply_match_colour()
+        self.update_stats()
 
     def on_match_colour(self, value: str) -> None:
         self._apply_match_colour()
@@ -773,6 +841,176 @@ class ProjectSession:
             self.mv.matches.selected.indices = []
         finally:
             self._quiet -= 1
+
+
+    # --- the hypothesis panel (gpu_matcher.stats) ------------------------------------------------
+    def _stats_choice(self) -> tuple[str, str]:
+        stv = self.stv
+        return ("", "") if stv is None else (stv.track.value or "", stv.label.value or "")
+
+    def compute_stats(self, source: str, matches: list, cells: list[int], threshold: float, scale: str,
+                      track: str, label: str) -> StatsAnswer:
+        """Enrichment of ``matches`` and S as a detector of ``track == label`` (runs in a worker too)."""
+        answer = StatsAnswer(track, label, float(threshold), len(cells), [], [])
+        try:
+            if matches and track:
+                answer.enrichment = hypothesis.enrichment(self.engine, source, matches, track).labels
+            if cells and track and label != "":
+                grid = hypothesis.default_thresholds(self.engine, source, scale=scale)
+                curve = hypothesis.detector_curve(self.engine, source, cells, grid + [float(threshold)], track,
+                                                  label, scale)
+                answer.now = curve.points[-1]
+                answer.points = sorted(curve.points[:-1], key=lambda p: p.threshold)
+        except ProjectError as exc:
+            answer.error = str(exc)
+        return answer
+
+    def update_stats(self) -> None:
+        """Enrichment of the shown matches and S as a detector of the chosen label (exact counts)."""
+        if self.stv is None:
+            return
+        st = self.state
+        self._apply_stats(self.compute_stats(st.source, self._matches, self.cells, st.threshold, st.scale,
+                                             *self._stats_choice()))
+
+    def _apply_stats(self, answer: StatsAnswer) -> None:
+        stv = self.stv
+        track, label, rows = answer.track, answer.label, answer.enrichment
+        stv.enrichment_plot.x_range.factors = [r.label for r in rows]
+        stv.enrichment.data = {
+            "label": [r.label for r in rows], "ratio": [r.ratio for r in rows],
+            "matched": [r.matched for r in rows], "corpus": [r.corpus for r in rows],
+            "p_value": [r.p_value for r in rows],
+            "color": [ENRICHED if r.ratio >= 1 else DEPLETED for r in rows]}
+        self._best_threshold = None
+        stv.apply_best.disabled = True
+        if answer.now is None:
+            stv.curve.data = {k: [] for k in stv.curve.data}
+            stv.best.data = {"threshold": [], "f1": []}
+            stv.detector.text = html.escape(answer.error) if answer.error else \
+                "S as a detector: select cells first."
+            return
+        th, now, points = answer.threshold, answer.now, answer.points
+        stv.curve.data = {"threshold": [p.threshold for p in points], "precision": [p.precision for p in points],
+                          "recall": [p.recall for p in points], "f1": [p.f1 for p in points]}
+        best = max(points, key=lambda p: (p.f1, -p.threshold)) if points else None
+        if best is not None and best.f1 > 0:
+            self._best_threshold = best.threshold
+            stv.best.data = {"threshold": [best.threshold], "f1": [best.f1]}
+            stv.apply_best.disabled = False
+            stv.apply_best.label = f"apply the best-F1 threshold ({best.threshold:g}, F1 {best.f1:.3f})"
+        else:
+            stv.best.data = {"threshold": [], "f1": []}
+        stv.detector.text = (f"<b>{answer.cells} cells all on</b> &rArr; {html.escape(track)} = "
+                             f"{html.escape(label)} at threshold "
+                             f"{th:g}: precision <b>{now.precision:.3f}</b> ({now.true_positives:,}/"
+                             f"{now.predicted:,}), recall <b>{now.recall:.3f}</b> ({now.true_positives:,}/"
+                             f"{now.positives:,}), F1 <b>{now.f1:.3f}</b>")
+
+    def on_stats_track(self, name: str) -> None:
+        track = self.project.meta.get(name)
+        if track is None or self.stv is None:
+            return
+        labels = ([track.label(v) for v in sorted(track.labels)] if track.labels else
+                  [str(v) for v in np.unique(hypothesis.track_values(self.engine, name))])
+        with self._batch():
+            self.stv.label.options = labels
+            self.stv.label.value = labels[-1] if labels else ""
+        self.update_stats()
+
+    def on_apply_best(self) -> None:
+        if self._best_threshold is None:
+            return
+        value = self._best_threshold
+        with self._batch():
+            self.sv.threshold.value = value
+        self.on_threshold(value)
+
+    def on_suggest(self) -> None:
+        stv = self.stv
+        if stv is None:
+            return
+        st = self.state
+        try:
+            if st.brush is not None:
+                target = f"the brush [{st.brush[0]:,}, {st.brush[1]:,}]"
+                ranked = hypothesis.suggest_cells(self.engine, st.source, st.threshold, st.brush[0], st.brush[1],
+                                                  scale=st.scale)
+            else:
+                target = f"{stv.track.value} = {stv.label.value}"
+                ranked = hypothesis.suggest_cells(self.engine, st.source, st.threshold,
+                                                  track=stv.track.value, label=stv.label.value, scale=st.scale)
+        except ProjectError as exc:
+            self.say(f"Suggest failed: {exc}", "error")
+            return
+        self._suggested = [r.cell for r in ranked]
+        stv.suggestions.data = {"cell": [r.cell for r in ranked], "score": [round(r.score, 4) for r in ranked],
+                                "rate_in": [round(r.rate_in, 4) for r in ranked],
+                                "rate_out": [round(r.rate_out, 4) for r in ranked]}
+        stv.add_suggested.disabled = not ranked
+        self.say(f"Cells that best separate {target} from the rest (on-rate inside minus outside): "
+                 f"{', '.join(str(c) for c in self._suggested[:5])}.")
+
+
+    def on_phrase_map(self) -> None:
+        """Fig. 9: S of every span of the chosen track's labels, PCA, a scatter coloured by label."""
+        stv, st = self.stv, self.state
+        track = stv.track.value
+        t0 = time.perf_counter()
+        pp = hypothesis.phrase_patterns(self.engine, st.source, track, st.threshold, left=st.left,
+                                        right=st.right, scale=st.scale)
+        proj = hypothesis.pca(pp.patterns, 2)
+        ms = (time.perf_counter() - t0) * 1000
+        P = pp.starts.size
+        shown = np.arange(P) if P <= PHRASE_POINTS else np.linspace(0, P - 1, PHRASE_POINTS).astype(np.int64)
+        meta = self.project.meta[track]
+        values = pp.values[shown]
+        with self._batch():
+            stv.phrases.selected.indices = []
+            stv.phrases.data = {
+                "x": proj.coords[shown, 0] if proj.coords.shape[1] > 0 else np.zeros(shown.size),
+                "y": proj.coords[shown, 1] if proj.coords.shape[1] > 1 else np.zeros(shown.size),
+                "label": [meta.label(v) for v in values.tolist()],
+                "color": [CATEGORY_COLORS[int(v) % len(CATEGORY_COLORS)] for v in values.tolist()],
+                "text": hypothesis.phrase_texts(self.engine, pp.starts[shown], pp.ends[shown]),
+                "start": pp.starts[shown].tolist(), "end": pp.ends[shown].tolist()}
+        explained = ", ".join(f"{100 * e:.1f}%" for e in proj.explained)
+        stv.phrase_info.text = (f"{P:,} spans of <b>{html.escape(track)}</b> at threshold {st.threshold:g}"
+                                f"{'' if P == shown.size else f' ({shown.size:,} drawn)'}; PCA explains "
+                                f"{explained} of the variance; {ms:.0f} ms.")
+        self._phrase_rows = list(zip(stv.phrases.data["start"], stv.phrases.data["end"]))
+
+    def on_compare(self) -> None:
+        """The brush selected and matched in another source: both lists, their overlap, enrichments."""
+        stv, st = self.stv, self.state
+        other = stv.compare_source.value
+        if st.brush is None or other not in self.project.sources:
+            stv.compare_info.text = "Brush a range first: the comparison selects it in both sources."
+            return
+        md = self.defaults.match
+        try:
+            cmp = hypothesis.compare(self.engine, st.source, self.engine, other, st.brush[0], st.brush[1],
+                                     st.threshold, st.left, st.right, md.top, stv.track.value)
+        except ProjectError as exc:
+            stv.compare_info.text = html.escape(f"Compare failed: {exc}")
+            return
+        rows = "".join(f"<tr><td>{html.escape(r['label'])}</td><td>{r['ratio_a']:.2f}</td><td>{r['ratio_b']:.2f}"
+                       f"</td><td>{r['difference']:+.2f}</td></tr>" for r in cmp.enrichment[:6])
+        names = {name: src.label for name, src in self.project.sources.items()}
+        stv.compare_info.text = (
+            f"<b>A</b> {html.escape(names[st.source])}: {len(cmp.a['cells'])} cells, {len(cmp.a['matches'])} matches"
+            f" · <b>B</b> {html.escape(names[other])}: {len(cmp.b['cells'])} cells, {len(cmp.b['matches'])} "
+            f"matches<br>overlap: {cmp.overlap_steps:,} steps (Jaccard {cmp.jaccard:.3f}); {cmp.shared_matches} "
+            f"matches of A overlap a match of B"
+            + (f"<table><tr><th>{html.escape(stv.track.value)}</th><th>ratio A</th><th>ratio B</th>"
+               f"<th>A - B</th></tr>{rows}</table>" if rows else ""))
+
+    def on_phrase_pick(self, indices: list[int]) -> None:
+        rows = getattr(self, "_phrase_rows", [])
+        if self._quiet or not indices or not 0 <= indices[0] < len(rows):
+            return
+        a, b = rows[indices[0]]
+        self.go(a - self.window // 4, focus=(a, b), message=f"Span {a:,}–{b:,}, marked in orange above.")
 
 
 __all__ = ["ProjectSession", "MatchJob", "MatchResult", "COUNT_PALETTE"]

@@ -1,9 +1,10 @@
 """The shareable state of one session: URL query <-> :class:`ViewState`, with validation and fallbacks.
 
 Every scenario is a URL: ``?project=ID&source=FILE::PATH&pos=P&threshold=θ&brush=S,E&left=L&right=R``
-plus ``add=`` / ``remove=`` (cells edited by hand), ``tracks=`` (shown meta tracks) and ``ww=`` (word
-width, px). Parsing never raises: a malformed or unknown value falls back to the default and adds a
-one-line message for the status bar. A project id is only ever looked up among discovered projects.
+plus ``add=`` / ``remove=`` (cells edited by hand), ``tracks=`` (shown meta tracks), ``ww=`` (word
+width, px) and ``scale=zscore|quantile`` (threshold a per-cell normalised value, ``gpu_matcher.scaling``).
+Parsing never raises: a malformed or unknown value falls back to the default and adds a one-line message
+for the status bar. A project id is only ever looked up among discovered projects.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import Iterable, Mapping, Sequence
 from urllib.parse import urlencode
 
 from bokeh_app.config import UIDefaults
+from gpu_matcher.scaling import SCALE_DEFAULTS, SCALE_RANGES, SCALES
 
 #: Query keys, in the order they are written.
-KEYS = ("project", "source", "pos", "threshold", "brush", "left", "right", "add", "remove", "tracks", "ww")
+KEYS = ("project", "source", "pos", "threshold", "scale", "brush", "left", "right", "add", "remove", "tracks",
+        "ww")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class ViewState:
     remove: tuple[int, ...] = ()              # cells removed from S by hand
     tracks: tuple[str, ...] | None = None     # shown meta tracks; None: all
     word_width: int | None = None             # px per step; None: the default
+    scale: str = "none"                       # threshold on: the value, or a per-cell zscore / quantile
 
     def with_(self, **changes) -> "ViewState":
         return replace(self, **changes)
@@ -100,6 +104,12 @@ def parse_query(arguments: Mapping[str, Sequence], defaults: UIDefaults) -> Pars
             out["threshold"] = theta
         except ValueError:
             msgs.append(f"threshold {_shown(value)} is not a number; using the default")
+    value = get("scale")
+    if value:
+        if value in SCALES:
+            out["scale"] = value
+        else:
+            msgs.append(f"scale {_shown(value)} is not one of {', '.join(SCALES)}; using none")
     value = get("brush")
     if value:
         ends = _int_list(value)
@@ -159,6 +169,11 @@ def default_threshold(value_range: tuple[float, float], defaults: UIDefaults) ->
     return round(lo + (hi - lo) * 2 / 3, 4)
 
 
+def threshold_range(value_range: tuple[float, float], scale: str) -> tuple[float, float]:
+    """The threshold slider's range: the source's value range, or the scale's."""
+    return SCALE_RANGES.get(scale, value_range)
+
+
 def resolve(state: ViewState, project, defaults: UIDefaults) -> Parsed:
     """Check a parsed state against an opened project; out-of-range values fall back with a message."""
     msgs: list[str] = []
@@ -171,9 +186,9 @@ def resolve(state: ViewState, project, defaults: UIDefaults) -> Parsed:
         source = project.default_source
         changes["source"] = source
     src = project.source(source)
-    lo, hi = src.value_range()
+    lo, hi = threshold_range(src.value_range(), state.scale)
     if state.threshold is None:
-        changes["threshold"] = default_threshold((lo, hi), defaults)
+        changes["threshold"] = SCALE_DEFAULTS.get(state.scale) or default_threshold((lo, hi), defaults)
     elif not lo <= state.threshold <= hi:
         clamped = round(min(max(state.threshold, lo), hi), 4)
         msgs.append(f"threshold {state.threshold:g} is outside the source's range [{lo:g}, {hi:g}]; "
@@ -225,6 +240,8 @@ def to_query(state: ViewState, defaults: UIDefaults) -> str:
     items.append(("pos", str(state.pos)))
     if state.threshold is not None:
         items.append(("threshold", _fmt_float(state.threshold)))
+    if state.scale != "none":
+        items.append(("scale", state.scale))
     if state.brush is not None:
         items.append(("brush", _join(state.brush)))
     if state.left:

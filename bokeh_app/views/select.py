@@ -97,6 +97,7 @@ class SelectView:
     track_toggle: CheckboxGroup
     layout: object
     extra: dict = field(default_factory=dict)
+    scale: Select | None = None
 
 
 def _strip(name: str, x_range: Range1d, width_px: int, height: int, label: str):
@@ -208,6 +209,9 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
     threshold = Slider(name="threshold", title="threshold", start=-1, end=1, value=0.3, step=0.01,
                        width=250)
     threshold.js_link("value", threshold_line, "location")
+    scale = Select(name="scale", title="threshold on", value="none", width=250,
+                   options=[("none", "the value"), ("zscore", "z-score within each cell"),
+                            ("quantile", "quantile within each cell")])
     threshold_line.js_on_change("location", CustomJS(args={"slider": threshold}, code=SPAN_TO_SLIDER_JS))
     left = Spinner(name="left", title="off before (L)", low=0, high=sd.max_margin, step=1, value=sd.left,
                    width=118)
@@ -259,7 +263,7 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
                       styles={"align-items": "end", "gap": "6px"})
     strips = Column(plot, count_plot, *[t.plot for t in track_views.values()])
     side = Column(
-        section("threshold"), threshold,
+        section("threshold"), threshold, scale,
         section("pattern: off L · on (brush) · off R"), pattern_plot, Row(left, right),
         section("selected cells S"), selection_table, Row(cell_input, add_button, remove_button),
         reset_button,
@@ -276,7 +280,7 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
         add_button=add_button, remove_button=remove_button, reset_button=reset_button,
         source_select=source_select, word_width=word_width, back=back, forward=forward,
         position=position, search=search, search_hits=search_hits, search_table=search_table,
-        search_info=search_info, track_toggle=track_toggle, layout=layout)
+        search_info=search_info, track_toggle=track_toggle, layout=layout, scale=scale)
     view.extra["base_line"] = base
     return view
 

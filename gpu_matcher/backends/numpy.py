@@ -18,6 +18,12 @@ class NumpyBackend(Backend):
         return source.layout()
 
     def on_columns(self, layout, cells, key_threshold):
+        if np.ndim(key_threshold):                # one key per cell (gpu_matcher.scaling)
+            rows = np.asarray(cells, dtype=np.int64)
+            out = np.empty((rows.size, layout.keys_cells.shape[1]), dtype=bool)
+            for i, c in enumerate(rows.tolist()):
+                out[i] = layout.keys_cells.rows_at_least(rows[i:i + 1], key_threshold[c])[0]
+            return out
         return layout.keys_cells.rows_at_least(cells, key_threshold)
 
     def active_counts(self, layout, key_threshold, start, end, margin_lo, margin_hi):

@@ -387,6 +387,28 @@ def test_mouse_brush_changes_S_the_heatmap_and_the_matches(app_page, browser_dat
     page.screenshot("brushed")
 
 
+def test_hypothesis_panel_draws_and_applies_the_best_threshold(app_page, browser_data):
+    from gpu_matcher import stats
+
+    engine = engine_of(browser_data, "small")
+    page = app_page().open({"project": "small", "pos": 100, "threshold": 0.3, "brush": "110,112"})
+    page.wait_for_matches()
+    page.wait_for("() => window.__col('stats_enrichment', 'label').length > 0")
+    cells = engine.select(S1, 110, 112, 0.3).cells
+    label = page.value("stats_label", "value")
+    curve = stats.detector_curve(engine, S1, cells, None, "pos", label)
+    assert curve.best is not None, "the scenario must have a detector"
+    assert page.column("stats_best", "threshold") == [curve.best.threshold]
+    for plot, least in (("stats_enrichment_plot", 2_000), ("stats_curve_plot", 2_000)):
+        assert page.pixels(plot)[0] > least, plot
+    page.page.get_by_role("button", name="apply the best-F1 threshold").click()
+    page.wait_for("(t) => Bokeh.documents[0].get_model_by_name('threshold').value === t", curve.best.threshold)
+    page.wait_for_matches()
+    assert page.query()["threshold"] == format(curve.best.threshold, "g")
+    assert page.column("selection", "cell") == engine.select(S1, 110, 112, curve.best.threshold).cells
+    page.screenshot("hypothesis_panel")
+
+
 def test_threshold_line_can_be_dragged(app_page, browser_data):
     engine = engine_of(browser_data, "small")
     page = app_page().open({"project": "small", "pos": 100, "threshold": 0.3, "brush": "110,112"})

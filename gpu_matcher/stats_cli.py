@@ -1,0 +1,131 @@
+"""Subcommands for testing a hypothesis with numbers (``gpu_matcher.stats``): ``stats`` (enrichment of a
+selection's matches and S as a detector of a label), ``suggest`` (cells that separate a range or a label
+from the rest) and ``compare`` (one selection in two sources). Each prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+
+from gpu_matcher.errors import ProjectError
+
+
+def _open(path: str, backend: str):
+    from gpu_matcher.cli import _find_project
+    from gpu_matcher.engine import Engine
+
+    return Engine(_find_project(path), backend=backend)
+
+
+def _source(engine, name: str | None) -> str:
+    name = name or engine.project.default_source
+    engine.project.source(name)                        # a ProjectError naming the choices if unknown
+    return name
+
+
+def _cells(engine, source: str, args) -> list[int]:
+    if args.cells is not None:
+        from gpu_matcher.cli import _parse_cells
+
+        cells = _parse_cells(args.cells)
+    elif args.start is None or args.end is None:
+        raise ProjectError("give --start and --end (a brushed range) or --cells")
+    else:
+        from gpu_matcher import scaling
+
+        cells = scaling.select(engine, source, args.start, args.end, args.threshold, args.left, args.right,
+                               scale=args.scale).cells
+    if not cells:
+        raise ProjectError(f"the selection [{args.start}, {args.end}] at threshold {args.threshold} picks no "
+                           "cells; lower the threshold or change the margins")
+    return cells
+
+
+def cmd_stats(args) -> int:
+    from gpu_matcher import scaling, stats
+
+    engine = _open(args.project_dir, args.backend)
+    source = _source(engine, args.source)
+    cells = _cells(engine, source, args)
+    matches = scaling.match(engine, source, cells, args.threshold, args.left, args.right, args.top,
+                            scale=args.scale)
+    out = {"source": source, "cells": sorted(set(cells)), "threshold": args.threshold, "scale": args.scale,
+           "matches": len(matches),
+           "enrichment": stats.enrichment(engine, source, matches, args.track).as_dict()}
+    if args.label is not None:
+        curve = stats.detector_curve(engine, source, cells, None, args.track, args.label, args.scale)
+        out["detector"] = stats.detector(engine, source, cells, args.threshold, args.track, args.label,
+                                         args.scale).as_dict()
+        out["detector"]["label"] = args.label
+        out["best"] = curve.best.as_dict() if curve.best else None
+        if args.curve:
+            out["curve"] = [p.as_dict() for p in curve.points]
+    print(json.dumps(out))
+    return 0
+
+
+def cmd_suggest(args) -> int:
+    from gpu_matcher import stats
+
+    engine = _open(args.project_dir, args.backend)
+    source = _source(engine, args.source)
+    if (args.start is None) == (args.label is None) or (args.label is not None and not args.track):
+        raise ProjectError("give either --start and --end (a range) or --track and --label")
+    ranked = stats.suggest_cells(engine, source, args.threshold, args.start, args.end,
+                                 track=args.track if args.label is not None else None, label=args.label,
+                                 top=args.top, scale=args.scale)
+    print(json.dumps({"source": source, "threshold": args.threshold, "cells": [r.as_dict() for r in ranked]}))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from gpu_matcher import stats
+
+    engine_a = _open(args.project_dir, args.backend)
+    engine_b = _open(args.other_project, args.backend) if args.other_project else engine_a
+    source_a = _source(engine_a, args.source)
+    source_b = _source(engine_b, args.other_source)
+    out = stats.compare(engine_a, source_a, engine_b, source_b, args.start, args.end, args.threshold,
+                        args.left, args.right, args.top, args.track)
+    print(json.dumps(out.as_dict()))
+    return 0
+
+
+def _common(p, range_required: bool = False, scale: bool = True) -> None:
+    p.add_argument("project_dir")
+    p.add_argument("--source", help="FILE::PATH (default: the first source)")
+    p.add_argument("--threshold", type=float, required=True)
+    p.add_argument("--start", type=int, required=range_required)
+    p.add_argument("--end", type=int, required=range_required)
+    p.add_argument("--left", type=int, default=0)
+    p.add_argument("--right", type=int, default=0)
+    p.add_argument("--top", type=int, default=50)
+    p.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
+    if scale:
+        p.add_argument("--scale", default="none", choices=["none", "zscore", "quantile"],
+                       help="threshold a per-cell normalised value (gpu_matcher.scaling)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("stats", help="label enrichment of a selection's matches and S as a detector of a label "
+                                     "(precision, recall, F1, best threshold); prints one JSON object")
+    _common(p)
+    p.add_argument("--cells", help="comma-separated cell indices instead of a brushed range")
+    p.add_argument("--track", required=True, help="a discrete meta track")
+    p.add_argument("--label", help="the label S should detect (its name or value)")
+    p.add_argument("--curve", action="store_true", help="also print the detector curve over thresholds")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("suggest", help="cells that best separate a range or a label from the rest of the corpus")
+    _common(p)
+    p.add_argument("--track", help="with --label: a discrete meta track")
+    p.add_argument("--label")
+    p.set_defaults(func=cmd_suggest, top=20)
+
+    p = sub.add_parser("compare", help="one selection in two sources (layers, cell vs hidden, two checkpoints "
+                                       "over the same tokens): both match lists, their overlap, enrichments")
+    _common(p, range_required=True, scale=False)
+    p.add_argument("--other-source", help="the second source (default: the first source of the other project)")
+    p.add_argument("--other-project", help="a second project over the same token timeline")
+    p.add_argument("--track", help="a discrete meta track whose enrichments to compare")
+    p.set_defaults(func=cmd_compare)

@@ -1,0 +1,148 @@
+"""The hypothesis panel on a bare Document: enrichment of the shown matches, S as a detector with the
+best-F1 threshold applied in one click, and suggested cells, all equal to ``gpu_matcher.stats``."""
+
+from __future__ import annotations
+
+import pytest
+
+from bokeh_app.catalogue import Catalogue
+from gpu_matcher import stats
+
+from test_document import S1, click, model, open_doc, set_threshold, shown_matches, status_of
+
+
+@pytest.fixture(scope="module")
+def catalogue(app_data) -> Catalogue:
+    return Catalogue(app_data, "numpy")
+
+
+def test_enrichment_and_detector_follow_the_matches(catalogue):
+    engine = catalogue.engine("small")
+    doc, session = open_doc(catalogue, project="small", source=S1, pos=100, threshold=0.3, brush="110,112")
+    assert model(doc, "stats_track").value == "pos"
+    cells = model(doc, "selection").data["cell"]
+    assert cells and shown_matches(doc)
+    want = stats.enrichment(engine, S1, session._matches, "pos")
+    shown = model(doc, "stats_enrichment").data
+    assert shown["label"] == [r.label for r in want.labels] == model(doc, "stats_enrichment_plot").x_range.factors
+    assert shown["matched"] == [r.matched for r in want.labels]
+    assert shown["p_value"] == [r.p_value for r in want.labels]
+    label = model(doc, "stats_label").value
+    det = stats.detector(engine, S1, cells, 0.3, "pos", label)
+    text = model(doc, "stats_detector").text
+    assert f"F1 <b>{det.f1:.3f}</b>" in text and f"({det.true_positives:,}/{det.predicted:,})" in text
+    curve = model(doc, "stats_curve").data
+    grid = stats.detector_curve(engine, S1, cells, None, "pos", label)
+    assert curve["f1"] == [p.f1 for p in sorted(grid.points, key=lambda p: p.threshold)]
+    best = model(doc, "stats_best").data
+    if grid.best is None:
+        assert best["threshold"] == [] and model(doc, "stats_apply_best").disabled
+        return
+    assert best["threshold"] == [grid.best.threshold] and best["f1"] == [grid.best.f1]
+    # One click applies the best threshold: S, the matches and the detector follow it.
+    click(doc, "stats_apply_best")
+    assert model(doc, "threshold").value == grid.best.threshold
+    sel = engine.select(S1, 110, 112, grid.best.threshold)
+    assert model(doc, "selection").data["cell"] == sel.cells
+    if sel.cells:
+        det = stats.detector(engine, S1, sel.cells, grid.best.threshold, "pos", label)
+        assert f"F1 <b>{det.f1:.3f}</b>" in model(doc, "stats_detector").text
+
+
+def test_changing_the_label_and_track_recomputes(catalogue):
+    engine = catalogue.engine("small")
+    doc, session = open_doc(catalogue, project="small", source=S1, pos=100, threshold=0.3, brush="110,112")
+    model(doc, "stats_label").value = "NOUN"
+    cells = model(doc, "selection").data["cell"]
+    det = stats.detector(engine, S1, cells, 0.3, "pos", "NOUN")
+    assert "pos = NOUN" in model(doc, "stats_detector").text
+    assert f"recall <b>{det.recall:.3f}</b>" in model(doc, "stats_detector").text
+    set_threshold(doc, 0.5)
+    cells = model(doc, "selection").data["cell"]
+    if cells:
+        det = stats.detector(engine, S1, cells, 0.5, "pos", "NOUN")
+        assert f"F1 <b>{det.f1:.3f}</b>" in model(doc, "stats_detector").text
+
+
+def test_suggest_cells_for_the_brush_and_add_them(catalogue):
+    engine = catalogue.engine("small")
+    doc, session = open_doc(catalogue, project="small", source=S1, pos=100, threshold=0.3, brush="110,112")
+    click(doc, "stats_suggest")
+    want = stats.suggest_cells(engine, S1, 0.3, 110, 112)
+    assert model(doc, "stats_suggestions").data["cell"] == [r.cell for r in want]
+    assert "best separate the brush [110, 112]" in status_of(doc)
+    click(doc, "stats_add_suggested")
+    cells = set(model(doc, "selection").data["cell"])
+    assert {r.cell for r in want[:5]} <= cells
+
+
+def test_no_panel_without_a_discrete_track(catalogue):
+    doc, session = open_doc(catalogue, project="nested/wide")
+    assert doc.get_model_by_name("stats_view") is None and session.stv is None
+
+
+def test_per_cell_scale_travels_in_the_url_and_drives_S_and_the_match(catalogue):
+    from gpu_matcher import scaling
+    from test_document import url_of
+
+    engine = catalogue.engine("small")
+    doc, session = open_doc(catalogue, project="small", source=S1, pos=100, threshold=1.0, scale="zscore",
+                            brush="110,112")
+    assert model(doc, "scale").value == "zscore"
+    slider = model(doc, "threshold")
+    assert (slider.start, slider.end, slider.value) == (-4.0, 4.0, 1.0)
+    assert not model(doc, "threshold_line").visible
+    sel = scaling.select(engine, S1, 110, 112, 1.0, scale="zscore")
+    assert model(doc, "selection").data["cell"] == sel.cells and sel.cells
+    want = scaling.match(engine, S1, sel.cells, 1.0, top=len(shown_matches(doc)) or 1, scale="zscore")
+    assert shown_matches(doc)[:len(want)] == [(m.start, m.end, m.length, m.inter, m.union) for m in want]
+    assert url_of(doc)["scale"] == "zscore"
+    det = stats.detector(engine, S1, sel.cells, 1.0, "pos", model(doc, "stats_label").value, scale="zscore")
+    assert f"F1 <b>{det.f1:.3f}</b>" in model(doc, "stats_detector").text
+    # The widget switches to quantiles: the threshold resets to 0.9 within [0, 1].
+    model(doc, "scale").value = "quantile"
+    assert (slider.start, slider.end, slider.value) == (0.0, 1.0, 0.9)
+    sel = scaling.select(engine, S1, 110, 112, 0.9, scale="quantile")
+    assert model(doc, "selection").data["cell"] == sel.cells
+    assert url_of(doc)["scale"] == "quantile" and url_of(doc)["threshold"] == "0.9"
+    model(doc, "scale").value = "none"
+    assert "scale" not in url_of(doc) and model(doc, "threshold_line").visible
+
+
+def test_an_unknown_scale_falls_back_with_a_message(catalogue):
+    doc, session = open_doc(catalogue, project="small", scale="minmax")
+    assert model(doc, "scale").value == "none"
+    assert "scale 'minmax' is not one of none, zscore, quantile" in status_of(doc)
+
+
+def test_phrase_map_projects_every_span_and_a_click_shows_it(catalogue):
+    import numpy as np
+
+    engine = catalogue.engine("small")
+    doc, session = open_doc(catalogue, project="small", source=S1, pos=100, threshold=0.3, brush="110,112")
+    click(doc, "stats_phrase_map")
+    pp = stats.phrase_patterns(engine, S1, "pos", 0.3)
+    proj = stats.pca(pp.patterns, 2)
+    data = model(doc, "stats_phrases").data
+    assert list(data["start"]) == pp.starts.tolist()
+    np.testing.assert_allclose(data["x"], proj.coords[:, 0])
+    assert data["label"][0] == engine.project.meta["pos"].label(int(pp.values[0]))
+    assert data["text"][0] == " ".join(engine.project.tokens(int(pp.starts[0]), int(pp.ends[0]) + 1))
+    assert f"{pp.starts.size:,} spans of <b>pos</b>" in model(doc, "stats_phrase_info").text
+    model(doc, "stats_phrases").selected.indices = [3]
+    a, b = int(pp.starts[3]), int(pp.ends[3])
+    assert f"Span {a:,}–{b:,}" in status_of(doc)
+
+
+def test_compare_the_brush_in_another_source(catalogue):
+    from test_document import S2
+
+    engine = catalogue.engine("small")
+    doc, session = open_doc(catalogue, project="small", source=S1, pos=100, threshold=0.3, brush="110,112")
+    assert model(doc, "stats_compare_source").value == S2
+    click(doc, "stats_compare")
+    cmp = stats.compare(engine, S1, engine, S2, 110, 112, 0.3, top=len(shown_matches(doc)), track="pos")
+    text = model(doc, "stats_compare_info").text
+    assert f"{len(cmp.a['cells'])} cells, {len(cmp.a['matches'])} matches" in text
+    assert f"overlap: {cmp.overlap_steps:,} steps (Jaccard {cmp.jaccard:.3f})" in text
+    assert f"<td>{cmp.enrichment[0]['difference']:+.2f}</td>" in text
