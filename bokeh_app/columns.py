@@ -7,7 +7,7 @@ selected cells the same traces filtered in the browser (only S travels), and hea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -65,6 +65,42 @@ class MatchMatrix:
     heatmaps: dict[str, np.ndarray]         # name -> (rows, columns) float32, NaN where no step
     lows: dict[str, float]                  # colour-mapper bounds per heatmap
     highs: dict[str, float]
+    summaries: dict = field(default_factory=dict)   # name -> ColumnSummary (the heatmap under the matrix)
+
+
+@dataclass
+class ColumnSummary:
+    """One heatmap column-wise over the top matches (the row under the word matrix)."""
+
+    kind: str              # "count", "discrete", "scalar" or "wordvec"
+    value: np.ndarray      # (columns,) float64: the mean (count, scalar, wordvec) or the majority
+                           # label's share (discrete); NaN where no match has a step at that offset
+    label: np.ndarray      # (columns,) float64: the majority label id (discrete), else NaN
+    text: list[str]        # (columns,) the cell's text: the majority label, or the mean
+
+
+def summarise_columns(values: np.ndarray, kind: str, label_of=None) -> ColumnSummary:
+    """``values`` (rows, columns), NaN where no step: the column means, or for a discrete track the
+    majority label of each column and its share of the rows with a step there."""
+    values = np.asarray(values, dtype=np.float64)
+    columns = values.shape[1] if values.ndim == 2 else 0
+    value = np.full(columns, np.nan)
+    label = np.full(columns, np.nan)
+    text = [""] * columns
+    for c in range(columns):
+        col = values[:, c]
+        col = col[np.isfinite(col)]
+        if col.size == 0:
+            continue
+        if kind == "discrete":
+            ids, counts = np.unique(col, return_counts=True)
+            best = int(np.argmax(counts))                    # ties: the smallest id
+            value[c], label[c] = counts[best] / col.size, ids[best]
+            text[c] = label_of(ids[best]) if label_of is not None else f"{ids[best]:g}"
+        else:
+            value[c] = col.mean()
+            text[c] = f"{value[c]:.1f}" if abs(value[c]) < 10 else f"{value[c]:.3g}"
+    return ColumnSummary(kind, value, label, text)
 
 
 def match_matrix(engine, source: str, matches, cells: list[int], threshold: float,
@@ -79,8 +115,11 @@ def match_matrix(engine, source: str, matches, cells: list[int], threshold: floa
     words = {"x": [], "y": [], "word": [], "color": [], "style": [], "pos": [], "font": [], "align": []}
     labels: dict[int, str] = {}
     heat = {"n(t)": np.full((rows, columns), np.nan, dtype=np.float32)}
+    raw: dict[str, np.ndarray] = {}          # discrete tracks' label ids before folding onto 10 colours
     for name in tracks:
         heat[name] = np.full((rows, columns), np.nan, dtype=np.float32)
+        if project.meta[name].kind == "discrete":
+            raw[name] = np.full((rows, columns), np.nan, dtype=np.float64)
     for row, m in enumerate(matches):
         lo = m.start - context_left
         a, b = max(0, lo), min(T, lo + columns)
@@ -110,12 +149,17 @@ def match_matrix(engine, source: str, matches, cells: list[int], threshold: floa
                 vals = weights[:, 0] if weights is not None else np.zeros(b - a)
             else:
                 vals = track.values(a, b)
+            if name in raw:
+                raw[name][row, a - lo:b - lo] = np.asarray(vals, dtype=np.float64)
             vals = np.asarray(vals, dtype=np.float32)
             heat[name][row, a - lo:b - lo] = discrete_ids(vals) if track.kind == "discrete" else vals
     lows, highs = {"n(t)": 0.0}, {"n(t)": float(max(1, len(cells)))}
+    summaries = {"n(t)": summarise_columns(heat["n(t)"], "count")}
     for name in tracks:
-        lows[name], highs[name] = track_bounds(project.meta[name], heat[name])
-    return MatchMatrix(words, labels, heat, lows, highs)
+        track = project.meta[name]
+        lows[name], highs[name] = track_bounds(track, heat[name])
+        summaries[name] = summarise_columns(raw.get(name, heat[name]), track.kind, track.label)
+    return MatchMatrix(words, labels, heat, lows, highs, summaries)
 
 
 def track_bounds(track, values: np.ndarray) -> tuple[float, float]:

@@ -30,7 +30,7 @@ from bokeh_app.config import UIDefaults
 from bokeh_app.state import ViewState, default_threshold, threshold_range, to_query
 from bokeh_app.views.common import (BRUSH_COLOR, COUNT_PALETTE, MARGIN_COLOR, SCALAR_PALETTE, follow_on_load,
                                     header, set_url_query, status_div, status_html, url_holder)
-from bokeh_app.views.match import (COUNT_HEATMAP, NO_COLOUR, build_match_view, empty_image,
+from bokeh_app.views.match import (COUNT_HEATMAP, NO_COLOUR, build_match_view, column_rows, empty_image,
                                    matrix_columns)
 from bokeh_app.views.select import build_select_view, label_orientation, pattern_columns
 from bokeh_app.views.stats import DEPLETED, ENRICHED, build_stats_view
@@ -782,6 +782,7 @@ class ProjectSession:
                     hm.mapper.update(low=result.matrix.lows[name], high=result.matrix.highs[name])
                 hm.source.data = {"image": [image], "x": [-0.5], "y": [-0.5], "dw": [md.columns],
                                   "dh": [md.top]}
+        self._show_column_summaries(result.matrix)
         self._apply_match_colour()
         span_x, span_w = [], []
         for m in ms:
@@ -809,8 +810,22 @@ class ProjectSession:
         mv.words.data = matrix_columns()
         for hm in mv.heatmaps.values():
             hm.source.data = empty_image(md.top, md.columns)
+        self._show_column_summaries(None)
         self._apply_match_colour()
         self.update_stats()
+
+    def _show_column_summaries(self, matrix: MatchMatrix | None) -> None:
+        """The heatmaps under the word matrix: n(t) and each shown track, summarised per column."""
+        mv, md = self.mv, self.defaults.match
+        summaries = matrix.summaries if matrix is not None else {}
+        cells, names = column_rows(summaries, matrix.lows if matrix else {}, matrix.highs if matrix else {},
+                                   md.context_left, md.word_px)
+        mv.columns.data = cells
+        mv.column_labels.data = names
+        rows = len(summaries) or 1 + len(self.shown_tracks)
+        if mv.column_plot.y_range.start != rows - 0.5:        # tracks shown or hidden: resize
+            mv.column_plot.y_range.start = rows - 0.5
+            mv.column_plot.frame_height = rows * md.row_px
 
     def on_match_colour(self, value: str) -> None:
         self._apply_match_colour()

@@ -2,7 +2,9 @@
 
 A word matrix of the top matches (one row per match, aligned at its start, context around it; each
 row labelled with rank, start, length, inter/union), heatmaps of ``n(t)`` and of the meta tracks
-beside it with the same rows and columns, and a choice of heatmap whose colours fill the word
+beside it with the same rows and columns, one row per heatmap under it summarising each column over
+the top matches (the mean ``n(t)`` or track value at that offset; a discrete track's majority label,
+its colour faded by the label's share), and a choice of heatmap whose colours fill the word
 matrix's backgrounds (Fig. 1h). A click on a row moves the select view there (``controller``).
 """
 
@@ -15,7 +17,7 @@ from bokeh.models import (Column, ColumnDataSource, FixedTicker, HoverTool, Labe
                           Row, Select, TapTool)
 from bokeh.plotting import figure
 
-from bokeh_app.columns import CATEGORY_COLORS, ROW_HEADER
+from bokeh_app.columns import CATEGORY_COLORS, ROW_HEADER, fit_label
 from bokeh_app.config import UIDefaults
 from bokeh_app.views.common import COUNT_PALETTE, SCALAR_PALETTE, section
 
@@ -43,6 +45,9 @@ class MatchView:
     colour: Select
     busy: Label
     layout: object
+    column_plot: object = None                # the heatmaps under the matrix, one row per heatmap
+    columns: ColumnDataSource = None          # x y track offset value share text color alpha text_color
+    column_labels: ColumnDataSource = None    # the row names (x y text), left of the cells
 
 
 def empty_image(rows: int, columns: int) -> dict:
@@ -63,6 +68,44 @@ def matrix_columns(words: dict | None = None, row_labels: list[str] = (), summar
     for key in cols:
         cols[key].extend((words or {}).get(key, []))
     return cols
+
+
+def palette_color(palette, value: float, lo: float, hi: float) -> tuple[str, float]:
+    """A palette's colour for ``value`` on ``[lo, hi]`` and the value's place there (0..1)."""
+    frac = 0.0 if hi <= lo else min(1.0, max(0.0, (value - lo) / (hi - lo)))
+    return palette[min(len(palette) - 1, int(frac * (len(palette) - 1) + 0.5))], frac
+
+
+def column_rows(summaries: dict, lows: dict, highs: dict, context_left: int, word_px: int) -> tuple[dict, dict]:
+    """The heatmaps under the word matrix (``summaries``: name -> ``columns.ColumnSummary``, in row
+    order): one rect per (row, offset) that any match reaches, and the row names."""
+    cells = {"x": [], "y": [], "track": [], "offset": [], "value": [], "share": [], "text": [], "color": [],
+             "alpha": [], "text_color": []}
+    names = {"x": [], "y": [], "text": []}
+    for y, (name, sm) in enumerate(summaries.items()):
+        names["x"].append(-LABEL_SPAN - 0.45)
+        names["y"].append(y)
+        names["text"].append(f"{name}: " + {"discrete": "majority label (share)",
+                                             "wordvec": "mean top-1 weight"}.get(sm.kind, "mean"))
+        for x, v in enumerate(sm.value):
+            if not np.isfinite(v):
+                continue
+            if sm.kind == "discrete":
+                color = CATEGORY_COLORS[int(sm.label[x]) % len(CATEGORY_COLORS)]
+                alpha = 0.2 + 0.75 * float(v)
+                text_color = "#ffffff" if alpha > 0.6 else "#111111"
+                share = float(v)
+            else:
+                palette = COUNT_PALETTE if sm.kind == "count" else SCALAR_PALETTE
+                color, frac = palette_color(palette, float(v), lows.get(name, 0.0), highs.get(name, 1.0))
+                alpha = 0.9
+                dark = frac > 0.55 if sm.kind == "count" else frac < 0.6
+                text_color = "#ffffff" if dark else "#111111"
+                share = float("nan")
+            for key, value in zip(cells, (x, y, name, x - context_left, float(v), share,
+                                          fit_label(sm.text[x], word_px), color, alpha, text_color)):
+                cells[key].append(value)
+    return cells, names
 
 
 def heatmap_mapper(kind: str) -> LinearColorMapper:
@@ -137,6 +180,28 @@ def build_match_view(*, tracks: list[tuple[str, str]], defaults: UIDefaults) -> 
         hp.xaxis.axis_line_color = None
         heatmaps[name] = Heatmap(name=name, plot=hp, source=source, mapper=mapper)
 
+    # Under the matrix: one row per heatmap, its columns on the word matrix's x range.
+    summary_rows = 1 + len(tracks)
+    columns_source = ColumnDataSource(name="match_columns", data=column_rows({}, {}, {}, md.context_left,
+                                                                              md.word_px)[0])
+    column_labels = ColumnDataSource(name="match_column_labels", data={"x": [], "y": [], "text": []})
+    cp = figure(name="match_column_heatmap", x_range=plot.x_range,
+                y_range=Range1d(summary_rows - 0.5, -0.5, name="match_column_y_range"),
+                frame_width=plot.frame_width, frame_height=summary_rows * md.row_px, tools="",
+                toolbar_location=None, x_axis_location=None, y_axis_location=None, min_border_left=6,
+                min_border_right=6, min_border_top=4, output_backend="canvas")
+    cp.grid.visible = False
+    cp.outline_line_color = "#dddddd"
+    cells_renderer = cp.rect(x="x", y="y", width=0.96, height=0.9, source=columns_source, fill_color="color",
+                             fill_alpha="alpha", line_color=None, name="match_column_cells")
+    cp.text(x="x", y="y", text="text", text_color="text_color", text_align="center", text_baseline="middle",
+            text_font_size="10px", source=columns_source, name="match_column_text")
+    cp.text(x="x", y="y", text="text", text_color="#333333", text_align="left", text_baseline="middle",
+            text_font_size="11px", text_font="monospace", source=column_labels, name="match_column_names")
+    cp.add_tools(HoverTool(renderers=[cells_renderer], tooltips=[
+        ("", "@track over the top matches"), ("offset", "@offset"), ("value", "@text"),
+        ("mean / share", "@value{0.00}")]))
+
     colour = Select(name="match_colour", title="colour the words by",
                     options=[NO_COLOUR] + list(heatmaps), value=NO_COLOUR, width=200)
     # Drawn on the canvas (not a Div): showing and hiding it costs the page no re-layout.
@@ -146,7 +211,7 @@ def build_match_view(*, tracks: list[tuple[str, str]], defaults: UIDefaults) -> 
                  padding=6, visible=False, level="overlay")
     plot.add_layout(busy)
     layout = Column(section("match view: the top matches of S (exact)"), colour,
-                    Row(plot, *[h.plot for h in heatmaps.values()]), name="match_view")
+                    Row(Column(plot, cp), *[h.plot for h in heatmaps.values()]), name="match_view")
     return MatchView(plot=plot, matches=matches, words=words, background=background,
                      background_renderer=bg_renderer, heatmaps=heatmaps, colour=colour, busy=busy,
-                     layout=layout)
+                     layout=layout, column_plot=cp, columns=columns_source, column_labels=column_labels)

@@ -340,6 +340,52 @@ def test_match_view_colours_and_row_click(catalogue):
     assert model(doc, "matches").selected.indices == []
 
 
+def test_heatmaps_under_the_matrix_summarise_each_column_over_the_matches(catalogue):
+    engine = catalogue.engine("small")
+    doc, session = open_doc(catalogue, project="small", pos=100, threshold=0.3, brush="110,112")
+    md = DEFAULTS.match
+    ms = engine.match(S1, session.cells, 0.3, top=md.top, min_length=md.min_length)
+    assert [(m.start, m.end) for m in ms] == [r[:2] for r in shown_matches(doc)]
+    plot, under = model(doc, "match_plot"), model(doc, "match_column_heatmap")
+    assert under.x_range is plot.x_range and under.frame_width == plot.frame_width
+    cols = model(doc, "match_columns").data
+    assert set(cols["track"]) == {"n(t)", "pos", "score", "topk"}
+    assert model(doc, "match_column_labels").data["y"] == [0, 1, 2, 3]
+
+    def stack(track_values):
+        """(matches, columns) of a per-step array around every match, NaN outside the timeline."""
+        out = np.full((len(ms), md.columns), np.nan)
+        for i, m in enumerate(ms):
+            lo = m.start - md.context_left
+            a, b = max(0, lo), min(engine.project.T, lo + md.columns)
+            out[i, a - lo:b - lo] = track_values(a, b)
+        return out
+
+    def row(track):
+        got = {x: (v, t) for x, v, t, name in zip(cols["x"], cols["value"], cols["text"], cols["track"])
+               if name == track}
+        return np.array([got[x][0] if x in got else np.nan for x in range(md.columns)]), got
+
+    counts = stack(lambda a, b: engine.counts(S1, session.cells, 0.3, a, b))
+    means, _ = row("n(t)")
+    np.testing.assert_allclose(means, np.nanmean(counts, axis=0), rtol=1e-6)
+    score = stack(lambda a, b: engine.project.meta["score"].values(a, b))
+    np.testing.assert_allclose(row("score")[0], np.nanmean(score, axis=0), rtol=1e-5)
+    pos_track = engine.project.meta["pos"]
+    pos = stack(pos_track.values)
+    shares, got = row("pos")
+    for c in range(md.columns):
+        ids, n = np.unique(pos[:, c][np.isfinite(pos[:, c])], return_counts=True)
+        assert shares[c] == pytest.approx(n.max() / n.sum())
+        assert got[c][1] == pos_track.label(ids[np.argmax(n)])
+    # Only the shown tracks get a row; no cells selected empties it.
+    model(doc, "tracks").active = [0]
+    assert set(model(doc, "match_columns").data["track"]) == {"n(t)", "pos"}
+    assert model(doc, "match_column_y_range").start == 1.5
+    set_threshold(doc, 5.0)
+    assert session.cells == [] and model(doc, "match_columns").data["x"] == []
+
+
 # --- bad input never kills the page --------------------------------------------------------------------
 def test_malformed_url_values_fall_back_with_visible_messages(catalogue):
     doc, session = open_doc(catalogue, project="small", source="nope::x", pos="-4", threshold="abc",
