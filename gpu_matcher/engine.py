@@ -110,18 +110,29 @@ class Engine:
               right: int = 0, top: int = 50, min_length: int = 2, phrase_length: int = 0,
               distinct: bool = True, sequences: bool = True) -> list[Match]:
         """The exact ranked top ``top`` matches of cell set ``cells`` (MATCHING.md, "Match")."""
+        key = self.project.source(source).key_threshold(threshold)
+        query = self.match_query(source, cells, key, left, right, top, min_length, phrase_length,
+                                 distinct, sequences)
+        return self.run_match(self.backend, self.layout(source), query)
+
+    def match_query(self, source: str, cells: Sequence[int], key_threshold, left: int, right: int,
+                    top: int, min_length: int, phrase_length: int, distinct: bool,
+                    sequences: bool) -> MatchQuery:
+        """A checked ``MatchQuery`` (``key_threshold``: one stored-dtype key, or one per cell)."""
         src = self.project.source(source)
         self._check_margins(left, right)
         if top < 0 or min_length < 1 or phrase_length < 0:
             raise ProjectError(f"top={top}, min_length={min_length}, phrase_length={phrase_length}: "
                                "need top >= 0, min_length >= 1, phrase_length >= 0")
         chosen = check_cells(cells, src.D, f"source {source}")
-        query = MatchQuery(cells=tuple(int(c) for c in chosen), key_threshold=src.key_threshold(threshold),
-                           bounds=self.project.sequence_bounds(sequences), left=int(left),
-                           right=int(right), top=int(top), min_length=int(min_length),
-                           phrase_length=int(phrase_length), distinct=bool(distinct))
-        rows = self.backend.match(self.layout(source), query)
-        return [Match(r.start, r.end, r.length, r.inter, r.union) for r in rows]
+        return MatchQuery(cells=tuple(int(c) for c in chosen), key_threshold=key_threshold,
+                          bounds=self.project.sequence_bounds(sequences), left=int(left),
+                          right=int(right), top=int(top), min_length=int(min_length),
+                          phrase_length=int(phrase_length), distinct=bool(distinct))
+
+    @staticmethod
+    def run_match(backend: Backend, layout, query: MatchQuery) -> list[Match]:
+        return [Match(r.start, r.end, r.length, r.inter, r.union) for r in backend.match(layout, query)]
 
     # --- context ----------------------------------------------------------------------------
     def counts(self, source: str, cells: Sequence[int], threshold: float, start: int,

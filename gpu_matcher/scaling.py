@@ -26,8 +26,6 @@ from typing import Sequence
 
 import numpy as np
 
-from gpu_matcher.backends import MatchQuery
-from gpu_matcher.backends.base import check_cells
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.source import KEY_DTYPES, float_keys, keys_to_floats
 
@@ -206,26 +204,15 @@ def match(engine, source: str, cells: Sequence[int], threshold: float, left: int
           sequences: bool = True, scale: str = "zscore") -> list:
     """``Engine.match`` with per-cell key thresholds (NumPy backend; others fall back to it)."""
     from gpu_matcher.backends.numpy import NumpyBackend
-    from gpu_matcher.engine import Match
 
     if scale == "none":
         return engine.match(source, cells, threshold, left, right, top, min_length, phrase_length, distinct,
                             sequences)
     src = engine.project.source(source)
-    engine._check_margins(left, right)
-    if top < 0 or min_length < 1 or phrase_length < 0:
-        raise ProjectError(f"top={top}, min_length={min_length}, phrase_length={phrase_length}: "
-                           "need top >= 0, min_length >= 1, phrase_length >= 0")
-    chosen = check_cells(cells, src.D, f"source {source}")
-    query = MatchQuery(cells=tuple(int(c) for c in chosen),
-                       key_threshold=key_thresholds(engine, source, threshold, scale),
-                       bounds=engine.project.sequence_bounds(sequences), left=int(left), right=int(right),
-                       top=int(top), min_length=int(min_length), phrase_length=int(phrase_length),
-                       distinct=bool(distinct))
-    backend, layout = engine.backend, None
-    if backend.name != "numpy":
-        log.info("per-cell scaling runs on the NumPy backend (the %s backend takes one threshold)", backend.name)
-        backend = NumpyBackend()
-        layout = src.layout(progress=False)
-    rows = backend.match(layout if layout is not None else engine.layout(source), query)
-    return [Match(r.start, r.end, r.length, r.inter, r.union) for r in rows]
+    query = engine.match_query(source, cells, key_thresholds(engine, source, threshold, scale), left, right,
+                               top, min_length, phrase_length, distinct, sequences)
+    if engine.backend.name == "numpy":
+        return engine.run_match(engine.backend, engine.layout(source), query)
+    log.info("per-cell scaling runs on the NumPy backend (the %s backend takes one threshold)",
+             engine.backend.name)
+    return engine.run_match(NumpyBackend(), src.layout(progress=False), query)

@@ -76,7 +76,6 @@ class Backend:
 
     # --- the shared exact search ----------------------------------------------------------------
     def match(self, layout, query: MatchQuery) -> list[MatchRow]:
-        xp = self.xp
         cells = np.asarray(query.cells, dtype=np.int64)
         if query.key_threshold is None or cells.size == 0 or query.top <= 0:
             return []
