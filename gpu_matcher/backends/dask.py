@@ -33,6 +33,8 @@ from gpu_matcher.sharded import (Call, MatchStats, ShardedSource, locate, plan_s
                                  sharded_match)
 
 log = logging.getLogger("gpu_matcher")
+#: How long a query waits for a worker to register before it gives up.
+WAIT_FOR_WORKERS_S = 60
 
 #: Default shard size: about this many bytes of the source per shard.
 SHARD_BYTES = 512 * 2**20
@@ -113,9 +115,16 @@ class DaskExecutor:
     def refresh(self, shards: Sequence[Any]) -> None:
         """Give every shard a live worker; keep the ones already placed on a live worker."""
         info = self.client.scheduler_info(n_workers=-1)["workers"]
+        if not info:
+            # Workers may still be registering (a cluster just started, or one replacing a dead one).
+            try:
+                self.client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS_S)
+            except Exception:
+                pass
+            info = self.client.scheduler_info(n_workers=-1)["workers"]
         workers = sorted(info)
         if not workers:
-            raise ProjectError("the Dask cluster has no workers")
+            raise ProjectError(f"the Dask cluster has no workers (waited {WAIT_FOR_WORKERS_S} s)")
         with self._lock:
             self._threads = {w: max(1, int(info[w].get("nthreads", 1) or 1)) for w in workers}
             load = {w: 0 for w in workers}

@@ -40,6 +40,7 @@ def client():
     """Three workers as threads of this process: cheap to start, the real scheduler and protocol."""
     with LocalCluster(n_workers=3, threads_per_worker=1, processes=False, silence_logs=40,
                       scheduler_kwargs=NO_DASHBOARD) as cluster, Client(cluster) as c:
+        c.wait_for_workers(3, timeout=60)
         yield c
 
 
