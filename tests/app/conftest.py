@@ -7,6 +7,7 @@ of meta track: ``pos`` (discrete, with a dict), ``score`` (scalar) and ``topk`` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -96,3 +97,36 @@ def test_output() -> Path:
     out = REPO / "test-output"
     out.mkdir(exist_ok=True)
     return out
+
+
+@contextlib.contextmanager
+def running_server(data_dir: Path, start_timeout: float = 60):
+    """The ``lstmvis serve`` server for ``data_dir`` in a thread with its own event loop (NumPy backend,
+    a free port); yields the started server and stops it afterwards."""
+    import asyncio
+    import threading
+
+    from bokeh_app.server import make_server
+
+    ready = threading.Event()
+    box: dict = {}
+
+    def run():
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        from tornado.ioloop import IOLoop
+        srv = make_server(data_dir, port=0, backend="numpy", io_loop=IOLoop.current())
+        srv.start()
+        box["server"] = srv
+        ready.set()
+        srv.io_loop.start()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(start_timeout), "the server did not start"
+    srv = box["server"]
+    try:
+        yield srv
+    finally:
+        srv.io_loop.add_callback(srv.stop)
+        srv.io_loop.add_callback(srv.io_loop.stop)
+        thread.join(10)

@@ -8,12 +8,10 @@ the measured figures go to ``test-output/`` (``browser_figures.json``).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import platform
 import re
-import threading
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -23,9 +21,8 @@ import pytest
 
 from bokeh_app.catalogue import get_catalogue
 from bokeh_app.config import load_defaults
-from bokeh_app.server import make_server
 
-from conftest import make_app_project
+from conftest import make_app_project, running_server
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -134,26 +131,8 @@ def browser_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server_url(browser_data):
-    ready = threading.Event()
-    box: dict = {}
-
-    def run():
-        asyncio.set_event_loop(asyncio.new_event_loop())
-        from tornado.ioloop import IOLoop
-        srv = make_server(browser_data, port=0, backend="numpy", io_loop=IOLoop.current())
-        srv.start()
-        box["server"] = srv
-        ready.set()
-        srv.io_loop.start()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(60)
-    srv = box["server"]
-    yield f"http://127.0.0.1:{srv.port}/"
-    srv.io_loop.add_callback(srv.stop)
-    srv.io_loop.add_callback(srv.io_loop.stop)
-    thread.join(10)
+    with running_server(browser_data) as srv:
+        yield f"http://127.0.0.1:{srv.port}/"
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
@@ -15,33 +13,16 @@ import pytest
 from bokeh.client import pull_session
 
 from bokeh_app.catalogue import get_catalogue
-from bokeh_app.server import free_port, make_server
+from bokeh_app.server import free_port
+from conftest import running_server
 
 S1 = "states::states1"
 
 
 @pytest.fixture(scope="module")
 def server(app_data):
-    ready = threading.Event()
-    box: dict = {}
-
-    def run():
-        asyncio.set_event_loop(asyncio.new_event_loop())
-        from tornado.ioloop import IOLoop
-        srv = make_server(app_data, port=0, backend="numpy", io_loop=IOLoop.current())
-        srv.start()
-        box["server"] = srv
-        ready.set()
-        srv.io_loop.start()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(30), "the server did not start"
-    srv = box["server"]
-    yield srv, f"http://127.0.0.1:{srv.port}/"
-    srv.io_loop.add_callback(srv.stop)
-    srv.io_loop.add_callback(srv.io_loop.stop)
-    thread.join(10)
+    with running_server(app_data, start_timeout=30) as srv:
+        yield srv, f"http://127.0.0.1:{srv.port}/"
 
 
 def fetch(url: str) -> tuple[int, str]:
