@@ -36,7 +36,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_engine import machine, pick_selections  # noqa: E402
-from benchmarks.synth import VOCAB, _ar1_block  # noqa: E402
+from benchmarks.synth import (VOCAB, _ar1_block, cell_processes, sequence_starts,  # noqa: E402
+                              word_probabilities, write_dictionary_and_config)
 
 GENOME_STEPS = 2.3e9
 
@@ -54,10 +55,7 @@ def make_zarr_project(folder: Path, T: int, D: int, dtype: str = "float16", seed
     if marker.is_file() and json.loads(marker.read_text()) == want:
         return folder
     rng = np.random.default_rng(seed)
-    phi = rng.uniform(0.85, 0.99, D).astype(np.float32)
-    sigma = (np.sqrt(1 - phi ** 2) * rng.uniform(0.6, 1.4, D)).astype(np.float32)
-    offset = rng.normal(0, 0.4, D).astype(np.float32)
-    carry = np.zeros(D, dtype=np.float32)
+    phi, sigma, offset, carry = cell_processes(rng, D)
     compressors = None if compression == "none" else "auto"
     states = zarr.open_group(str(folder / "states.zarr"), mode="w")
     arr = states.create_array("states1", shape=(T, D), dtype=dtype, chunks=(chunk_steps, D),
@@ -74,29 +72,17 @@ def make_zarr_project(folder: Path, T: int, D: int, dtype: str = "float16", seed
     train = zarr.open_group(str(folder / "train.zarr"), mode="w")
     words = train.create_array("words", shape=(T,), dtype="int32", chunks=(chunk_steps * 16,),
                                compressors=compressors)
-    p = 1.0 / np.arange(1, VOCAB + 1)
-    p /= p.sum()
+    p = word_probabilities()
     for start in range(0, T, block * 8):
         stop = min(T, start + block * 8)
         words[start:stop] = (rng.choice(VOCAB, size=stop - start, p=p) + 4).astype(np.int32)
-    lengths = rng.integers(max(2, mean_sequence // 2), mean_sequence * 3 // 2 + 1,
-                           size=T // max(1, mean_sequence // 2) + 2)
-    starts = np.concatenate([[0], np.cumsum(lengths)])
-    starts = starts[starts < T].astype(np.int64)
+    starts = sequence_starts(rng, T, mean_sequence)
     seq = train.create_array("seq_starts", shape=starts.shape, dtype="int64",
                              chunks=(max(1, min(starts.size, 1 << 20)),))
     seq[:] = starts
-    with open(folder / "words.dict", "w") as fh:
-        fh.write("<s> 1\n<unk> 2\n</s> 3\n")
-        for i in range(VOCAB):
-            fh.write(f"w{i} {i + 4}\n")
-    (folder / "lstm.yml").write_text(
-        f"name: synth-zarr-{T}x{D}\n"
-        f"description: synthetic AR(1)+tanh states, T={T}, D={D}, {dtype}, Zarr chunks of {chunk_steps}\n"
-        "files: {states: states.zarr, train: train.zarr, words: words.dict}\n"
-        "word_sequence: {file: train, path: words, dict_file: words}\n"
-        "sequences: {file: train, path: seq_starts}\n"
-        "states:\n  file: states\n  types:\n    - {type: state, layer: 1, path: states1}\n")
+    write_dictionary_and_config(folder, f"synth-zarr-{T}x{D}",
+                                f"synthetic AR(1)+tanh states, T={T}, D={D}, {dtype}, Zarr chunks of "
+                                f"{chunk_steps}", ".zarr")
     marker.write_text(json.dumps(want))
     return folder
 

@@ -39,16 +39,50 @@ def _ar1_block(rng, phi, sigma, offset, carry, length):
     return (x.reshape(-1, D)[:length] + offset), carry
 
 
+def cell_processes(rng, D: int):
+    """Per-cell AR(1) parameters ``(phi, sigma, offset)`` and the zero starting state."""
+    phi = rng.uniform(0.85, 0.99, D).astype(np.float32)
+    sigma = (np.sqrt(1 - phi ** 2) * rng.uniform(0.6, 1.4, D)).astype(np.float32)
+    offset = rng.normal(0, 0.4, D).astype(np.float32)
+    return phi, sigma, offset, np.zeros(D, dtype=np.float32)
+
+
+def word_probabilities() -> np.ndarray:
+    """Zipf-like probabilities of the VOCAB word ids (id = index + 4)."""
+    p = 1.0 / np.arange(1, VOCAB + 1)
+    return p / p.sum()
+
+
+def sequence_starts(rng, T: int, mean_sequence: int) -> np.ndarray:
+    """Sorted sequence starts, lengths uniform around ``mean_sequence``."""
+    lengths = rng.integers(max(2, mean_sequence // 2), mean_sequence * 3 // 2 + 1,
+                           size=T // max(1, mean_sequence // 2) + 2)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    return starts[starts < T].astype(np.int64)
+
+
+def write_dictionary_and_config(folder: Path, name: str, description: str, ext: str) -> None:
+    """``words.dict`` and ``lstm.yml`` for a synthetic project whose stores end in ``ext``."""
+    with open(folder / "words.dict", "w") as fh:
+        fh.write("<s> 1\n<unk> 2\n</s> 3\n")
+        for i in range(VOCAB):
+            fh.write(f"w{i} {i + 4}\n")
+    (folder / "lstm.yml").write_text(
+        f"name: {name}\n"
+        f"description: {description}\n"
+        f"files: {{states: states{ext}, train: train{ext}, words: words.dict}}\n"
+        "word_sequence: {file: train, path: words, dict_file: words}\n"
+        "sequences: {file: train, path: seq_starts}\n"
+        "states:\n  file: states\n  types:\n    - {type: state, layer: 1, path: states1}\n")
+
+
 def make_project(folder: str | Path, T: int, D: int, dtype: str = "float16", seed: int = 0,
                  mean_sequence: int = 400, progress: bool = False) -> Path:
     """Write a complete project (lstm.yml, states.h5, train.h5, words.dict) and return its folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    phi = rng.uniform(0.85, 0.99, D).astype(np.float32)
-    sigma = (np.sqrt(1 - phi ** 2) * rng.uniform(0.6, 1.4, D)).astype(np.float32)
-    offset = rng.normal(0, 0.4, D).astype(np.float32)
-    carry = np.zeros(D, dtype=np.float32)
+    phi, sigma, offset, carry = cell_processes(rng, D)
     chunk = max(1000, min(T, (64 * 2**20) // (4 * D)))
     t0 = time.perf_counter()
     with h5py.File(folder / "states.h5", "w") as f:
@@ -62,27 +96,13 @@ def make_project(folder: str | Path, T: int, D: int, dtype: str = "float16", see
                 print(f"\rstates {stop}/{T}", end="", file=sys.stderr)
     if progress:
         print(f"\rstates written in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    ranks = np.arange(1, VOCAB + 1)
-    p = 1.0 / ranks
-    p /= p.sum()
-    words = (rng.choice(VOCAB, size=T, p=p) + 4).astype(np.int32)
-    lengths = rng.integers(max(2, mean_sequence // 2), mean_sequence * 3 // 2 + 1, size=T // max(1, mean_sequence // 2) + 2)
-    starts = np.concatenate([[0], np.cumsum(lengths)])
-    starts = starts[starts < T].astype(np.int64)
+    words = (rng.choice(VOCAB, size=T, p=word_probabilities()) + 4).astype(np.int32)
+    starts = sequence_starts(rng, T, mean_sequence)
     with h5py.File(folder / "train.h5", "w") as f:
         f.create_dataset("words", data=words, chunks=True)
         f.create_dataset("seq_starts", data=starts)
-    with open(folder / "words.dict", "w") as fh:
-        fh.write("<s> 1\n<unk> 2\n</s> 3\n")
-        for i in range(VOCAB):
-            fh.write(f"w{i} {i + 4}\n")
-    (folder / "lstm.yml").write_text(
-        f"name: synth-{T}x{D}\n"
-        f"description: synthetic AR(1)+tanh states, T={T}, D={D}, {dtype}\n"
-        "files: {states: states.h5, train: train.h5, words: words.dict}\n"
-        "word_sequence: {file: train, path: words, dict_file: words}\n"
-        "sequences: {file: train, path: seq_starts}\n"
-        "states:\n  file: states\n  types:\n    - {type: state, layer: 1, path: states1}\n")
+    write_dictionary_and_config(folder, f"synth-{T}x{D}",
+                                f"synthetic AR(1)+tanh states, T={T}, D={D}, {dtype}", ".h5")
     return folder
 
 
