@@ -15,6 +15,7 @@ from gpu_matcher.backends import Backend, MatchQuery, get_backend
 from gpu_matcher.backends.base import check_cells
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.project import Project
+from gpu_matcher.source import transform_values
 
 
 @dataclass(frozen=True)
@@ -139,11 +140,15 @@ class Engine:
                stop: int) -> np.ndarray:
         """n(t) for steps ``[start, stop)``: how many of ``cells`` are on (sequence-independent)."""
         src = self.project.source(source)
-        on = src.on(start, stop, threshold)
+        return self._counts(src, src.raw(start, stop), cells, threshold)
+
+    @staticmethod
+    def _counts(src, raw: np.ndarray, cells: Sequence[int], threshold: float) -> np.ndarray:
+        """n(t) over rows of ``raw`` (read from ``src``): selected cells on, per row."""
         if len(cells) == 0:
-            return np.zeros(on.shape[0], dtype=np.int32)
-        chosen = check_cells(cells, src.D, f"source {source}")
-        return on[:, chosen].sum(axis=1).astype(np.int32)
+            return np.zeros(raw.shape[0], dtype=np.int32)
+        chosen = check_cells(cells, src.D, f"source {src.name}")
+        return src.is_on(raw[:, chosen], threshold).sum(axis=1).astype(np.int32)
 
     def context(self, source: str, start: int, stop: int, cells: Sequence[int] = (),
                 threshold: float = 0.3, meta: Sequence[str] | None = None) -> Context:
@@ -152,14 +157,8 @@ class Engine:
         start, stop = max(0, int(start)), min(self.project.T, int(stop))
         stop = max(start, stop)
         raw = src.raw(start, stop)
-        values = np.tanh(raw.astype(np.float32)) if src.transform == "tanh" else raw.astype(np.float32)
-        counts = np.zeros(stop - start, dtype=np.int32)
-        if len(cells):
-            chosen = check_cells(cells, src.D, f"source {source}")
-            bound_key = src.key_threshold(threshold)
-            if bound_key is not None:
-                from gpu_matcher.source import float_keys
-                counts = (float_keys(raw[:, chosen]) >= bound_key).sum(axis=1).astype(np.int32)
+        values = transform_values(raw, src.transform)
+        counts = self._counts(src, raw, cells, threshold)
         names = list(self.project.meta) if meta is None else list(meta)
         tracks, weights = {}, {}
         for name in names:

@@ -178,7 +178,10 @@ class Source:
 
     def on(self, start: int, stop: int, threshold: float) -> np.ndarray:
         """Boolean (n, D) on-mask of rows ``[start, stop)``: the spec's float64 comparison, literally."""
-        raw = self.raw(start, stop)
+        return self.is_on(self.raw(start, stop), threshold)
+
+    def is_on(self, raw: np.ndarray, threshold: float) -> np.ndarray:
+        """Boolean on-mask of raw values already read from this source."""
         bound = raw_bound(threshold, self.transform)
         if bound is None:
             return np.zeros(raw.shape, dtype=bool)
