@@ -11,14 +11,17 @@ times ``Engine.match`` (``--repeat`` times each; median). Prints the machine and
 
 - median match time, rounds and shard calls per query;
 - peak RSS of every worker process (``getrusage`` in each worker) and of the client;
-- per-shard throughput: worker-seconds spent in shard calls per 10^9 steps, from the workers' own timers;
+- per-shard throughput: worker-seconds spent in shard calls per 10^9 steps, from the workers' own timers,
+  for a new query (every shard builds its state) and a repeated one (the workers kept the states);
 - a projection of one query over 2.3*10^9 steps on N workers: compute spread over N workers plus the
   measured per-round latency times the rounds; for GPU workers the per-step cost is an input
   (``--gpu-ns-per-step``; the default is the issue-3 target for the CuPy backend, T=1e8 x D=256 in
   100 ms on an H100, i.e. 1 ns per step -- a target, not a figure measured by this script).
 
 Needs the dask extra (dask[distributed], zarr). Disk: the source is T*D*2 bytes; the workers' NumPy
-layouts (row- and cell-major keys) twice that again, under DIR/cache. Not a test.
+layouts as much again under DIR/cache (cell-major keys only: with ``--compression none`` the row keys
+for verification are read straight from the Zarr chunk files; ``--compression zstd`` or
+``LSTMVIS_WORKER_ROW_KEYS=copy`` stores row-major keys too, twice as much). Not a test.
 """
 
 from __future__ import annotations
@@ -189,7 +192,8 @@ def main() -> None:
         latency = max(0.0, statistics.median(w - b / args.workers for w, b in runs) / n_rounds)
         return per_step, latency
 
-    figures = {"cold": throughput(cold), "warm": throughput(warm or cold)}
+    # A new query builds every shard's state; a repeated one finds the states kept on the workers.
+    figures = {"new_query": throughput(cold), "repeated_query": throughput(warm or cold)}
     projection = {}
     for name, (per_step, latency) in figures.items():
         for n in (1, 8, 32, 64, 128):
@@ -197,7 +201,7 @@ def main() -> None:
                 GENOME_STEPS * per_step / n + n_rounds * latency, 2)
     for n in (1, 8, 32, 64, 128):
         projection[str(n)]["gpu_workers_s"] = round(
-            GENOME_STEPS * args.gpu_ns_per_step * 1e-9 / n + n_rounds * figures["warm"][1], 3)
+            GENOME_STEPS * args.gpu_ns_per_step * 1e-9 / n + n_rounds * figures["new_query"][1], 3)
     out = {
         "machine": machine(),
         "sizes": {"T": T, "D": args.D, "dtype": args.dtype, "chunk_steps": args.chunk_steps,

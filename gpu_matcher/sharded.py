@@ -43,17 +43,19 @@ source itself (a path, never states), and keeps the window's layout (the NumPy o
    same total order, same walk.
 
 Every call is a pure function of (source, shard, query): a worker that dies mid-query loses only its
-caches, and the call, retried elsewhere, returns the same rows.
+caches, and the call, retried elsewhere, returns the same rows. For the same reason a worker keys the
+shard states it keeps (n(t), levels, candidates, verified groups) by a digest of the query's fields, so
+a repeated query, or the same query from another session, reuses them while they are kept.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import logging
 import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -77,6 +79,11 @@ STATE_BUDGET = int(os.environ.get("LSTMVIS_SHARD_STATE_BYTES", 2 * 2**30))
 MAX_QUERIES = int(os.environ.get("LSTMVIS_SHARD_QUERIES", 3))
 #: Shard windows (opened sources and their layouts) a worker keeps.
 MAX_WINDOWS = int(os.environ.get("LSTMVIS_SHARD_WINDOWS", 512))
+#: Row-major keys of a worker's shard layout, used to verify candidates over all D cells: "auto" (the
+#: default) reads them from the source when it reads single rows cheaply (an uncompressed Zarr array:
+#: half the disk) and stores a copy otherwise; "copy" always stores them; "source" never does (rows come
+#: from decoded chunks through a small cache: least disk, slow when candidates are scattered).
+WORKER_ROW_KEYS = os.environ.get("LSTMVIS_WORKER_ROW_KEYS", "auto")
 
 
 # --- what travels: locators, shards, per-shard queries (small, picklable) ---------------------------------
@@ -171,6 +178,9 @@ class WindowDataset:
         self.dtype = np.dtype(array.dtype)
         self.ndim = len(self.shape)
         self.name = f"{array.name}[{self.w0}:{self.w1}]"
+        self.chunks = getattr(array, "chunks", None)        # the array's storage chunks start at row -w0
+        if getattr(array, "read_rows", None) is not None:    # rows straight from raw chunk files
+            self.read_rows = lambda rows: array.read_rows(np.asarray(rows, dtype=np.int64) + self.w0)
         own = getattr(array, "fingerprint", None)
         if own is not None:
             self.fingerprint = own
@@ -352,8 +362,10 @@ class WorkerState:
             if win is None:
                 loc = shard.locator
                 view = WindowDataset(self._array(loc), shard.w0, shard.w1)
+                store_rows = WORKER_ROW_KEYS == "copy" or (WORKER_ROW_KEYS == "auto"
+                                                           and getattr(view, "read_rows", None) is None)
                 source = Source(name=f"{loc.file}::{loc.dataset}[{shard.w0}:{shard.w1}]", dataset=view,
-                                file_path=Path(loc.file), transform="none")
+                                file_path=Path(loc.file), transform="none", store_rows=store_rows)
                 with _backend_lock(self.backend):
                     layout = self.backend.prepare(source)
                 win = _Window(source=source, layout=layout)
@@ -445,19 +457,17 @@ class WorkerState:
                     out[i], todo[i] = cached, False
         live = np.flatnonzero(todo & (pieces[:, 1] > pieces[:, 0]))
         if live.size:
-            lo, hi = int(pieces[live, 0].min()), int(pieces[live, 1].max())
-            for c0 in range(lo, hi, PARTIAL_CHUNK_STEPS):
-                c1 = min(hi, c0 + PARTIAL_CHUNK_STEPS)
-                here = live[(pieces[live, 0] < c1) & (pieces[live, 1] > c0)]
-                if here.size == 0:
-                    continue
-                bits = pack_bits_rows(_read_keys(win, shard, c0, c1) >= key_threshold)
-                for i in here.tolist():
-                    x, y, op = max(int(pieces[i, 0]), c0) - c0, min(int(pieces[i, 1]), c1) - c0, pieces[i, 2]
+            # Each piece's own rows (pieces sit at the shard's two edges: reading the span between
+            # them would read the whole shard), at most PARTIAL_CHUNK_STEPS rows at a time.
+            for i in live.tolist():
+                x, y, op = int(pieces[i, 0]), int(pieces[i, 1]), int(pieces[i, 2])
+                for c0 in range(x, y, PARTIAL_CHUNK_STEPS):
+                    c1 = min(y, c0 + PARTIAL_CHUNK_STEPS)
+                    bits = pack_bits_rows(_read_keys(win, shard, c0, c1) >= key_threshold)
                     if op == 0:
-                        out[i] &= np.bitwise_and.reduce(bits[x:y], axis=0)
+                        out[i] &= np.bitwise_and.reduce(bits, axis=0)
                     else:
-                        out[i] |= np.bitwise_or.reduce(bits[x:y], axis=0)
+                        out[i] |= np.bitwise_or.reduce(bits, axis=0)
             with win.lock:
                 for i in np.flatnonzero(whole & todo).tolist():
                     win.whole[(int(key_threshold), int(pieces[i, 2]), shard.t0, shard.t1)] = out[i].copy()
@@ -614,7 +624,7 @@ def sharded_match(sharded: ShardedSource, query: MatchQuery, executor: Callable[
     k = int(cells.size)
     bounds = np.asarray(query.bounds, dtype=np.int64)
     shards = sharded.shard_list(halo_for(query.left, query.right, halo))
-    qkey = uuid.uuid4().hex            # one match: its shard states serve its rounds, then age out
+    qkey = _query_key(sharded, query, cells, bounds)   # identical queries share their shard states
     specs = []
     for sh in shards:
         inner = bounds[(bounds > sh.w0) & (bounds < sh.w1)]
@@ -650,6 +660,19 @@ def sharded_match(sharded: ShardedSource, query: MatchQuery, executor: Callable[
         stats.groups += 1
         _walk_group(g, holders, shards, specs, cross_rows, in_group, walk, query, run, stats, first_rows)
     return [MatchRow(*row) for row in walk.kept]
+
+
+def _query_key(sharded: ShardedSource, query: MatchQuery, cells: np.ndarray, bounds: np.ndarray) -> str:
+    """The key of a match's shard states. The states are a pure function of these fields (not of
+    ``top`` or ``distinct``), so a repeated query, or the same query from another session, reuses them
+    while the workers keep them."""
+    h = hashlib.sha1(repr((sharded.locator, tuple(int(c) for c in cells), int(query.left), int(query.right),
+                           int(query.min_length), int(query.phrase_length))).encode())
+    if query.key_threshold is not None:
+        kt = np.asarray(query.key_threshold)
+        h.update(str(kt.dtype).encode() + kt.tobytes())
+    h.update(np.ascontiguousarray(bounds, dtype=np.int64).tobytes())
+    return h.hexdigest()
 
 
 def _crossing_runs(edges: np.ndarray, summaries: list[dict], bounds: np.ndarray, k: int,

@@ -8,7 +8,9 @@ compare order-preserving unsigned integer keys of the stored floats, which gives
 Derived layouts (built once, cached by file path + dataset + size + mtime, rebuilt when the source
 changes): ``keys_rows`` (T, D) for gathering windows of all cells and ``keys_cells`` (D, T) for reading a
 few whole cells. Small sources are kept in memory; large ones are ``.npy`` files in a cache folder
-(``KeyStore``).
+(``KeyStore``). A source opened with ``store_rows=False`` (the shards of a Dask worker) stores only
+``keys_cells``; its row-major keys are read from the source itself (``SourceRows``), which halves the
+layout's disk.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import json
 import mmap
 import os
 import sys
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,6 +142,7 @@ class Source:
     layer: object = None
     state_type: str = "state"
     cache_dir: str | os.PathLike | None = None
+    store_rows: bool = True        # False: keep only keys_cells on disk, read row keys from the source
     _layout: Layout | None = field(default=None, repr=False)
     _range: tuple[float, float] | None = field(default=None, repr=False)
 
@@ -226,6 +231,83 @@ def _fingerprint(source: Source) -> dict:
     return {"version": LAYOUT_VERSION, "file": str(Path(source.file_path).resolve()),
             "dataset": source.dataset.name, "size": size, "mtime_ns": mtime,
             "shape": list(source.shape), "dtype": str(source.dtype)}
+
+
+class SourceRows:
+    """Row-major keys read from the source itself instead of a stored copy (``KeyStore``'s read API).
+
+    A dataset that reads single rows cheaply (``read_rows``: an uncompressed Zarr array, read straight
+    from its chunk files) is asked for exactly the rows wanted. Any other is read in aligned blocks of
+    whole storage chunks (``dataset.chunks``; a window of a larger array says where its chunks start
+    with ``w0``), each turned into keys once and kept in a small LRU of at most ``CACHE_BYTES``, so
+    scattered reads decode each chunk once per query at most."""
+
+    BLOCK_BYTES = 8 << 20
+    CACHE_BYTES = 64 << 20
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.shape = tuple(int(x) for x in dataset.shape)
+        self.dtype = np.dtype(KEY_DTYPES[np.dtype(dataset.dtype).itemsize])
+        row_bytes = max(1, self.shape[1] * self.dtype.itemsize)
+        chunks = getattr(dataset, "chunks", None)
+        chunk = int(chunks[0]) if chunks else 1
+        self.block_rows = max(chunk, self.BLOCK_BYTES // row_bytes // chunk * chunk)
+        self.phase = int(getattr(dataset, "w0", 0)) % chunk   # local row 0 sits this far into a chunk
+        self.max_blocks = max(2, self.CACHE_BYTES // (self.block_rows * row_bytes))
+        self._blocks: "OrderedDict[int, np.ndarray]" = OrderedDict()
+        self._lock = threading.Lock()
+        self.reads = 0                                        # blocks read from the source (tests)
+
+    def _block(self, i: int) -> np.ndarray:
+        with self._lock:
+            blk = self._blocks.get(i)
+            if blk is not None:
+                self._blocks.move_to_end(i)
+                return blk
+        lo = max(0, i * self.block_rows - self.phase)
+        hi = min(self.shape[0], (i + 1) * self.block_rows - self.phase)
+        blk = float_keys(np.asarray(self.dataset[lo:hi]))
+        with self._lock:
+            self.reads += 1
+            self._blocks[i] = blk
+            while len(self._blocks) > self.max_blocks:
+                self._blocks.popitem(last=False)
+        return blk
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Rows by index (a copy)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((rows.size, self.shape[1]), dtype=self.dtype)
+        if rows.size == 0:
+            return out
+        if rows.min() < 0 or rows.max() >= self.shape[0]:
+            raise IndexError(f"rows outside [0, {self.shape[0]})")
+        direct = getattr(self.dataset, "read_rows", None)
+        if direct is not None:
+            return float_keys(direct(rows))
+        which = (rows + self.phase) // self.block_rows
+        order = np.argsort(which, kind="stable")
+        ids, first = np.unique(which[order], return_index=True)
+        bounds = np.append(first, rows.size)
+        for j, i in enumerate(ids.tolist()):
+            sel = order[bounds[j]:bounds[j + 1]]
+            start = max(0, i * self.block_rows - self.phase)
+            out[sel] = self._block(i)[rows[sel] - start]
+        return out
+
+    def block(self, first: int, last: int) -> np.ndarray:
+        """Contiguous rows ``[first, last)`` (a copy)."""
+        return self.take(np.arange(first, last, dtype=np.int64))
+
+    def rows_at_least(self, rows: np.ndarray, key) -> np.ndarray:
+        """``self[rows] >= key`` as booleans."""
+        return self.take(rows) >= key
+
+    def spans(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Rows ``[lo[i], hi[i])`` for every i, concatenated in the order given."""
+        lo = np.asarray(lo, dtype=np.int64)
+        return self.take(_ranges(lo, np.asarray(hi, dtype=np.int64) - lo))
 
 
 class KeyStore:
@@ -325,11 +407,17 @@ def _load_or_build_layout(source: Source, progress: bool) -> Layout:
     digest = hashlib.sha1(f"{fp['file']}::{fp['dataset']}".encode()).hexdigest()[:20]
     folder = root / digest
     meta_path = folder / "layout.json"
+
+    def opened(rows_stored: bool) -> Layout:
+        rows = KeyStore(path=folder / "keys_rows.npy") if rows_stored else SourceRows(source.dataset)
+        return Layout(keys_rows=rows, keys_cells=KeyStore(path=folder / "keys_cells.npy"), location=folder)
+
     try:
-        if meta_path.is_file() and json.loads(meta_path.read_text()) == fp:
-            return Layout(keys_rows=KeyStore(path=folder / "keys_rows.npy"),
-                          keys_cells=KeyStore(path=folder / "keys_cells.npy"),
-                          location=folder)
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            rows_stored = bool(meta.pop("rows_stored", True))
+            if meta == fp and (rows_stored or not source.store_rows):
+                return opened(rows_stored)
     except (OSError, ValueError):
         pass                                     # a broken cache is rebuilt below
     try:
@@ -337,19 +425,21 @@ def _load_or_build_layout(source: Source, progress: bool) -> Layout:
     except OSError as exc:
         raise ProjectError(f"{folder}: cannot create the layout cache ({exc.strerror}); "
                            "set LSTMVIS_CACHE_DIR to a writable folder") from None
-    _build_layout(source, folder, progress)
-    meta_path.write_text(json.dumps(fp))
-    return Layout(keys_rows=KeyStore(path=folder / "keys_rows.npy"),
-                  keys_cells=KeyStore(path=folder / "keys_cells.npy"), location=folder)
+    meta_path.unlink(missing_ok=True)
+    _build_layout(source, folder, progress, rows=source.store_rows)
+    meta_path.write_text(json.dumps({**fp, "rows_stored": source.store_rows}))
+    return opened(source.store_rows)
 
 
-def _build_layout(source: Source, folder: Path, progress: bool) -> None:
+def _build_layout(source: Source, folder: Path, progress: bool, rows: bool = True) -> None:
     from tqdm import tqdm
 
     T, D = source.shape
     kdt = KEY_DTYPES[source.dtype.itemsize]
     tmp_rows, tmp_cells = folder / "keys_rows.tmp.npy", folder / "keys_cells.tmp.npy"
-    rows = np.lib.format.open_memmap(tmp_rows, mode="w+", dtype=kdt, shape=(T, D))
+    want_rows = rows
+    (folder / "keys_rows.npy").unlink(missing_ok=True)        # never a stale copy beside a new layout
+    rows = np.lib.format.open_memmap(tmp_rows, mode="w+", dtype=kdt, shape=(T, D)) if want_rows else None
     cells = np.lib.format.open_memmap(tmp_cells, mode="w+", dtype=kdt, shape=(D, T))
     chunk = max(1, (32 * 2**20) // max(1, D * source.dtype.itemsize))
     bar = tqdm(total=T, desc=f"layout {source.name}", unit="step", unit_scale=True,
@@ -358,13 +448,16 @@ def _build_layout(source: Source, folder: Path, progress: bool) -> None:
         for start in range(0, T, chunk):
             stop = min(T, start + chunk)
             keys = float_keys(np.asarray(source.dataset[start:stop]))
-            rows[start:stop] = keys
+            if rows is not None:
+                rows[start:stop] = keys
             cells[:, start:stop] = keys.T
             bar.update(stop - start)
-        rows.flush()
+        if rows is not None:
+            rows.flush()
         cells.flush()
     finally:
         bar.close()
         del rows, cells
-    os.replace(tmp_rows, folder / "keys_rows.npy")
+    if want_rows:
+        os.replace(tmp_rows, folder / "keys_rows.npy")
     os.replace(tmp_cells, folder / "keys_cells.npy")

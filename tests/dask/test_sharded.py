@@ -132,3 +132,26 @@ def test_more_than_64_selected_cells(tmp_path):
         want = engine_rows(project, q)
         assert want and max(r["inter"] for r in want) >= 30
         assert serial_rows(project, q, 9) == want
+
+
+@pytest.mark.skipif(not SETS, reason=f"no golden sets at {GOLDEN}")
+def test_workers_with_cells_only_layouts_on_disk(tmp_path, monkeypatch):
+    """Workers' shard layouts on disk hold only the cell-major keys (half the disk); row keys come
+    from the source's chunks, through blocks and a cache far smaller than a shard. Same answers."""
+    from gpu_matcher import sharded as sharded_module
+    from gpu_matcher import source as source_module
+
+    monkeypatch.setattr(source_module, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(source_module.SourceRows, "BLOCK_BYTES", 64)
+    monkeypatch.setattr(source_module.SourceRows, "CACHE_BYTES", 0)
+    monkeypatch.setattr(sharded_module, "WORKER_ROW_KEYS", "source")
+    monkeypatch.setenv("LSTMVIS_CACHE_DIR", str(tmp_path / "cache"))
+    reset_worker_states()
+    name = SETS[0]
+    project = open_project(GOLDEN / name / "project")
+    for q in golden_queries(name):
+        got = serial_rows(project, golden_query_args(q), 37, halo=4, source=q["source"])
+        assert got == q["expected"], q
+    reset_worker_states()
+    assert any((tmp_path / "cache").rglob("keys_cells.npy"))
+    assert not any((tmp_path / "cache").rglob("keys_rows.npy"))

@@ -157,3 +157,51 @@ def test_convert_zarr_cli(tmp_path):
                             str(GOLDEN / name / "project"), str(out)], capture_output=True, text=True,
                            timeout=60)
     assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_uncompressed_arrays_read_rows_from_the_chunk_files(tmp_path, dtype):
+    """Rows of an uncompressed store come straight from the chunk files (``read_rows``), equal to what
+    zarr decodes: any order, repeats, chunk edges, the partial last chunk, a chunk never written."""
+    rng = np.random.default_rng(1)
+    raw = rng.normal(size=(300, 5)).astype(dtype)
+    raw[64:96] = 0                                      # chunk 2 equals the fill value: no file
+    write_project(tmp_path / "h", raw, transform="none")
+    convert_project_to_zarr(tmp_path / "h", tmp_path / "z", chunk_steps=32, compression="none", progress=False)
+    convert_project_to_zarr(tmp_path / "h", tmp_path / "zc", chunk_steps=32, progress=False)
+    ds = open_project(tmp_path / "z").source("states::states1").dataset
+    assert not (tmp_path / "z" / "states.zarr" / "states1" / "c" / "2").exists()
+    rows = np.concatenate([rng.integers(0, 300, 200), [0, 31, 32, 95, 96, 299, 299, 5]])
+    assert np.array_equal(ds.read_rows(rows), raw[rows])
+    assert np.array_equal(ds[31:70], raw[31:70]) and np.array_equal(ds[290:400], raw[290:])
+    assert np.array_equal(ds[()], raw) and ds.read_rows([]).shape == (0, 5)
+    with pytest.raises(IndexError):
+        ds.read_rows([300])
+    compressed = open_project(tmp_path / "zc").source("states::states1").dataset
+    assert not hasattr(compressed, "read_rows") and np.array_equal(compressed[31:70], raw[31:70])
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_workers_verify_from_uncompressed_chunks_without_a_row_copy(tmp_path, monkeypatch, compression):
+    """``LSTMVIS_WORKER_ROW_KEYS=auto``: on an uncompressed Zarr source a worker's shard layout keeps
+    only the cell-major keys and reads rows from the chunk files; a compressed one keeps a row copy.
+    The answers stay the golden ones."""
+    from gpu_matcher import sharded as sharded_module
+    from gpu_matcher import source as source_module
+    from gpu_matcher.sharded import reset_worker_states
+    from tests.dask.common import golden_query_args, serial_rows
+
+    name = SETS[0]
+    convert_project_to_zarr(GOLDEN / name / "project", tmp_path / "z", chunk_steps=64,
+                            compression=compression, progress=False)
+    monkeypatch.setattr(source_module, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(sharded_module, "WORKER_ROW_KEYS", "auto")
+    monkeypatch.setenv("LSTMVIS_CACHE_DIR", str(tmp_path / "cache"))
+    reset_worker_states()
+    project = open_project(tmp_path / "z")
+    assert hasattr(next(iter(project.sources.values())).dataset, "read_rows") == (compression == "none")
+    for q in golden_queries(name):
+        assert serial_rows(project, golden_query_args(q), 37, halo=4, source=q["source"]) == q["expected"], q
+    reset_worker_states()
+    assert any((tmp_path / "cache").rglob("keys_cells.npy"))
+    assert any((tmp_path / "cache").rglob("keys_rows.npy")) == (compression == "zstd")

@@ -254,3 +254,40 @@ def test_search_finds_every_occurrence(tmp_path):
     assert engine.search(["the", "<s>"]).tolist() == [4, 14, 19, 24]          # 9->10 crosses a start
     assert engine.search(["the", "<s>"], sequences=False).tolist() == [4, 9, 14, 19, 24]
     assert engine.search("nothing").tolist() == []
+
+
+@pytest.mark.parametrize("w0", [0, 5, 37])
+def test_source_rows_read_like_the_stored_keys(tmp_path, monkeypatch, w0):
+    """Row keys read from the source's chunks (cells-only layouts) equal the stored row-major keys, for
+    any read pattern, with a window that starts inside a chunk and a cache smaller than the reads."""
+    from gpu_matcher import source as source_module
+    from gpu_matcher.sharded import WindowDataset
+    from gpu_matcher.source import SourceRows, float_keys
+
+    rng = np.random.default_rng(w0)
+    raw = rng.normal(size=(300, 5)).astype(np.float16)
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f.create_dataset("x", data=raw, chunks=(16, 5))
+    monkeypatch.setattr(source_module.SourceRows, "BLOCK_BYTES", 3 * 16 * 5 * 2)   # 3 chunks a block
+    monkeypatch.setattr(source_module.SourceRows, "CACHE_BYTES", 0)                # 2 blocks kept
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        view = WindowDataset(f["x"], w0, 290)
+        rows, want = SourceRows(view), float_keys(raw[w0:290])
+        assert rows.shape == want.shape and rows.dtype == want.dtype and rows.block_rows == 48
+        assert np.array_equal(rows.block(0, rows.shape[0]), want)
+        assert np.array_equal(rows.block(11, 12), want[11:12])
+        pick = rng.integers(0, want.shape[0], size=200)
+        assert np.array_equal(rows.take(pick), want[pick])
+        assert np.array_equal(rows.rows_at_least(pick, want[7, 2]), want[pick] >= want[7, 2])
+        lo = np.array([200, 3, 40, 40]); hi = np.array([240, 3, 100, 41])
+        assert np.array_equal(rows.spans(lo, hi), np.concatenate([want[a:b] for a, b in zip(lo, hi)]))
+        assert rows.take(np.array([], dtype=np.int64)).shape == (0, 5)
+        with pytest.raises(IndexError):
+            rows.take(np.array([want.shape[0]]))
+        # A block read from the source starts on a chunk edge of the whole array.
+        reads = rows.reads
+        rows._blocks.clear()
+        rows.take(np.array([0]))
+        assert rows.reads == reads + 1
+        first = next(iter(rows._blocks))
+        assert (first * rows.block_rows - rows.phase + w0) % 16 == 0 or first * rows.block_rows <= rows.phase
