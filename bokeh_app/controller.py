@@ -20,7 +20,7 @@ from functools import partial
 
 import numpy as np
 from bokeh.document import without_document_lock
-from bokeh.events import SelectionGeometry
+from bokeh.events import PanEnd, SelectionGeometry, Tap
 from bokeh.models import Column
 
 from bokeh_app.catalogue import WORKERS
@@ -32,7 +32,8 @@ from bokeh_app.views.common import (BRUSH_COLOR, COUNT_PALETTE, MARGIN_COLOR, SC
                                     header, set_url_query, status_div, status_html, url_holder)
 from bokeh_app.views.match import (COUNT_HEATMAP, NO_COLOUR, build_match_view, column_rows, empty_image,
                                    matrix_columns)
-from bokeh_app.views.select import build_select_view, label_orientation, pattern_columns
+from bokeh_app.views.select import (build_select_view, label_orientation, pattern_columns, pattern_margin,
+                                   pattern_x_range)
 from bokeh_app.views.stats import DEPLETED, ENRICHED, build_stats_view
 from gpu_matcher import Engine, ProjectError
 from gpu_matcher import scaling
@@ -150,6 +151,8 @@ class ProjectSession:
         sv.left.on_change("value", lambda attr, old, new: self.on_margins())
         sv.right.on_change("value", lambda attr, old, new: self.on_margins())
         sv.plot.on_event(SelectionGeometry, self.on_selection_geometry)
+        sv.pattern_plot.on_event(Tap, lambda event: self.on_pattern_point(event.x))
+        sv.pattern_plot.on_event(PanEnd, lambda event: self.on_pattern_point(event.x))
         sv.source_select.on_change("value", lambda attr, old, new: self.on_source(new))
         sv.word_width.on_change("value", lambda attr, old, new: self.on_word_width(new))
         sv.back.on_click(lambda: self.go(self.state.pos - self.window))
@@ -397,6 +400,9 @@ class ProjectSession:
         self._apply_brush_boxes()
         sv.pattern.data = pattern_columns(st.left, (st.brush[1] - st.brush[0] + 1) if st.brush else 0,
                                           st.right)
+        lo, hi = pattern_x_range(st.left, st.right, self.defaults.select.max_margin)
+        if (sv.pattern_plot.x_range.start, sv.pattern_plot.x_range.end) != (lo, hi):
+            sv.pattern_plot.x_range.update(start=lo, end=hi)
         # The table last: it is the slowest part to update in the browser, the plots go first.
         per_cell = on[:, cells].sum(axis=0).tolist() if cells else []
         added = set(st.add)
@@ -495,6 +501,17 @@ class ProjectSession:
         self.state = self.state.with_(left=max(0, left), right=max(0, right))
         self._selection_changed(lambda k: f"Off-margins L={self.state.left}, R={self.state.right}: "
                                           f"{self._cells_text(k)}")
+
+    def on_pattern_point(self, x: float | None) -> None:
+        """A click, or the end of a drag, on the pattern plot at ``x``: left of the brush sets L, right
+        of it R, to the off steps between there and the brush (the spinners follow, and S with them)."""
+        hit = pattern_margin(float(x), self.defaults.select.max_margin) if x is not None else None
+        if hit is None:
+            return
+        side, steps = hit
+        spinner = self.sv.left if side == "left" else self.sv.right
+        if int(spinner.value or 0) != steps:
+            spinner.value = steps                  # fires on_margins, as a typed value would
 
     def _cells_text(self, k: int | None = None) -> str:
         k = len(self.cells) if k is None else k

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from bokeh.models import (Column, ColumnDataSource, FixedTicker, HoverTool, Label, LinearColorMapper, Range1d,
                           Row, Select, TapTool)
+from bokeh.core.properties import value as fixed_value
 from bokeh.plotting import figure
 
 from bokeh_app.columns import CATEGORY_COLORS, ROW_HEADER, fit_label
@@ -197,7 +198,8 @@ def build_match_view(*, tracks: list[tuple[str, str]], defaults: UIDefaults) -> 
     cp.text(x="x", y="y", text="text", text_color="text_color", text_align="center", text_baseline="middle",
             text_font_size="10px", source=columns_source, name="match_column_text")
     cp.text(x="x", y="y", text="text", text_color="#333333", text_align="left", text_baseline="middle",
-            text_font_size="11px", text_font="monospace", source=column_labels, name="match_column_names")
+            text_font_size="11px", text_font=fixed_value("monospace"), source=column_labels,
+            name="match_column_names")
     cp.add_tools(HoverTool(renderers=[cells_renderer], tooltips=[
         ("", "@track over the top matches"), ("offset", "@offset"), ("value", "@text"),
         ("mean / share", "@value{0.00}")]))

@@ -217,14 +217,24 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
                    width=118)
     right = Spinner(name="right", title="off after (R)", low=0, high=sd.max_margin, step=1,
                     value=sd.right, width=118)
-    # The pattern as segments plus their labels, in one source.
+    # The pattern as segments plus their labels, in one source; x in steps (the brush drawn
+    # PATTERN_BRUSH wide whatever its length). A click or a drag's end left or right of the brush sets L
+    # or R to the steps between it and the brush (controller.on_pattern_point).
+    M = sd.max_margin
     pattern = ColumnDataSource(name="pattern", data={"x0": [], "y0": [], "x1": [], "y1": [], "lx": [],
                                                      "ly": [], "text": []})
     pattern_plot = figure(name="pattern_plot", width=250, height=90, toolbar_location=None, tools="",
-                          x_range=Range1d(-0.3, PATTERN_WIDTH + 0.3), y_range=Range1d(-0.3, 1.45),
+                          x_range=Range1d(*pattern_x_range(0, 0, M)), y_range=Range1d(-0.45, 1.45),
                           min_border_left=4, min_border_right=4, min_border_top=4, min_border_bottom=4)
     pattern_plot.axis.visible = False
     pattern_plot.grid.visible = False
+    guide = {"x0": [-M, PATTERN_BRUSH], "x1": [0.0, PATTERN_BRUSH + M]}
+    pattern_plot.segment(x0="x0", y0=0.0, x1="x1", y1=0.0, source=ColumnDataSource(guide),
+                         line_color="#bbbbbb", line_dash="dotted", line_width=1)
+    ticks = [t for t in range(5, M + 1, 5)]
+    pattern_plot.text(x=[-t for t in ticks] + [PATTERN_BRUSH + t for t in ticks], y=-0.32,
+                      text=[str(t) for t in ticks] * 2, text_align="center", text_font_size="8px",
+                      text_color="#999999")
     pattern_plot.segment(x0="x0", y0="y0", x1="x1", y1="y1", source=pattern, line_color=SELECTED_COLOR,
                          line_width=2.5)
     pattern_plot.add_layout(Span(location=0.5, dimension="width", line_color=THRESHOLD_COLOR,
@@ -264,7 +274,7 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
     strips = Column(plot, count_plot, *[t.plot for t in track_views.values()])
     side = Column(
         section("threshold"), threshold, scale,
-        section("pattern: off L · on (brush) · off R"), pattern_plot, Row(left, right),
+        section("pattern: off L · on · off R (click or drag beside it)"), pattern_plot, Row(left, right),
         section("selected cells S"), selection_table, Row(cell_input, add_button, remove_button),
         reset_button,
         section("meta tracks"), track_toggle if tracks else Div(text="(none in this project)"),
@@ -285,26 +295,45 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
     return view
 
 
-PATTERN_WIDTH = 10.0
+#: Width of the brush in the pattern plot (its x unit is one off step).
+PATTERN_BRUSH = 4.0
+#: Off steps the pattern plot shows at least on each side of the brush.
+PATTERN_ROOM = 8
 
 
 def pattern_columns(left: int, brush_len: int, right: int) -> dict:
-    """The pattern plot's segments and labels, scaled to a fixed width: off for ``left`` steps, on for
-    the brush, off for ``right`` steps."""
-    on = max(1, brush_len)
-    scale = PATTERN_WIDTH / (left + on + right)
-    a, b = left * scale, (left + on) * scale
+    """The pattern plot's segments and labels: off for ``left`` steps (one x unit each) before the brush,
+    on over the brush (``PATTERN_BRUSH`` wide), off for ``right`` steps after it."""
+    a, b = 0.0, PATTERN_BRUSH
     cols = {"x0": [], "y0": [], "x1": [], "y1": [], "lx": [], "ly": [], "text": []}
 
     def seg(x0, y0, x1, y1, label="", lx=0.0, ly=0.0):
         for key, value in zip(cols, (x0, y0, x1, y1, lx, ly, label)):
             cols[key].append(value)
-    seg(0.0, 0.0, a, 0.0, f"off {left}" if left else "", a / 2, 0.12)
+    seg(a - left, 0.0, a, 0.0, f"off {left}" if left else "", a - max(left, 3) / 2, 0.14)
     seg(a, 0.0, a, 1.0)
-    seg(a, 1.0, b, 1.0, f"on {brush_len}" if brush_len else "on (brush)", (a + b) / 2, 1.12)
+    seg(a, 1.0, b, 1.0, f"on {brush_len}" if brush_len else "on (brush)", (a + b) / 2, 1.14)
     seg(b, 1.0, b, 0.0)
-    seg(b, 0.0, PATTERN_WIDTH, 0.0, f"off {right}" if right else "", (b + PATTERN_WIDTH) / 2, 0.12)
+    seg(b, 0.0, b + right, 0.0, f"off {right}" if right else "", b + max(right, 3) / 2, 0.14)
     return cols
+
+
+def pattern_x_range(left: int, right: int, max_margin: int) -> tuple[float, float]:
+    """The pattern plot's x range: room for a few more off steps than set on each side (at least
+    ``PATTERN_ROOM``, at most ``max_margin``), so there is always somewhere to click or drag to."""
+    room_l = min(max_margin, max(PATTERN_ROOM, left + PATTERN_ROOM // 2))
+    room_r = min(max_margin, max(PATTERN_ROOM, right + PATTERN_ROOM // 2))
+    return -(room_l + 0.6), PATTERN_BRUSH + room_r + 0.6
+
+
+def pattern_margin(x: float, max_margin: int) -> tuple[str, int] | None:
+    """Which margin a click (or a drag's end) at pattern-plot x sets, and to how many steps; None on
+    the brush itself."""
+    if x < 0:
+        return "left", int(min(max_margin, round(-x)))
+    if x > PATTERN_BRUSH:
+        return "right", int(min(max_margin, round(x - PATTERN_BRUSH)))
+    return None
 
 
 def label_orientation(word_width: int) -> tuple[float, str]:

@@ -21,6 +21,7 @@ import pytest
 
 from bokeh_app.catalogue import get_catalogue
 from bokeh_app.config import load_defaults
+from bokeh_app.views.select import PATTERN_BRUSH
 
 from conftest import make_app_project, running_server
 
@@ -421,6 +422,30 @@ def test_a_click_on_a_match_row_moves_the_select_view(app_page, browser_data):
     assert pos <= start and end < pos + window
     assert page.value("position", "value") == pos
     page.screenshot("match_clicked")
+
+
+def test_the_pattern_plot_sets_the_margins_by_mouse(app_page, browser_data):
+    """A drag beside the brush in the pattern plot sets L where it ends; a click on the other side
+    sets R. S and the matches follow (the same brush and threshold as the document test)."""
+    engine = engine_of(browser_data, "small")
+    page = app_page().open({"project": "small", "pos": 150, "threshold": 0.3, "brush": "200,201"})
+    page.wait_for_matches()
+    page.drag("pattern_plot", -4.0, -1.1, 0.0)                 # a drag that ends one step left of the brush
+    page.wait_for("() => new URLSearchParams(location.search).get('left') === '1'")
+    mouse = page.page.mouse                                     # a click, as a hand makes it
+    mouse.move(*page.to_screen("pattern_plot", PATTERN_BRUSH + 0.9, 0.0))
+    mouse.down()
+    time.sleep(0.05)
+    mouse.up()
+    page.wait_for("() => new URLSearchParams(location.search).get('right') === '1'")
+    page.wait_for("() => Bokeh.documents[0].get_model_by_name('status').text.includes('L=1, R=1')")
+    page.wait_for_matches()
+    page.wait_idle()
+    cells = engine.select(S1, 200, 201, 0.3, 1, 1).cells
+    assert cells and page.column("selection", "cell") == cells
+    assert page.value("left", "value") == 1 and page.value("right", "value") == 1
+    assert page.matches() == engine_rows(engine, cells, 0.3, 1, 1)
+    assert page.errors == []
 
 
 def test_bad_url_values_show_a_message_not_a_dead_page(app_page):

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 import numpy as np
 import pytest
 from bokeh.document import Document
-from bokeh.events import ButtonClick, SelectionGeometry
+from bokeh.events import ButtonClick, PanEnd, SelectionGeometry, Tap
 from bokeh.protocol import Protocol
 
 from bokeh_app.app import build_document
@@ -23,6 +23,7 @@ from bokeh_app.config import load_defaults
 from bokeh_app.controller import ProjectSession
 from bokeh_app.state import ViewState, parse_query, to_query
 from bokeh_app.views.landing import LandingView
+from bokeh_app.views.select import PATTERN_BRUSH
 from gpu_matcher import ProjectError
 
 from conftest import make_app_project
@@ -209,8 +210,29 @@ def test_threshold_and_margins_recompute_S_and_the_match(catalogue):
     pattern = model(doc, "pattern").data                 # off for 2 steps, on for 3, then off
     assert [t for t in pattern["text"] if t] == ["off 2", "on 3"]
     off, on = pattern["x1"][0] - pattern["x0"][0], pattern["x1"][2] - pattern["x0"][2]
-    assert off / on == pytest.approx(2 / 3) and pattern["y0"][2] == 1.0
+    assert off == 2 and on == PATTERN_BRUSH and pattern["y0"][2] == 1.0     # x: one unit per off step
     assert url_of(doc)["threshold"] == "0.6" and url_of(doc)["left"] == "2"
+
+
+def test_the_pattern_plot_sets_the_margins(catalogue):
+    """A click beside the brush in the pattern plot, or the end of a drag there, sets L or R to the
+    off steps between that point and the brush; a click on the brush changes nothing."""
+    engine = catalogue.engine("small")
+    doc, session = open_doc(catalogue, project="small", pos=150, threshold=0.3, brush="200,201")
+    plot = model(doc, "pattern_plot")
+    plot._trigger_event(Tap(plot, x=-1.2, y=0.0))
+    assert model(doc, "left").value == 1 and url_of(doc)["left"] == "1"
+    assert model(doc, "selection").data["cell"] == engine.select(S1, 200, 201, 0.3, 1, 0).cells
+    plot._trigger_event(PanEnd(plot, x=PATTERN_BRUSH + 1.4, y=0.2))
+    assert model(doc, "right").value == 1 and url_of(doc)["right"] == "1"
+    cells = engine.select(S1, 200, 201, 0.3, 1, 1).cells
+    assert cells and model(doc, "selection").data["cell"] == cells
+    assert shown_matches(doc) == engine_matches(engine, S1, cells, 0.3, 1, 1)
+    plot._trigger_event(Tap(plot, x=PATTERN_BRUSH / 2, y=1.0))               # on the brush: nothing
+    plot._trigger_event(Tap(plot, x=-500.0, y=0.0))                          # far out: the maximum
+    assert model(doc, "left").value == DEFAULTS.select.max_margin and model(doc, "right").value == 1
+    assert [t for t in model(doc, "pattern").data["text"] if t] == [
+        f"off {DEFAULTS.select.max_margin}", "on 2", "off 1"]
 
 
 def test_cells_added_and_removed_by_hand(catalogue):
