@@ -223,9 +223,7 @@ class _ShardState:
                                 bounds=self.bounds - w0, left=query.left, right=query.right,
                                 min_length=query.min_length, phrase_length=query.phrase_length)
         with _backend_lock(backend):
-            on = backend.on_columns(window.layout, cells, query.key_threshold)
-            self.words = backend.pack_steps(on)
-            del on
+            self.words = backend.selected_words(window.layout, cells, query.key_threshold)
             self.n = backend.step_counts(self.words)
             self.events = backend.level_events(self.n, self.local.bounds)
             n_shard = np.asarray(backend.to_host(self.n[shard.t0 - w0:shard.t1 - w0]), dtype=np.int64)

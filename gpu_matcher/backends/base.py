@@ -82,9 +82,7 @@ class Backend:
         k = int(cells.size)
         bounds = np.asarray(query.bounds, dtype=np.int64)
         T = int(bounds[-1])
-        on = self.on_columns(layout, cells, query.key_threshold)          # (k, T) bool, on xp
-        words = self.pack_steps(on)                                          # (T, W) uint64: S bits
-        del on
+        words = self.selected_words(layout, cells, query.key_threshold)    # (T, W) uint: S bits
         n = self.step_counts(words)
         events = self.level_events(n, bounds)
 
@@ -163,17 +161,17 @@ class Backend:
         return a[keep], b[keep]
 
     # --- array primitives with NumPy implementations (a GPU backend overrides them) ------------
+    def selected_words(self, layout, cells: np.ndarray, key_threshold) -> Any:
+        """``(T, W)`` packed bits of the selected cells: ``pack_steps(on_columns(...))`` (a backend may
+        fuse the two)."""
+        on = self.on_columns(layout, cells, key_threshold)
+        return self.pack_steps(on)
+
     def pack_steps(self, on) -> Any:
-        """``(k, T)`` bool -> ``(T, W)`` uint64: bit j of step t set when selected cell j is on."""
+        """``(k, T)`` bool -> ``(T, W)`` words (``word_dtype(k)``): bit j % 64 of word j // 64 of step t
+        is set when selected cell j is on."""
         k, T = on.shape
-        dtype = word_dtype(k)
-        words = np.zeros((T, -(-k // 64)), dtype=dtype)
-        for b0 in range(0, k, 8):                       # one byte of 8 cells at a time, in uint8
-            byte = np.zeros(T, dtype=np.uint8)
-            for j in range(b0, min(k, b0 + 8)):
-                byte |= on[j].view(np.uint8) << np.uint8(j - b0)
-            words[:, b0 // 64] |= byte.astype(dtype, copy=False) << dtype.type(b0 % 64)
-        return words
+        return pack_rows(iter(on), k, T)
 
     def step_counts(self, words) -> Any:
         """n(t): how many selected cells are on at each step."""
@@ -253,6 +251,30 @@ def word_dtype(k: int) -> np.dtype:
         if k <= np.dtype(dt).itemsize * 8:
             return np.dtype(dt)
     return np.dtype(np.uint64)
+
+
+def pack_rows(rows, k: int, T: int) -> np.ndarray:
+    """``k`` boolean rows of length ``T`` (any iterable, consumed once, in order) -> ``(T, W)`` words of
+    ``word_dtype(k)``: bit j % 64 of word j // 64 is row j. Eight rows are combined into one byte
+    column at a time, so each row is read once and no (k, T) array needs to exist."""
+    dtype = word_dtype(k)
+    W = -(-k // 64)
+    out = np.zeros((T, dtype.itemsize * W), dtype=np.uint8)       # little-endian bytes of the words
+    byte = np.empty(T, dtype=np.uint8)
+    tmp = np.empty(T, dtype=np.uint8)
+    j = -1
+    for j, row in enumerate(rows):
+        bit = j % 8
+        if bit == 0:
+            np.copyto(byte, np.asarray(row, dtype=bool).view(np.uint8))
+        else:
+            np.left_shift(np.asarray(row, dtype=bool).view(np.uint8), bit, out=tmp)
+            np.bitwise_or(byte, tmp, out=byte)
+        if bit == 7 or j == k - 1:
+            out[:, j // 8] = byte
+    if j != k - 1:
+        raise ValueError(f"pack_rows: {j + 1} rows given, {k} expected")
+    return out.view(dtype.newbyteorder("<")).astype(dtype, copy=False)
 
 
 def pack_bits_rows(on: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpu_matcher.backends.base import Backend, batches, pack_bits_rows, segment_reduce
+from gpu_matcher.backends.base import Backend, batches, pack_bits_rows, pack_rows, segment_reduce
 
 #: Rows x cells gathered at once during verification (bounds the temporary memory to ~this many bytes).
 GATHER_BUDGET = 1 << 25
@@ -25,6 +25,15 @@ class NumpyBackend(Backend):
                 out[i] = layout.keys_cells.rows_at_least(rows[i:i + 1], key_threshold[c])[0]
             return out
         return layout.keys_cells.rows_at_least(cells, key_threshold)
+
+    def selected_words(self, layout, cells, key_threshold):
+        """The selected cells compared and packed one cell row at a time (no (k, T) array)."""
+        cells = np.asarray(cells, dtype=np.int64)
+        store = layout.keys_cells
+        per_cell = np.ndim(key_threshold) > 0            # one key per cell (gpu_matcher.scaling)
+        rows = (store.rows_at_least(cells[i:i + 1], key_threshold[c] if per_cell else key_threshold)[0]
+                for i, c in enumerate(cells.tolist()))
+        return pack_rows(rows, int(cells.size), store.shape[1])
 
     def active_counts(self, layout, key_threshold, start, end, margin_lo, margin_hi):
         D = layout.keys_rows.shape[1]
