@@ -383,9 +383,13 @@ def test_hypothesis_panel_draws_and_applies_the_best_threshold(app_page, browser
         assert page.pixels(plot)[0] > least, plot
     page.page.get_by_role("button", name="apply the best-F1 threshold").click()
     page.wait_for("(t) => Bokeh.documents[0].get_model_by_name('threshold').value === t", curve.best.threshold)
+    # The slider, the address bar and S arrive as separate messages: wait for the last of them.
+    want = engine.select(S1, 110, 112, curve.best.threshold).cells
+    page.wait_for("(t) => new URLSearchParams(location.search).get('threshold') === t",
+                  format(curve.best.threshold, "g"))
+    page.wait_for("(c) => JSON.stringify(window.__col('selection', 'cell')) === JSON.stringify(c)", want)
     page.wait_for_matches()
-    assert page.query()["threshold"] == format(curve.best.threshold, "g")
-    assert page.column("selection", "cell") == engine.select(S1, 110, 112, curve.best.threshold).cells
+    assert page.column("selection", "cell") == want
     page.screenshot("hypothesis_panel")
 
 
