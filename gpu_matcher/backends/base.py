@@ -23,6 +23,10 @@ from gpu_matcher.errors import ProjectError
 from gpu_matcher.ranking import DistinctWalk, group_order
 from gpu_matcher.source import _ranges
 
+#: Candidates of an inter group verified in the first batch (``Backend._walk_group``).
+VERIFY_FIRST = 128
+
+
 @dataclass(frozen=True)
 class MatchQuery:
     """One match request in engine terms (cells already resolved, threshold already a key)."""
@@ -187,14 +191,36 @@ class Backend:
 
     def _walk_group(self, layout, query: MatchQuery, pool: "_Pool", inter_value: int, k: int,
                     walk: DistinctWalk) -> None:
+        """Verify one inter group over all D cells and walk it in rank order ``(union, -length, a)``.
+
+        ``union = |A| + k - inter >= k`` since ``A`` holds the group's ``inter`` selected cells. So the
+        candidates are verified in ``(-length, a)`` order, a batch at a time (``VERIFY_FIRST``, then four
+        times more each time): a verified candidate with ``union == k`` ranks before every candidate not
+        yet verified, so it is walked at once, and once the walk is full the rest of the group is never
+        verified. The other candidates are walked, in rank order, once all are verified.
+        """
         idx = pool.group(inter_value)
         if idx.size == 0:
             return
-        a, b = pool.a[idx], pool.b[idx]
-        active = self.active_counts(layout, query.key_threshold, a, b, pool.lo[idx], pool.hi[idx])
-        union = active + (k - inter_value)
-        order = group_order(union, b - a + 1, a)
-        walk.feed(a[order], b[order], np.full(idx.size, inter_value), union[order])
+        a, b, lo, hi = pool.a[idx], pool.b[idx], pool.lo[idx], pool.hi[idx]
+        length = b - a + 1
+        inter = np.full(idx.size, inter_value)
+        by_length = np.lexsort((a, -length))
+        union = np.empty(idx.size, dtype=np.int64)
+        done, batch = 0, VERIFY_FIRST
+        while done < idx.size:
+            part = by_length[done:done + batch]
+            active = self.active_counts(layout, query.key_threshold, a[part], b[part], lo[part], hi[part])
+            union[part] = np.asarray(active, dtype=np.int64) + (k - inter_value)
+            least = part[union[part] == k]
+            walk.feed(a[least], b[least], inter[least], union[least])
+            if walk.full:
+                return
+            done += part.size
+            batch *= 4
+        rest = np.flatnonzero(union > k)
+        order = rest[group_order(union[rest], length[rest], a[rest])]
+        walk.feed(a[order], b[order], inter[order], union[order])
 
 
 def _positions_of(xp, few, many):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gpu_matcher import Engine
@@ -115,3 +116,25 @@ def test_special_values():
             fast = np.zeros(raw.shape, bool) if k is None else float_keys(raw) >= k
             want = oracle.on_matrix(raw.reshape(-1, 1), float(theta), transform).ravel()
             assert np.array_equal(fast, want), (dtype, theta, transform, fast, want)
+
+
+@pytest.mark.parametrize("first", [1, 3])
+def test_batched_verification_equals_the_oracle(monkeypatch, first):
+    """Groups verified a few candidates at a time (longest first, walking those with the least
+    possible union at once, stopping when the walk is full) give the oracle's answer."""
+    from gpu_matcher.backends import base
+
+    monkeypatch.setattr(base, "VERIFY_FIRST", first)
+    rng = np.random.default_rng(first)
+    for trial in range(6):
+        T, D = 400, 14
+        raw = np.cumsum(rng.normal(size=(T, D)), axis=0).astype(np.float32) / 4
+        starts = sorted(rng.choice(np.arange(1, T), size=5, replace=False).tolist())
+        engine = Engine(project_from_array(raw, "none", starts), backend="numpy")
+        on = oracle.on_matrix(raw, 0.0, "none")
+        cells = sorted(rng.choice(D, size=int(rng.integers(2, 7)), replace=False).tolist())
+        for top, distinct, left, right in [(5, True, 1, 1), (40, True, 0, 2), (25, False, 1, 0)]:
+            got = engine.match("f::states", cells, 0.0, left, right, top=top, distinct=distinct)
+            want = oracle.match(on, cells, left, right, starts, top=top, min_length=2, phrase_length=0,
+                                distinct=distinct)
+            assert _as_dicts(got) == want, (trial, top, distinct)
