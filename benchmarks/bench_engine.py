@@ -13,9 +13,9 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -138,12 +138,19 @@ def main() -> None:
         cmd = [sys.executable, "-m", "gpu_matcher.cli", "match", str(folder), "--threshold", str(theta),
                "--start", str(start), "--end", str(end), "--left", str(left), "--right", str(right),
                "--backend", args.backend, "--repeat", "5"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        # That one process's own peak (wait4), not the largest of every child this script has had.
+        with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+            proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f)
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            out_f.seek(0)
+            err_f.seek(0)
+            stdout, stderr = out_f.read().decode(), err_f.read().decode()
+        peak = usage.ru_maxrss / 1024
         if proc.returncode != 0:
-            print(f"lstmvis match failed: {proc.stderr.strip()}")
+            print(f"lstmvis match failed: {stderr.strip()}")
         else:
-            out = json.loads(proc.stdout)
+            out = json.loads(stdout)
             print(f"lstmvis match process: peak RSS {peak:.0f} MB, timing {out['timing_ms']}")
 
 
