@@ -53,6 +53,7 @@ class H5Files:
     def __init__(self, folder: Path, files: dict[str, str], config_path: Path):
         self.folder, self.files, self.config_path = folder, files, config_path
         self._open: dict[str, h5py.File] = {}
+        self._arrays: list = []                    # Zarr arrays handed out (they may hold chunk files open)
 
     def path_of(self, key: str, where: str) -> Path:
         if key not in self.files:
@@ -66,7 +67,9 @@ class H5Files:
         if zarr_io.is_zarr_path(file_path):        # a Zarr v3 store: same keys, h5py-like arrays
             if handle is None:
                 handle = self._open[key] = zarr_io.open_zarr_store(file_path)
-            return zarr_io.zarr_dataset(handle, file_path, path, where)
+            array = zarr_io.zarr_dataset(handle, file_path, path, where)
+            self._arrays.append(array)
+            return array
         if handle is None:
             if not file_path.is_file():
                 raise ProjectError(f"{file_path}: file missing ({where}, files key {key!r})")
@@ -87,7 +90,10 @@ class H5Files:
         for handle in self._open.values():
             if isinstance(handle, h5py.File):
                 handle.close()
+        for array in self._arrays:
+            array.close()
         self._open.clear()
+        self._arrays.clear()
 
 
 @dataclass

@@ -169,7 +169,8 @@ def test_uncompressed_arrays_read_rows_from_the_chunk_files(tmp_path, dtype):
     write_project(tmp_path / "h", raw, transform="none")
     convert_project_to_zarr(tmp_path / "h", tmp_path / "z", chunk_steps=32, compression="none", progress=False)
     convert_project_to_zarr(tmp_path / "h", tmp_path / "zc", chunk_steps=32, progress=False)
-    ds = open_project(tmp_path / "z").source("states::states1").dataset
+    project = open_project(tmp_path / "z")
+    ds = project.source("states::states1").dataset
     assert not (tmp_path / "z" / "states.zarr" / "states1" / "c" / "2").exists()
     rows = np.concatenate([rng.integers(0, 300, 200), [0, 31, 32, 95, 96, 299, 299, 5]])
     assert np.array_equal(ds.read_rows(rows), raw[rows])
@@ -177,6 +178,9 @@ def test_uncompressed_arrays_read_rows_from_the_chunk_files(tmp_path, dtype):
     assert np.array_equal(ds[()], raw) and ds.read_rows([]).shape == (0, 5)
     with pytest.raises(IndexError):
         ds.read_rows([300])
+    assert ds._fds
+    project.close()                                     # closes the chunk files it opened
+    assert not ds._fds
     compressed = open_project(tmp_path / "zc").source("states::states1").dataset
     assert not hasattr(compressed, "read_rows") and np.array_equal(compressed[31:70], raw[31:70])
 
