@@ -17,23 +17,25 @@ class NumpyBackend(Backend):
     def prepare(self, source):
         return source.layout()
 
+    @staticmethod
+    def _on_rows(layout, cells, key_threshold):
+        """Each selected cell's on-row over all T, one at a time (one key, or one per cell from
+        ``gpu_matcher.scaling``)."""
+        cells = np.asarray(cells, dtype=np.int64)
+        per_cell = np.ndim(key_threshold) > 0
+        for i, c in enumerate(cells.tolist()):
+            yield layout.keys_cells.rows_at_least(cells[i:i + 1], key_threshold[c] if per_cell
+                                                  else key_threshold)[0]
+
     def on_columns(self, layout, cells, key_threshold):
-        if np.ndim(key_threshold):                # one key per cell (gpu_matcher.scaling)
-            rows = np.asarray(cells, dtype=np.int64)
-            out = np.empty((rows.size, layout.keys_cells.shape[1]), dtype=bool)
-            for i, c in enumerate(rows.tolist()):
-                out[i] = layout.keys_cells.rows_at_least(rows[i:i + 1], key_threshold[c])[0]
-            return out
-        return layout.keys_cells.rows_at_least(cells, key_threshold)
+        out = np.empty((len(cells), layout.keys_cells.shape[1]), dtype=bool)
+        for i, row in enumerate(self._on_rows(layout, cells, key_threshold)):
+            out[i] = row
+        return out
 
     def selected_words(self, layout, cells, key_threshold):
         """The selected cells compared and packed one cell row at a time (no (k, T) array)."""
-        cells = np.asarray(cells, dtype=np.int64)
-        store = layout.keys_cells
-        per_cell = np.ndim(key_threshold) > 0            # one key per cell (gpu_matcher.scaling)
-        rows = (store.rows_at_least(cells[i:i + 1], key_threshold[c] if per_cell else key_threshold)[0]
-                for i, c in enumerate(cells.tolist()))
-        return pack_rows(rows, int(cells.size), store.shape[1])
+        return pack_rows(self._on_rows(layout, cells, key_threshold), len(cells), layout.keys_cells.shape[1])
 
     def active_counts(self, layout, key_threshold, start, end, margin_lo, margin_hi):
         D = layout.keys_rows.shape[1]
