@@ -426,20 +426,19 @@ def _load_or_build_layout(source: Source, progress: bool) -> Layout:
         raise ProjectError(f"{folder}: cannot create the layout cache ({exc.strerror}); "
                            "set LSTMVIS_CACHE_DIR to a writable folder") from None
     meta_path.unlink(missing_ok=True)
-    _build_layout(source, folder, progress, rows=source.store_rows)
+    _build_layout(source, folder, progress, store_rows=source.store_rows)
     meta_path.write_text(json.dumps({**fp, "rows_stored": source.store_rows}))
     return opened(source.store_rows)
 
 
-def _build_layout(source: Source, folder: Path, progress: bool, rows: bool = True) -> None:
+def _build_layout(source: Source, folder: Path, progress: bool, store_rows: bool = True) -> None:
     from tqdm import tqdm
 
     T, D = source.shape
     kdt = KEY_DTYPES[source.dtype.itemsize]
     tmp_rows, tmp_cells = folder / "keys_rows.tmp.npy", folder / "keys_cells.tmp.npy"
-    want_rows = rows
     (folder / "keys_rows.npy").unlink(missing_ok=True)        # never a stale copy beside a new layout
-    rows = np.lib.format.open_memmap(tmp_rows, mode="w+", dtype=kdt, shape=(T, D)) if want_rows else None
+    rows = np.lib.format.open_memmap(tmp_rows, mode="w+", dtype=kdt, shape=(T, D)) if store_rows else None
     cells = np.lib.format.open_memmap(tmp_cells, mode="w+", dtype=kdt, shape=(D, T))
     chunk = max(1, (32 * 2**20) // max(1, D * source.dtype.itemsize))
     bar = tqdm(total=T, desc=f"layout {source.name}", unit="step", unit_scale=True,
@@ -458,6 +457,6 @@ def _build_layout(source: Source, folder: Path, progress: bool, rows: bool = Tru
     finally:
         bar.close()
         del rows, cells
-    if want_rows:
+    if store_rows:
         os.replace(tmp_rows, folder / "keys_rows.npy")
     os.replace(tmp_cells, folder / "keys_cells.npy")
