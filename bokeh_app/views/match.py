@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from bokeh.core.properties import value as fixed_value
 from bokeh.models import (Column, ColumnDataSource, FixedTicker, HoverTool, Label, LinearColorMapper, Range1d,
                           Row, Select, TapTool)
-from bokeh.core.properties import value as fixed_value
 from bokeh.plotting import figure
 
 from bokeh_app.columns import CATEGORY_COLORS, ROW_HEADER, fit_label

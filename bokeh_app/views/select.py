@@ -231,7 +231,7 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
     guide = {"x0": [-M, PATTERN_BRUSH], "x1": [0.0, PATTERN_BRUSH + M]}
     pattern_plot.segment(x0="x0", y0=0.0, x1="x1", y1=0.0, source=ColumnDataSource(guide),
                          line_color="#bbbbbb", line_dash="dotted", line_width=1)
-    ticks = [t for t in range(5, M + 1, 5)]
+    ticks = list(range(5, M + 1, 5))
     pattern_plot.text(x=[-t for t in ticks] + [PATTERN_BRUSH + t for t in ticks], y=-0.32,
                       text=[str(t) for t in ticks] * 2, text_align="center", text_font_size="8px",
                       text_color="#999999")
