@@ -16,6 +16,14 @@ KERNEL_DIR = Path(__file__).resolve().parent
 #: NVRTC options; nvcc in CI compiles the same sources with its own defaults.
 NVRTC_OPTIONS = ("--std=c++17",)
 
+#: Kernels whose warps vote or shuffle with the full mask: every warp must be whole, so blockDim.x must
+#: be a multiple of 32 (a partial last warp would name lanes that do not exist).
+WARP_KERNELS = frozenset({"pack_cells_u16", "pack_cells_u32", "pack_cells_u64", "inter_counts",
+                          "active_counts"})
+#: Kernels that must get a 1-D grid: active_counts reads only blockIdx.x and adds to its output, so
+#: each extra row of blocks would count every candidate again.
+ONE_D_GRID = frozenset({"active_counts"})
+
 _KERNEL_DECL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)', re.S)
 _lock = threading.Lock()
 _loaded: dict[int, dict] = {}
@@ -38,6 +46,18 @@ def signatures(path: Path | None = None) -> dict[str, list[tuple[str, str]]]:
                 args.append((" ".join(words[:-1]), words[-1]))
             out[name] = args
     return out
+
+
+def check_launch(name: str, grid: tuple, block: tuple) -> None:
+    """Raise ``ValueError`` when a launch breaks a kernel's precondition (``WARP_KERNELS``,
+    ``ONE_D_GRID``); every launcher (the CuPy backend, the CPU executor in tests) calls it."""
+    grid, block = tuple(grid) + (1, 1), tuple(block) + (1, 1)
+    if name in WARP_KERNELS and block[0] % 32:
+        raise ValueError(f"{name}: blockDim.x = {block[0]} is not a multiple of 32 (its warps vote "
+                         "with the full mask)")
+    if name in ONE_D_GRID and (grid[1] != 1 or grid[2] != 1):
+        raise ValueError(f"{name}: grid {grid[:3]} is not 1-D (blockIdx.y is ignored, so each row of "
+                         "blocks would add every count again)")
 
 
 def load() -> dict:
