@@ -1,4 +1,4 @@
-// The CPU executor of CUDA kernels: every CUDA thread of a launch is a fiber (ucontext), and a warp
+// The CPU executor of CUDA kernels: every CUDA thread of a launch is a fiber, and a warp
 // intrinsic completes only when every lane named in its mask has arrived at the same call site.
 //
 // A launch runs its blocks one batch at a time (one block, or the whole grid for ThreadSanitizer so
@@ -34,6 +34,67 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 
+// The context switch: a few instructions on x86-64 (ucontext's swapcontext makes two system calls per
+// switch, for the signal mask, and dominated the run time); ucontext elsewhere.
+#if defined(__x86_64__) && !defined(CUEMU_UCONTEXT)
+extern "C" void cuemu_switch(void** save_sp, void* new_sp);
+asm(R"(
+    .text
+    .globl cuemu_switch
+    .type cuemu_switch, @function
+cuemu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size cuemu_switch, .-cuemu_switch
+)");
+struct Context { void* sp = nullptr; };
+static void context_switch(Context* from, Context* to) { cuemu_switch(&from->sp, to->sp); }
+static void context_make(Context* c, char* stack, size_t size, void (*entry)())
+{
+    uintptr_t top = ((uintptr_t)(stack + size)) & ~(uintptr_t)15;
+    void** sp = (void**)top;
+    *--sp = nullptr;                         // entry's return address: it never returns
+    *--sp = (void*)entry;                    // where the first switch "returns" to
+    for (int i = 0; i < 6; ++i) *--sp = nullptr;    // rbp rbx r12 r13 r14 r15
+    unsigned int control[2];
+    asm volatile("stmxcsr %0" : "=m"(control[0]));
+    asm volatile("fnstcw %0" : "=m"(control[1]));
+    sp -= 1;
+    memcpy(sp, control, 8);
+    c->sp = sp;
+}
+#else
+struct Context { ucontext_t uc; };
+static void context_switch(Context* from, Context* to) { swapcontext(&from->uc, &to->uc); }
+static void context_make(Context* c, char* stack, size_t size, void (*entry)())
+{
+    getcontext(&c->uc);
+    c->uc.uc_stack.ss_sp = stack;
+    c->uc.uc_stack.ss_size = size;
+    c->uc.uc_link = nullptr;
+    makecontext(&c->uc, entry, 0);
+}
+#endif
+
 namespace {
 
 enum State { RUNNABLE, WAITING, EXITED };
@@ -41,7 +102,7 @@ const char* const OP_NAMES[] = {"__ballot_sync", "__any_sync", "__all_sync", "__
                                 "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync", "__syncwarp"};
 
 struct Fiber {
-    ucontext_t ctx;
+    Context ctx;
     char* stack = nullptr;
     size_t stack_size = 0;
     CuemuBuiltins b{};
@@ -62,7 +123,7 @@ typedef void (*Entry)(void** args);
 struct Launch {
     Entry fn = nullptr;
     void** args = nullptr;
-    ucontext_t sched;
+    Context sched;
     void* sched_fake = nullptr;
     const void* sched_bottom = nullptr;
     size_t sched_size = 0;
@@ -98,7 +159,7 @@ void to_scheduler(Fiber* f, bool exiting)
     if (exiting) __tsan_release(&L->done_sync);
     __tsan_switch_to_fiber(L->sched_tsan, __tsan_switch_to_fiber_no_sync);   // no happens-before
 #endif
-    swapcontext(&f->ctx, &L->sched);
+    context_switch(&f->ctx, &L->sched);
 #ifdef CUEMU_ASAN
     __sanitizer_finish_switch_fiber(f->fake_stack, nullptr, nullptr);
 #endif
@@ -127,7 +188,7 @@ void resume(Fiber* f)
 #ifdef CUEMU_TSAN
     __tsan_switch_to_fiber(f->tsan, 0);          // the launch's inputs happen before every thread
 #endif
-    swapcontext(&L->sched, &f->ctx);
+    context_switch(&L->sched, &f->ctx);
 #ifdef CUEMU_ASAN
     __sanitizer_finish_switch_fiber(L->sched_fake, nullptr, nullptr);
 #endif
@@ -307,11 +368,7 @@ int cuemu_launch(Entry fn, void** args, const unsigned int* grid, const unsigned
 #ifdef CUEMU_ASAN
             ASAN_UNPOISON_MEMORY_REGION(f.stack, f.stack_size);   // an aborted launch leaves frames
 #endif
-            getcontext(&f.ctx);
-            f.ctx.uc_stack.ss_sp = f.stack;
-            f.ctx.uc_stack.ss_size = f.stack_size;
-            f.ctx.uc_link = nullptr;
-            makecontext(&f.ctx, fiber_main, 0);
+            context_make(&f.ctx, f.stack, f.stack_size, fiber_main);
 #ifdef CUEMU_TSAN
             f.tsan = __tsan_create_fiber(0);
 #endif
