@@ -9,6 +9,8 @@
 
 // One warp turns 512 contiguous bytes of one row into PER words: each lane loads 16 bytes (PER keys),
 // so the warp's load is one coalesced 512-byte read, and PER ballots gather the bits of each word.
+// Launch precondition: blockDim.x a multiple of 32 (the ballots name all 32 lanes of every warp;
+// kernels.check_launch asserts it).
 template <typename K>
 __device__ __forceinline__ void pack_cells(const K* __restrict__ keys, long long key_stride,
                                            K threshold, unsigned int* __restrict__ words,

@@ -8,7 +8,8 @@
 #define FULL_MASK 0xffffffffu
 
 // One warp per candidate: the lanes stride over the run and its margins (coalesced reads of
-// consecutive steps), then AND / OR across the warp.
+// consecutive steps), then AND / OR across the warp. Launch precondition: blockDim.x a multiple of 32
+// (the shuffles name all 32 lanes; kernels.check_launch asserts it).
 extern "C" __global__ void inter_counts(const unsigned int* __restrict__ words, int W,
                                         const long long* __restrict__ a,
                                         const long long* __restrict__ b,
@@ -50,7 +51,9 @@ __device__ __forceinline__ unsigned int span_bits(long long from, long long to, 
 
 // One warp per (candidate, group of 32 cells), one lane per cell: the lane walks the words of its
 // cell's row that cover [lo, hi); the warp's ballot is the 32-cell word of A, counted by popcount.
-// out must be zeroed first (groups add to it).
+// out must be zeroed first (groups add to it). Launch preconditions: blockDim.x a multiple of 32 (the
+// ballot names all 32 lanes) and a 1-D grid (blockIdx.y is ignored, so a 2-D grid would add every
+// count gridDim.y times); kernels.check_launch asserts both.
 extern "C" __global__ void active_counts(const unsigned int* __restrict__ words, long long word_stride,
                                          int n_cells, const long long* __restrict__ a,
                                          const long long* __restrict__ b,

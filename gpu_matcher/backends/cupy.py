@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+import kernels
 from gpu_matcher.backends.base import Backend, MatchQuery, MatchRow
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.source import KEY_DTYPES, float_keys
@@ -138,8 +139,6 @@ class CudaDevice:
 
     def __init__(self, memory_limit: int | None = None):
         import cupy
-
-        import kernels
 
         self._cupy = cupy
         self.xp = cupy
@@ -318,6 +317,7 @@ class CupyBackend(Backend):
     def _launch(self, name: str, threads: int, args: tuple, rows: int = 1) -> None:
         blocks_y = max(1, min(int(rows), 65535))
         blocks_x = max(1, min(-(-int(threads) // BLOCK), max(1, MAX_BLOCKS // blocks_y)))
+        kernels.check_launch(name, (blocks_x, blocks_y), (BLOCK,))
         self._kernels[name]((blocks_x, blocks_y), (BLOCK,), args)
 
     # --- the array primitives of Backend.match ----------------------------------------------------------
