@@ -13,7 +13,10 @@ from tests.kernels import executor
 
 SIZES = [1, 2, 31, 33, 100, 257]
 #: (grid, block): one warp; one block of two warps; three blocks of two warps. All under 256 threads.
+#: ThreadSanitizer (one process per launch) takes only the last: races need several warps and blocks.
 GRIDS = [((1,), (32,)), ((1,), (64,)), ((3,), (64,))]
+if executor.sanitize_mode() == "thread":
+    GRIDS = GRIDS[-1:]
 KEY_TYPES = {"pack_cells_u16": np.uint16, "pack_cells_u32": np.uint32, "pack_cells_u64": np.uint64}
 
 
@@ -79,7 +82,7 @@ def run_unpack_cells(k, rng, T, D, n_cells, grid, block):
 
 
 @pytest.mark.parametrize("T", SIZES)
-@pytest.mark.parametrize("grid,block", [((1, 1), (32,)), ((2, 3), (32,)), ((3, 1), (64,))])
+@pytest.mark.parametrize("grid,block", [((1, 1), (32,)), ((2, 3), (32,)), ((3, 1), (64,))][3 - len(GRIDS):])
 def test_unpack_cells(k, T, grid, block):
     rng = np.random.default_rng(T + 1)
     run_unpack_cells(k, rng, T, D=int(rng.integers(1, 40)), n_cells=int(rng.integers(1, 7)), grid=grid,

@@ -341,9 +341,18 @@ int cuemu_launch(Entry fn, void** args, const unsigned int* grid, const unsigned
     std::vector<Fiber> fibers(batch_threads);
     std::vector<Fiber*> lanes((size_t)per_batch * warps * 32, nullptr);
     std::vector<unsigned long long> warp_sync((size_t)per_batch * warps);
-    for (auto& f : fibers) {
-        f.stack_size = stack_size;
-        f.stack = (char*)malloc(stack_size);
+    // Stacks are kept for the next launch: allocating them (ASan poisons each) cost more than the runs.
+    static thread_local std::vector<char*> pool;
+    static thread_local size_t pool_size = 0;
+    if (pool_size != stack_size) {
+        for (char* p : pool) free(p);
+        pool.clear();
+        pool_size = stack_size;
+    }
+    while (pool.size() < fibers.size()) pool.push_back((char*)malloc(stack_size));
+    for (size_t i = 0; i < fibers.size(); ++i) {
+        fibers[i].stack_size = stack_size;
+        fibers[i].stack = pool[i];
     }
     std::vector<size_t> run(batch_threads);
     for (unsigned long long b0 = 0; b0 < nb && !L.failed; b0 += per_batch) {
@@ -402,12 +411,9 @@ int cuemu_launch(Entry fn, void** args, const unsigned int* grid, const unsigned
     }
     __tsan_acquire(&L.done_sync);                // every thread's writes happen before the results are read
 #endif
-    for (auto& f : fibers) {
 #ifdef CUEMU_ASAN
-        ASAN_UNPOISON_MEMORY_REGION(f.stack, f.stack_size);
+    for (auto& f : fibers) ASAN_UNPOISON_MEMORY_REGION(f.stack, f.stack_size);
 #endif
-        free(f.stack);
-    }
     *used_warp = L.used_warp;
     g_launch = saved_launch;
     return L.failed ? 1 : 0;
