@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# One device call (issue 3): the GPU, CuPy and NumPy versions, the GPU parity tests, then the benchmark.
+# One device call (issues 3, 12): the GPU, CuPy and NumPy versions, the GPU parity tests, the kernels
+# executed on the CPU (tests/kernels, needs g++; skipped with the reason otherwise), then the benchmark
+# with its MET / NOT MET table.
 #
-#   bash benchmarks/gpu_check.sh            # from the repository root or anywhere; about 2-4 minutes
+#   bash benchmarks/gpu_check.sh            # from the repository root or anywhere; under 5 minutes
 #
 # Needs python3 with CuPy, NumPy, h5py, PyYAML, pytest and hypothesis; no network, no Bokeh. The golden
 # sets are used when found ($LSTMVIS_SHARED/golden, ../shared/golden or shared/golden), else those
@@ -35,12 +37,19 @@ done
 echo "golden sets: ${LSTMVIS_SHARED:-none found}/golden"
 
 echo "== parity tests (tests/gpu: nvcc builds, stand-in, GPU beside NumPy)"
-timeout 150 $PY -m pytest -q -p no:cacheprovider -rs tests/gpu
+timeout 100 $PY -m pytest -q -p no:cacheprovider -p no:randomly -rs tests/gpu
 TESTS=$?
 echo "tests exit status: $TESTS ($(( $(date +%s) - T0 )) s so far)"
 
+echo "== the kernels executed on the CPU (tests/kernels: per-kernel tests and the executor's checks)"
+CUEMU_CACHE=${CUEMU_CACHE:-/tmp/lstmvis-cuemu} timeout 50 $PY -m pytest -q -p no:cacheprovider -p no:randomly \
+    -rs tests/kernels/test_kernels.py tests/kernels/test_executor.py
+EXECUTED=$?
+[ "$TESTS" -eq 0 ] && TESTS=$EXECUTED
+echo "executed-kernel tests exit status: $EXECUTED ($(( $(date +%s) - T0 )) s so far)"
+
 echo "== benchmark"
-timeout 200 $PY benchmarks/bench_gpu.py --budget-s 170 --out "$OUT_DIR/bench_gpu.json"
+timeout 130 $PY benchmarks/bench_gpu.py --budget-s 115 --out "$OUT_DIR/bench_gpu.json"
 BENCH=$?
 echo "benchmark exit status: $BENCH; total $(( $(date +%s) - T0 )) s"
 [ "$TESTS" -eq 0 ] && [ "$BENCH" -eq 0 ]
