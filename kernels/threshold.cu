@@ -11,9 +11,12 @@
 // so the warp's load is one coalesced 512-byte read, and PER ballots gather the bits of each word.
 // Launch precondition: blockDim.x a multiple of 32 (the ballots name all 32 lanes of every warp;
 // kernels.check_launch asserts it).
+// row_thresholds, when not null, holds one threshold per row (per-cell scaled thresholds) and
+// replaces `threshold`.
 template <typename K>
 __device__ __forceinline__ void pack_cells(const K* __restrict__ keys, long long key_stride,
-                                           K threshold, unsigned int* __restrict__ words,
+                                           K threshold, const K* __restrict__ row_thresholds,
+                                           unsigned int* __restrict__ words,
                                            long long word_stride, long long word_offset,
                                            long long n_words, int rows)
 {
@@ -28,12 +31,13 @@ __device__ __forceinline__ void pack_cells(const K* __restrict__ keys, long long
          warp += warps) {
         const long long row = warp / chunks_per_row;
         const long long first_word = (warp - row * chunks_per_row) * PER;
+        const K th = row_thresholds != nullptr ? row_thresholds[row] : threshold;
         unsigned int mine = 0;                    // bit j: my key j is on
         if (first_word + lane / LANES_PER_WORD < n_words) {
             union { uint4 v; K k[PER]; } u;
             u.v = __ldg(reinterpret_cast<const uint4*>(keys + row * key_stride + first_word * 32) + lane);
 #pragma unroll
-            for (int j = 0; j < PER; ++j) mine |= (unsigned int)(u.k[j] >= threshold) << j;
+            for (int j = 0; j < PER; ++j) mine |= (unsigned int)(u.k[j] >= th) << j;
         }
         // Word m, bit (r * PER + j) = bit j of lane (m * LANES_PER_WORD + r).
         unsigned int word = 0;
@@ -54,7 +58,7 @@ extern "C" __global__ void pack_cells_u16(const unsigned short* keys, long long 
                                           long long word_stride, long long word_offset,
                                           long long n_words, int rows)
 {
-    pack_cells<unsigned short>(keys, key_stride, threshold, words, word_stride, word_offset, n_words,
+    pack_cells<unsigned short>(keys, key_stride, threshold, nullptr, words, word_stride, word_offset, n_words,
                                rows);
 }
 
@@ -63,7 +67,7 @@ extern "C" __global__ void pack_cells_u32(const unsigned int* keys, long long ke
                                           long long word_stride, long long word_offset,
                                           long long n_words, int rows)
 {
-    pack_cells<unsigned int>(keys, key_stride, threshold, words, word_stride, word_offset, n_words,
+    pack_cells<unsigned int>(keys, key_stride, threshold, nullptr, words, word_stride, word_offset, n_words,
                              rows);
 }
 
@@ -72,7 +76,35 @@ extern "C" __global__ void pack_cells_u64(const unsigned long long* keys, long l
                                           long long word_stride, long long word_offset,
                                           long long n_words, int rows)
 {
-    pack_cells<unsigned long long>(keys, key_stride, threshold, words, word_stride, word_offset,
+    pack_cells<unsigned long long>(keys, key_stride, threshold, nullptr, words, word_stride, word_offset,
+                                   n_words, rows);
+}
+
+// pack_cells_* with one threshold key per row: row r (cell r) is on where keys >= thresholds[r].
+extern "C" __global__ void pack_cells_rows_u16(const unsigned short* keys, long long key_stride,
+                                               const unsigned short* thresholds, unsigned int* words,
+                                               long long word_stride, long long word_offset,
+                                               long long n_words, int rows)
+{
+    pack_cells<unsigned short>(keys, key_stride, 0, thresholds, words, word_stride, word_offset, n_words,
+                               rows);
+}
+
+extern "C" __global__ void pack_cells_rows_u32(const unsigned int* keys, long long key_stride,
+                                               const unsigned int* thresholds, unsigned int* words,
+                                               long long word_stride, long long word_offset,
+                                               long long n_words, int rows)
+{
+    pack_cells<unsigned int>(keys, key_stride, 0, thresholds, words, word_stride, word_offset, n_words,
+                             rows);
+}
+
+extern "C" __global__ void pack_cells_rows_u64(const unsigned long long* keys, long long key_stride,
+                                               const unsigned long long* thresholds, unsigned int* words,
+                                               long long word_stride, long long word_offset,
+                                               long long n_words, int rows)
+{
+    pack_cells<unsigned long long>(keys, key_stride, 0, thresholds, words, word_stride, word_offset,
                                    n_words, rows);
 }
 

@@ -55,6 +55,8 @@ USABLE = 0.9
 BLOCK = 256
 MAX_BLOCKS = 1 << 16
 PACK_KERNELS = {2: "pack_cells_u16", 4: "pack_cells_u32", 8: "pack_cells_u64"}
+#: The same pass with one threshold key per cell (per-cell scaled thresholds, gpu_matcher/scaling.py).
+PACK_ROWS_KERNELS = {2: "pack_cells_rows_u16", 4: "pack_cells_rows_u32", 8: "pack_cells_rows_u64"}
 
 
 # --- planning (host only) ---------------------------------------------------------------------------
@@ -179,6 +181,9 @@ class CupyBackend(Backend):
     """The engine's search with the array work on a GPU (or on a stand-in device in tests)."""
 
     name = "cupy"
+    #: Declared ability: a query's key threshold may be one key per cell (``(D,)``, from
+    #: ``gpu_matcher.scaling``); its mask is packed with a per-cell key vector and cached like any other.
+    per_cell_keys = True
 
     def __init__(self, device: Any = None):
         self.device = device if device is not None else CudaDevice()
@@ -280,8 +285,17 @@ class CupyBackend(Backend):
 
     # --- thresholds -----------------------------------------------------------------------------------
     def threshold_mask(self, layout: DeviceLayout, key_threshold):
-        """The packed on-mask ``(D, steps / 32)`` uint32 of a threshold key, built once and cached."""
-        key = int(key_threshold)
+        """The packed on-mask ``(D, steps / 32)`` uint32 of a threshold key, or of one key per cell
+        (``(D,)``), built once and cached."""
+        per_cell = np.ndim(key_threshold) > 0
+        if per_cell:
+            cell_keys = np.ascontiguousarray(key_threshold, dtype=layout.key_dtype)
+            if cell_keys.shape != (layout.D,):
+                raise ProjectError(f"source {layout.name}: {cell_keys.size} per-cell keys for "
+                                   f"{layout.D} cells")
+            key: Any = ("cells", cell_keys.tobytes())
+        else:
+            key = int(key_threshold)
         with self._lock:
             mask = layout.masks.get(key)
             if mask is not None:
@@ -291,7 +305,7 @@ class CupyBackend(Backend):
                 layout.masks.popitem(last=False)
             xp = self.xp
             mask = xp.empty((layout.D, layout.plan.words), dtype=xp.uint32)
-            threshold = layout.key_dtype.type(key)
+            threshold = xp.asarray(cell_keys) if per_cell else layout.key_dtype.type(key)
             if layout.keys is not None:
                 self._pack(layout, layout.keys, layout.plan.steps, threshold, mask, 0, layout.plan.words)
             elif layout.read_keys is not None:
@@ -308,9 +322,11 @@ class CupyBackend(Backend):
             return mask
 
     def _pack(self, layout, keys, key_stride, threshold, mask, word_offset, n_words) -> None:
+        """One pass of ``pack_cells``: ``threshold`` is a scalar key or a device vector of one per cell."""
         per = 16 // layout.key_dtype.itemsize                  # words per warp step (see threshold.cu)
         warps = layout.D * -(-n_words // per)
-        self._launch(PACK_KERNELS[layout.key_dtype.itemsize], warps * 32,
+        kernels_ = PACK_KERNELS if np.ndim(threshold) == 0 else PACK_ROWS_KERNELS
+        self._launch(kernels_[layout.key_dtype.itemsize], warps * 32,
                      (keys, np.int64(key_stride), threshold, mask, np.int64(layout.plan.words),
                       np.int64(word_offset), np.int64(n_words), np.int32(layout.D)))
 
@@ -331,6 +347,22 @@ class CupyBackend(Backend):
             self._launch("unpack_cells", T, (mask, np.int64(layout.plan.words), xp.asarray(cells),
                                              np.int32(k), np.int64(T), out), rows=k)
         return out
+
+    def selected_words(self, layout: DeviceLayout, cells, key_threshold):
+        """``(T, ceil(k / 32))`` uint32 step words of the selected cells, gathered straight from the
+        cached threshold mask (one warp transposes 32 cells x 32 steps): no ``(k, T)`` booleans and no
+        second look at the keys, however many cells are selected."""
+        xp = self.xp
+        mask = self.threshold_mask(layout, key_threshold)
+        cells = np.ascontiguousarray(cells, dtype=np.int64)
+        k, T = int(cells.size), layout.T
+        W = max(1, -(-k // 32))
+        words = xp.empty((T, W), dtype=xp.uint32)
+        if T:
+            self._launch("gather_steps", -(-T // 32) * W * 32,
+                         (mask, np.int64(layout.plan.words), xp.asarray(cells), np.int32(k), np.int64(T),
+                          words, np.int32(W)))
+        return words
 
     def pack_steps(self, on):
         """``(k, T)`` bool -> ``(T, ceil(k / 32))`` uint32 step words (format private to this backend)."""

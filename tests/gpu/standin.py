@@ -60,13 +60,17 @@ def _flat(array: np.ndarray, need: int, what: str) -> np.ndarray:
 def pack_cells(keys, key_stride, threshold, words, word_stride, word_offset, n_words, rows):
     assert key_stride % 32 == 0, "pack_cells: key_stride must be a multiple of 32 (16-byte loads)"
     rows, n_words, key_stride = int(rows), int(n_words), int(key_stride)
+    if isinstance(threshold, np.ndarray):                  # pack_cells_rows: one key per row
+        threshold = _flat(threshold, rows, "pack_cells_rows thresholds")[:rows]
+    else:
+        threshold = np.full(rows, threshold)
     k = _flat(keys, (rows - 1) * key_stride + n_words * 32 if rows else 0, "pack_cells keys")
     w = _flat(words, (rows - 1) * int(word_stride) + int(word_offset) + n_words if rows else 0,
               "pack_cells words")
     for r in range(rows):
         seg = k[r * key_stride: r * key_stride + n_words * 32]
         dst = r * int(word_stride) + int(word_offset)
-        w[dst: dst + n_words] = np.packbits(seg >= threshold, bitorder="little").view("<u4")
+        w[dst: dst + n_words] = np.packbits(seg >= threshold[r], bitorder="little").view("<u4")
 
 
 def unpack_cells(words, word_stride, cells, n_cells, T, out):
@@ -89,6 +93,13 @@ def pack_steps(on, k, T, words, W):
         for j in range(32 * word, min(k, 32 * word + 32)):
             acc |= bits[j].astype(np.uint32) << np.uint32(j - 32 * word)
         w[:, word] = acc
+
+
+def gather_steps(mask, word_stride, cells, k, T, words, W):
+    k, T = int(k), int(T)
+    on = np.zeros((k, T), dtype=bool)
+    unpack_cells(mask, word_stride, cells, k, T, on)
+    pack_steps(on, k, T, words, W)
 
 
 def step_counts(words, W, T, n):
@@ -151,6 +162,8 @@ def active_counts(words, word_stride, n_cells, a, b, lo, hi, n_cand, out):
 
 REFERENCES = {
     "pack_cells_u16": pack_cells, "pack_cells_u32": pack_cells, "pack_cells_u64": pack_cells,
+    "pack_cells_rows_u16": pack_cells, "pack_cells_rows_u32": pack_cells, "pack_cells_rows_u64": pack_cells,
+    "gather_steps": gather_steps,
     "unpack_cells": unpack_cells, "pack_steps": pack_steps, "step_counts": step_counts,
     "level_edges": level_edges, "inter_counts": inter_counts, "active_counts": active_counts,
 }

@@ -55,7 +55,7 @@ def test_golden_answers_on_the_standin(name, mode):
             assert golden_match(engine, q) == q["expected"], q
     assert {engine.layout(q["source"]).mode for q in golden_queries(name)} == {mode}
     used = {k for k, v in device.calls.items() if v}
-    assert {"unpack_cells", "pack_steps", "step_counts", "level_edges", "inter_counts",
+    assert {"gather_steps", "step_counts", "level_edges", "inter_counts",
             "active_counts"} <= used
 
 

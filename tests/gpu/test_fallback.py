@@ -60,7 +60,7 @@ def test_planning_pads_steps_to_words():
 def test_out_of_memory_once_frees_masks_and_retries(project, caplog):
     device = StandInDevice()
     gpu, cpu = Engine(project, backend=CupyBackend(device)), Engine(project, backend="numpy")
-    device.fail_on("unpack_cells", 1)
+    device.fail_on("gather_steps", 1)
     with caplog.at_level(logging.WARNING, logger="gpu_matcher"):
         got, want = match_both([gpu, cpu], QUERY)
     assert got == want and got
@@ -71,7 +71,7 @@ def test_out_of_memory_once_frees_masks_and_retries(project, caplog):
 def test_out_of_memory_twice_moves_the_keys_off_the_gpu(project, caplog):
     device = StandInDevice()
     gpu, cpu = Engine(project, backend=CupyBackend(device)), Engine(project, backend="numpy")
-    device.fail_on("pack_steps", 2)
+    device.fail_on("gather_steps", 2)
     with caplog.at_level(logging.WARNING, logger="gpu_matcher"):
         got, want = match_both([gpu, cpu], QUERY)
     assert got == want and got

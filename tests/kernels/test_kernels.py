@@ -17,7 +17,9 @@ SIZES = [1, 2, 31, 33, 100, 257]
 GRIDS = [((1,), (32,)), ((1,), (64,)), ((3,), (64,))]
 if executor.sanitize_mode() == "thread":
     GRIDS = GRIDS[-1:]
-KEY_TYPES = {"pack_cells_u16": np.uint16, "pack_cells_u32": np.uint32, "pack_cells_u64": np.uint64}
+KEY_TYPES = {"pack_cells_u16": np.uint16, "pack_cells_u32": np.uint32, "pack_cells_u64": np.uint64,
+             "pack_cells_rows_u16": np.uint16, "pack_cells_rows_u32": np.uint32,
+             "pack_cells_rows_u64": np.uint64}
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +33,30 @@ def _bits(words: np.ndarray, n: int) -> np.ndarray:
         .astype(bool)
 
 
-def _candidates(rng, T: int, n: int):
+def _runs(rng, rows: int, T: int) -> np.ndarray:
+    """(rows, T) bools in runs (each row flips with a probability of its own, 1-10 % per step), so a
+    run's AND and its margins' OR are often neither all 0 nor all 1."""
+    flip = rng.random((rows, T)) < rng.uniform(0.01, 0.1, (rows, 1))
+    return (np.cumsum(flip, axis=1) + rng.integers(0, 2, (rows, 1))) % 2 == 1
+
+
+def _candidates(rng, T: int, n: int, on: np.ndarray | None = None):
+    """n candidates lo <= a <= b < hi <= T: random ones, and (given the bits ``on``, (rows, >= T)) half
+    of them a maximal run of one row with margins of 0-3 steps, so some rows pass every check."""
     a = rng.integers(0, T, n)
     b = np.minimum(T - 1, a + rng.integers(0, 70, n))
     lo = np.maximum(0, a - rng.integers(0, 40, n))
     hi = np.minimum(T, b + 1 + rng.integers(0, 40, n))
+    if on is not None:
+        for i in range(0, n, 2):
+            row = on[rng.integers(0, on.shape[0]), :T]
+            t = int(rng.integers(0, T))
+            if not row[t]:
+                continue
+            s = t - int(np.argmin(row[t::-1])) + 1 if not row[:t + 1].all() else 0
+            e = t + int(np.argmin(row[t:])) - 1 if not row[t:].all() else T - 1
+            a[i], b[i] = s, e
+            lo[i], hi[i] = max(0, s - int(rng.integers(0, 4))), min(T, e + 1 + int(rng.integers(0, 4)))
     return [np.ascontiguousarray(x, dtype=np.int64) for x in (a, b, lo, hi)]
 
 
@@ -46,18 +67,21 @@ def run_pack_cells(k, rng, name, T, rows, grid, block, offset=0):
     dtype = KEY_TYPES[name]
     n_words = -(-T // 32)
     key_stride = 32 * (n_words + int(rng.integers(0, 2)))
-    threshold = dtype(rng.integers(1, 1000))
-    pool = np.array([0, 1, threshold - 1, threshold, threshold + 1, np.iinfo(dtype).max], dtype=dtype)
+    per_row = "_rows_" in name                 # one threshold per row: rows differ by up to 3
+    thresholds = (rng.integers(10, 14, rows) if per_row else np.full(rows, rng.integers(10, 1000))
+                  ).astype(dtype)
+    pool = np.concatenate([np.array([0, 1, np.iinfo(dtype).max], dtype=dtype), thresholds - dtype(1),
+                           thresholds, thresholds + dtype(1)])
     keys = rng.choice(pool, (rows, key_stride)).astype(dtype)
     keys[:, T:] = 0                                                # padding: key 0, never on
     word_stride = offset + n_words + int(rng.integers(0, 3))
     before = rng.integers(0, 2**32, (rows, word_stride), dtype=np.uint64).astype(np.uint32)
     words = before.copy()
+    threshold = thresholds if per_row else thresholds[0]
     k[name](grid, block, (keys, np.int64(key_stride), threshold, words, np.int64(word_stride),
                           np.int64(offset), np.int64(n_words), np.int32(rows)))
     want = before.copy()
-    on = np.zeros((rows, n_words * 32), dtype=bool)
-    on[:, :] = keys[:, :n_words * 32] >= threshold
+    on = keys[:, :n_words * 32] >= thresholds[:, None]
     want[:, offset:offset + n_words] = np.ascontiguousarray(np.packbits(on, axis=1, bitorder="little")).view("<u4")
     np.testing.assert_array_equal(words, want)
 
@@ -90,6 +114,30 @@ def test_unpack_cells(k, T, grid, block):
 
 
 # --- steps.cu --------------------------------------------------------------------------------------------
+def run_gather_steps(k, rng, T, D, nk, grid, block):
+    """words[t, w] bit j = bit t of the packed row of cell cells[32w + j]; bits past k are 0."""
+    word_stride = -(-T // 32) + int(rng.integers(0, 2))
+    on = _runs(rng, D, word_stride * 32)
+    mask = np.packbits(on, axis=1, bitorder="little").view("<u4").copy()
+    cells = rng.choice(D, nk, replace=nk > D).astype(np.int64)
+    W = max(1, -(-nk // 32))
+    words = np.empty((T, W), dtype=np.uint32)
+    k["gather_steps"](grid, block, (mask, np.int64(word_stride), cells, np.int32(nk), np.int64(T), words,
+                                    np.int32(W)))
+    padded = np.zeros((W * 32, T), dtype=bool)
+    padded[:nk] = on[cells, :T]
+    np.testing.assert_array_equal(
+        words, np.ascontiguousarray(np.packbits(padded.T, axis=1, bitorder="little")).view("<u4"))
+
+
+@pytest.mark.parametrize("T", SIZES)
+@pytest.mark.parametrize("nk", [1, 5, 32, 33, 70])
+@pytest.mark.parametrize("grid,block", GRIDS[::2])
+def test_gather_steps(k, T, nk, grid, block):
+    run_gather_steps(k, np.random.default_rng(T * nk + 1), T, 80, nk, grid, block)
+
+
+
 def run_pack_steps(k, rng, T, nk, grid, block):
     """words[t, w] bit j = on[32w + j, t]; bits past k are 0."""
     W = max(1, -(-nk // 32))
@@ -149,9 +197,9 @@ def test_level_edges(k, T, has_seq, grid, block):
 # --- verify.cu --------------------------------------------------------------------------------------------
 def run_inter_counts(k, rng, T, W, n_cand, grid, block):
     """out[c] = popcount of (AND of words[a..b]) & ~(OR of words[lo..a) and words(b..hi))."""
-    words = (rng.integers(0, 2**32, (T, W), dtype=np.uint64) | rng.integers(0, 2**32, (T, W), dtype=np.uint64)
-             ).astype(np.uint32)                                  # mostly on: runs survive the AND
-    a, b, lo, hi = _candidates(rng, T, n_cand)
+    on = _runs(rng, 32 * W, T)
+    words = np.ascontiguousarray(np.packbits(on.T, axis=1, bitorder="little")).view("<u4")
+    a, b, lo, hi = _candidates(rng, T, n_cand, on)
     out = np.empty(n_cand, dtype=np.int32)
     k["inter_counts"](grid, block, (words, np.int32(W), a, b, lo, hi, np.int64(n_cand), out))
     want = []
@@ -168,15 +216,15 @@ def run_inter_counts(k, rng, T, W, n_cand, grid, block):
 @pytest.mark.parametrize("grid,block", GRIDS)
 def test_inter_counts(k, T, W, grid, block):
     rng = np.random.default_rng(T * 3 + W)
-    run_inter_counts(k, rng, T, W, n_cand=int(rng.integers(1, 12)), grid=grid, block=block)
+    run_inter_counts(k, rng, T, W, n_cand=int(rng.integers(5, 30)), grid=grid, block=block)
 
 
 def run_active_counts(k, rng, T, D, n_cand, grid, block):
     """out[c] += number of cells whose bits are all on over [a, b] and all off over [lo, a) and (b, hi)."""
     word_stride = -(-T // 32) + int(rng.integers(0, 2))
-    on = rng.random((D, 1)) < rng.random((D, word_stride * 32))    # per-cell densities: some survive
+    on = _runs(rng, D, word_stride * 32)
     words = np.packbits(on, axis=1, bitorder="little").view("<u4").copy()
-    a, b, lo, hi = _candidates(rng, T, n_cand)
+    a, b, lo, hi = _candidates(rng, T, n_cand, on)
     before = rng.integers(0, 50, n_cand).astype(np.int32)
     out = before.copy()
     k["active_counts"](grid, block, (words, np.int64(word_stride), np.int32(D), a, b, lo, hi,
@@ -191,7 +239,7 @@ def run_active_counts(k, rng, T, D, n_cand, grid, block):
 @pytest.mark.parametrize("grid,block", GRIDS)
 def test_active_counts(k, T, D, grid, block):
     rng = np.random.default_rng(T * 7 + D)
-    run_active_counts(k, rng, T, D, n_cand=int(rng.integers(1, 9)), grid=grid, block=block)
+    run_active_counts(k, rng, T, D, n_cand=int(rng.integers(5, 30)), grid=grid, block=block)
 
 
 # --- launch preconditions ---------------------------------------------------------------------------------
@@ -212,6 +260,7 @@ def test_the_warp_kernels_are_exactly_those_that_vote_or_shuffle():
     for name in KEY_TYPES:
         run_pack_cells(fresh, rng, name, 40, 2, (1,), (32,))
     run_unpack_cells(fresh, rng, 40, 3, 2, (1, 1), (32,))
+    run_gather_steps(fresh, rng, 40, 3, 2, (1,), (32,))
     run_pack_steps(fresh, rng, 40, 3, (1,), (32,))
     run_step_counts(fresh, rng, 40, 1, (1,), (32,))
     run_level_edges(fresh, rng, 40, 1, 1, (1,), (32,))

@@ -47,6 +47,9 @@ KEEPS = {
     ("pack_cells_u16", "words"): "only words [word_offset, word_offset + n_words) of each row",
     ("pack_cells_u32", "words"): "only words [word_offset, word_offset + n_words) of each row",
     ("pack_cells_u64", "words"): "only words [word_offset, word_offset + n_words) of each row",
+    ("pack_cells_rows_u16", "words"): "only words [word_offset, word_offset + n_words) of each row",
+    ("pack_cells_rows_u32", "words"): "only words [word_offset, word_offset + n_words) of each row",
+    ("pack_cells_rows_u64", "words"): "only words [word_offset, word_offset + n_words) of each row",
     ("atomic_add", "out"): "tests/kernels/faulty.cu: adds to it",
     ("racy_add", "out"): "tests/kernels/faulty.cu: adds to it",
 }
