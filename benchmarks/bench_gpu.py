@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python3 benchmarks/bench_gpu.py [--sizes 1e7x1024,1e8x256] [--out FILE]
     PYTHONPATH=. python3 benchmarks/bench_gpu.py --standin     # CPU dry run of this script's logic
+    PYTHONPATH=. python3 benchmarks/bench_gpu.py --executed    # the same on the real kernels, on the CPU
 
 Data: LSTM-like states made on the GPU, per cell an AR(1) process (phi in [0.85, 0.97]) plus an offset,
 stored as float16 and kept as their order-preserving uint16 keys, cell-major (D, T) -- the layout the
@@ -241,16 +242,23 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=230, help="stop starting new work after this")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     ap.add_argument("--standin", action="store_true", help="NumPy stand-in device: a CPU dry run")
+    ap.add_argument("--executed", action="store_true",
+                    help="the real kernels executed on the CPU (tests/kernels, needs g++): a CPU dry run")
     args = ap.parse_args()
     start = time.perf_counter()
     deadline = start + args.budget_s
 
-    if args.standin:
-        from tests.gpu.standin import StandInDevice
+    if args.standin or args.executed:
+        if args.executed:
+            from tests.kernels.device import ExecutedDevice
 
-        device = StandInDevice()
+            device = ExecutedDevice()
+        else:
+            from tests.gpu.standin import StandInDevice
+
+            device = StandInDevice()
         xp, sync = np, (lambda: None)
-        sizes = parse_sizes(args.sizes or "32000x100,64000x48")
+        sizes = parse_sizes(args.sizes or ("3200x64,6400x48" if args.executed else "32000x100,64000x48"))
         print(f"device: {device.describe()} (dry run: figures mean nothing)")
     else:
         from gpu_matcher.backends import cupy_unavailable_reason

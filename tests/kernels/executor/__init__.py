@@ -161,7 +161,17 @@ def build(path: Path, mode: str) -> Path:
     _compile([link])
     os.replace(work / "out", target)               # atomic: a concurrent build sees all or nothing
     shutil.rmtree(work, ignore_errors=True)
+    _prune(out_dir)
     return target
+
+
+def _prune(keep: Path, builds: int = 3) -> None:
+    """Drop all but the newest few builds of the same file and mode (edits would pile them up)."""
+    prefix = keep.name.rsplit("-", 1)[0] + "-"
+    old = sorted((p for p in keep.parent.glob(prefix + "*") if p != keep and p.is_dir()),
+                 key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in old[builds - 1:]:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class Module:
