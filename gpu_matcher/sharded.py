@@ -106,7 +106,7 @@ class SourceLocator:
 
 def locate(source: Source) -> SourceLocator:
     """The locator of a project source; ``ProjectError`` when workers could not open it."""
-    from gpu_matcher.zarr_io import ZarrDataset
+    from gpu_matcher.storage import ZarrDataset
 
     ds = source.dataset
     if isinstance(ds, ZarrDataset):
@@ -480,19 +480,11 @@ def _read_keys(win: _Window, shard: Shard, x: int, y: int) -> np.ndarray:
 
 
 def _open_array(loc: SourceLocator):
-    if loc.kind == "zarr":
-        from gpu_matcher import zarr_io
+    from gpu_matcher import storage
 
-        root = zarr_io.open_zarr_store(Path(loc.file))
-        array = zarr_io.zarr_dataset(root, Path(loc.file), loc.dataset, "shard")
-    elif loc.kind == "hdf5":
-        import h5py
-
-        if not Path(loc.file).is_file():
-            raise ProjectError(f"{loc.file}: file missing on this worker")
-        array = h5py.File(loc.file, "r")[loc.dataset]
-    else:
+    if loc.kind not in ("zarr", "hdf5"):
         raise ProjectError(f"unknown source kind {loc.kind!r}")
+    array = storage.open_dataset(loc.file, loc.dataset, "shard, on this worker")
     if tuple(array.shape) != (loc.T, loc.D) or str(np.dtype(array.dtype)) != loc.dtype:
         raise ProjectError(f"{loc.file}: {loc.dataset!r} has shape {tuple(array.shape)} {array.dtype} on "
                            f"this worker, the client saw ({loc.T}, {loc.D}) {loc.dtype}")

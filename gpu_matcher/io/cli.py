@@ -53,7 +53,7 @@ def cmd_annotate(args) -> int:
 
 
 def cmd_convert_zarr(args) -> int:
-    from gpu_matcher.zarr_io import convert_project_to_zarr
+    from gpu_matcher.io.zarr_convert import convert_project_to_zarr
 
     s = convert_project_to_zarr(args.project_dir, args.out, chunk_steps=args.chunk_steps,
                                 compression=args.compression, overwrite=args.overwrite,

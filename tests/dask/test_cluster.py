@@ -19,7 +19,7 @@ from distributed import Client, LocalCluster, WorkerPlugin  # noqa: E402
 
 from gpu_matcher import Engine, open_project  # noqa: E402
 from gpu_matcher.backends.dask import DaskBackend  # noqa: E402
-from gpu_matcher.zarr_io import convert_project_to_zarr  # noqa: E402
+from gpu_matcher.io.zarr_convert import convert_project_to_zarr  # noqa: E402
 from tests.conftest import GOLDEN, golden_queries, golden_sets  # noqa: E402
 from tests.dask.common import SOURCE, engine_rows, golden_query_args, random_case  # noqa: E402
 
