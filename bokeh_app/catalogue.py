@@ -12,14 +12,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gpu_matcher import Engine, ProjectError, discover_projects, open_project
+from gpu_matcher import Engine, ProjectError, discover_projects, open_project, settings
 from gpu_matcher.backends import Backend, get_backend
 
 log = logging.getLogger("bokeh_app")
 
 #: Worker threads for long work (matches, layouts) that runs off the document lock; shared by sessions.
 #: Each session runs at most one match at a time, so this bounds how many sessions match at once.
-WORKERS = ThreadPoolExecutor(max_workers=int(os.environ.get("LSTMVIS_WORKERS", 8)),
+WORKERS = ThreadPoolExecutor(max_workers=settings.workers(),
                              thread_name_prefix="lstmvis-work")
 
 

@@ -65,6 +65,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from gpu_matcher.backends.base import Backend, MatchQuery, MatchRow, _drop_repeats, _Pool
+from gpu_matcher import settings
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.ranking import DistinctWalk, group_order
 from gpu_matcher.source import Layout, Source, float_keys
@@ -74,16 +75,16 @@ log = logging.getLogger("gpu_matcher")
 #: Steps read at once when a shard reduces a crossing candidate's steps (bounds memory per call).
 PARTIAL_CHUNK_STEPS = 1 << 16
 #: Per-query shard states a worker keeps (words, n(t), level events, candidate pool), in bytes.
-STATE_BUDGET = int(os.environ.get("LSTMVIS_SHARD_STATE_BYTES", 2 * 2**30))
+STATE_BUDGET: int | None = None           # None here and below: from gpu_matcher.settings at use
 #: Matches whose shard states a worker keeps (more than one for concurrent matches).
-MAX_QUERIES = int(os.environ.get("LSTMVIS_SHARD_QUERIES", 3))
+MAX_QUERIES: int | None = None
 #: Shard windows (opened sources and their layouts) a worker keeps.
-MAX_WINDOWS = int(os.environ.get("LSTMVIS_SHARD_WINDOWS", 512))
+MAX_WINDOWS: int | None = None
 #: Row-major keys of a worker's shard layout, used to verify candidates over all D cells: "auto" (the
 #: default) reads them from the source when it reads single rows cheaply (an uncompressed Zarr array:
 #: half the disk) and stores a copy otherwise; "copy" always stores them; "source" never does (rows come
 #: from decoded chunks through a small cache: least disk, slow when candidates are scattered).
-WORKER_ROW_KEYS = os.environ.get("LSTMVIS_WORKER_ROW_KEYS", "auto")
+WORKER_ROW_KEYS: str | None = None
 
 
 # --- what travels: locators, shards, per-shard queries (small, picklable) ---------------------------------
@@ -360,8 +361,9 @@ class WorkerState:
             if win is None:
                 loc = shard.locator
                 view = WindowDataset(self._array(loc), shard.w0, shard.w1)
-                store_rows = WORKER_ROW_KEYS == "copy" or (WORKER_ROW_KEYS == "auto"
-                                                           and getattr(view, "read_rows", None) is None)
+                row_keys = WORKER_ROW_KEYS or settings.worker_row_keys()
+                store_rows = row_keys == "copy" or (row_keys == "auto"
+                                                    and getattr(view, "read_rows", None) is None)
                 source = Source(name=f"{loc.file}::{loc.dataset}[{shard.w0}:{shard.w1}]", dataset=view,
                                 file_path=Path(loc.file), transform="none", store_rows=store_rows)
                 with _backend_lock(self.backend):
@@ -369,7 +371,7 @@ class WorkerState:
                 win = _Window(source=source, layout=layout)
                 with self._lock:
                     self._windows[key] = win
-                    while len(self._windows) > MAX_WINDOWS:
+                    while len(self._windows) > (MAX_WINDOWS or settings.shard_windows()):
                         old, _ = self._windows.popitem(last=False)
                         self._window_locks.pop(old, None)
         return win
@@ -402,8 +404,10 @@ class WorkerState:
         return st
 
     def _evict_states(self, keep: str) -> None:
-        while len(self._states) > 1 and (len(self._states) > MAX_QUERIES
-                                         or sum(self._state_bytes.values()) > STATE_BUDGET):
+        max_queries = MAX_QUERIES or settings.shard_queries()
+        budget = settings.shard_state_bytes() if STATE_BUDGET is None else STATE_BUDGET
+        while len(self._states) > 1 and (len(self._states) > max_queries
+                                         or sum(self._state_bytes.values()) > budget):
             old = next(iter(self._states))
             if old == keep:
                 break

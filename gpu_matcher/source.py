@@ -28,22 +28,20 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from gpu_matcher import settings
 from gpu_matcher.errors import ProjectError
 
 LAYOUT_VERSION = 1
 KEY_DTYPES = {2: np.uint16, 4: np.uint32, 8: np.uint64}
-#: Sources whose keys take at most this many bytes are held in memory instead of a cache folder.
-IN_MEMORY_BYTES = int(os.environ.get("LSTMVIS_IN_MEMORY_BYTES", 64 * 2**20))
+#: Sources whose keys take at most this many bytes are held in memory instead of a cache folder;
+#: None: ``settings.in_memory_bytes()`` (LSTMVIS_IN_MEMORY_BYTES) at use. Tests pin a value here.
+IN_MEMORY_BYTES: int | None = None
 #: A threshold key that no stored key reaches: nothing is on.
 NOTHING_ON = None
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("LSTMVIS_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "lstmvis"
+    return settings.cache_dir()
 
 
 def float_keys(values: np.ndarray) -> np.ndarray:
@@ -398,7 +396,7 @@ def _ranges(first: np.ndarray, length: np.ndarray) -> np.ndarray:
 def _load_or_build_layout(source: Source, progress: bool) -> Layout:
     T, D = source.shape
     itemsize = source.dtype.itemsize
-    if T * D * itemsize <= IN_MEMORY_BYTES:
+    if T * D * itemsize <= (settings.in_memory_bytes() if IN_MEMORY_BYTES is None else IN_MEMORY_BYTES):
         keys = float_keys(np.asarray(source.dataset[()]))
         return Layout(keys_rows=KeyStore(keys), keys_cells=KeyStore(np.ascontiguousarray(keys.T)),
                       location=None)

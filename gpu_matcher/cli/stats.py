@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 
+from gpu_matcher.cli.common import add_backend, add_scale, add_selection, find_project, parse_cells
 from gpu_matcher.errors import ProjectError
 
 
 def _open(path: str, backend: str):
-    from gpu_matcher.cli import _find_project
     from gpu_matcher.engine import Engine
 
-    return Engine(_find_project(path), backend=backend)
+    return Engine(find_project(path), backend=backend)
 
 
 def _source(engine, name: str | None) -> str:
@@ -25,9 +25,7 @@ def _source(engine, name: str | None) -> str:
 
 def _cells(engine, source: str, args) -> list[int]:
     if args.cells is not None:
-        from gpu_matcher.cli import _parse_cells
-
-        cells = _parse_cells(args.cells)
+        cells = parse_cells(args.cells)
     elif args.start is None or args.end is None:
         raise ProjectError("give --start and --end (a brushed range) or --cells")
     else:
@@ -92,18 +90,10 @@ def cmd_compare(args) -> int:
 
 
 def _common(p, range_required: bool = False, scale: bool = True) -> None:
-    p.add_argument("project_dir")
-    p.add_argument("--source", help="FILE::PATH (default: the first source)")
-    p.add_argument("--threshold", type=float, required=True)
-    p.add_argument("--start", type=int, required=range_required)
-    p.add_argument("--end", type=int, required=range_required)
-    p.add_argument("--left", type=int, default=0)
-    p.add_argument("--right", type=int, default=0)
-    p.add_argument("--top", type=int, default=50)
-    p.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
+    add_selection(p, range_required)
+    add_backend(p)
     if scale:
-        p.add_argument("--scale", default="none", choices=["none", "zscore", "quantile"],
-                       help="threshold a per-cell normalised value (gpu_matcher.scaling)")
+        add_scale(p, "threshold a per-cell normalised value (gpu_matcher.scaling)")
 
 
 def register(sub) -> None:

@@ -1,45 +1,15 @@
-"""The ``lstmvis`` command line. Errors a user can cause print one line on stderr and exit 2.
-
-Subcommands live next to what they drive; each module offers ``register(subparsers)`` which adds its
-parsers and sets ``func`` (a callable taking the parsed args and returning an exit code).
-"""
+"""``lstmvis info`` and ``lstmvis match``: what a project holds, and the exact matches of a selection."""
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import json
-import logging
 import statistics
-import sys
 import time
-from pathlib import Path
 
+from gpu_matcher import defaults
+from gpu_matcher.cli.common import add_backend, add_scale, add_selection, find_project, parse_cells
 from gpu_matcher.errors import ProjectError
-
-#: Modules that add subcommands (imported lazily so `lstmvis match` never imports Bokeh).
-SUBCOMMAND_MODULES = ("gpu_matcher.io.cli", "gpu_matcher.stats_cli", "bokeh_app.cli")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse's own errors: one line, exit 2
-        self.exit(2, f"lstmvis: error: {message}\n")
-
-
-def _find_project(path: str):
-    from gpu_matcher.project import discover_projects, open_project
-
-    folder = Path(path)
-    if (folder / "lstm.yml").is_file() or folder.name == "lstm.yml":
-        return open_project(folder)
-    found = discover_projects(folder)
-    if len(found) == 1:
-        (pid, pdir), = found.items()
-        return open_project(pdir, project_id=pid)
-    if not found:
-        raise ProjectError(f"{folder}: no lstm.yml found in this folder or below")
-    raise ProjectError(f"{folder}: holds {len(found)} projects ({', '.join(list(found)[:5])}...); "
-                       "name one project folder")
+from gpu_matcher.formats import CONFIG_NAME
 
 
 def cmd_info(args) -> int:
@@ -47,7 +17,7 @@ def cmd_info(args) -> int:
 
     found = discover_projects(args.data_dir)
     if not found:
-        raise ProjectError(f"{args.data_dir}: no lstm.yml found in this folder or below")
+        raise ProjectError(f"{args.data_dir}: no {CONFIG_NAME} found in this folder or below")
     out = []
     for pid, folder in found.items():
         try:
@@ -73,19 +43,12 @@ def cmd_info(args) -> int:
     return 0
 
 
-def _parse_cells(text: str) -> list[int]:
-    try:
-        return [int(c) for c in text.replace(" ", "").split(",") if c != ""]
-    except ValueError:
-        raise ProjectError(f"--cells {text!r}: expected comma-separated integers such as 3,17,42") from None
-
-
 def cmd_match(args) -> int:
     from gpu_matcher.engine import Engine
 
     if args.shard_steps is not None and not args.dask:
         raise ProjectError("--shard-steps applies to --dask only")
-    project = _find_project(args.project_dir)
+    project = find_project(args.project_dir)
     source = args.source or project.default_source
     if args.dask:                               # only here is anything of Dask imported
         from gpu_matcher.backends.dask import make_dask_backend
@@ -103,7 +66,7 @@ def _match(args, engine, source: str) -> int:
 
     sequences = not args.no_sequences
     if args.cells is not None:
-        cells = _parse_cells(args.cells)
+        cells = parse_cells(args.cells)
     else:
         if args.start is None or args.end is None:
             raise ProjectError("give --start and --end (a brushed range) or --cells")
@@ -132,66 +95,26 @@ def _match(args, engine, source: str) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lstmvis", description="Explore what a sequence model's hidden states learned.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def register(sub) -> None:
+    match = defaults.section("match")
     p = sub.add_parser("info", help="list projects, sources (T, D) and meta tracks under DATA_DIR")
     p.add_argument("data_dir")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("match", help="exact top-N matches for a selection; prints one JSON object")
-    p.add_argument("project_dir")
-    p.add_argument("--source", help="FILE::PATH (default: the first source)")
-    p.add_argument("--threshold", type=float, required=True)
-    p.add_argument("--start", type=int)
-    p.add_argument("--end", type=int)
+    add_selection(p)
     p.add_argument("--cells", help="comma-separated cell indices instead of a brushed range")
-    p.add_argument("--left", type=int, default=0)
-    p.add_argument("--right", type=int, default=0)
-    p.add_argument("--top", type=int, default=50)
-    p.add_argument("--min-length", type=int, default=2)
-    p.add_argument("--phrase-length", type=int, default=0)
+    p.add_argument("--min-length", type=int, default=int(match["min_length"]))
+    p.add_argument("--phrase-length", type=int, default=int(match["phrase_length"]))
     p.add_argument("--no-distinct", action="store_true")
     p.add_argument("--no-sequences", action="store_true", help="ignore the project's sequence boundaries")
-    p.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"],
-                   help="array backend (with --dask: the one each worker uses)")
+    add_backend(p, "array backend (with --dask: the one each worker uses)")
     p.add_argument("--dask", metavar="SCHEDULER|local[:N]",
                    help="match on a Dask cluster: a scheduler address or file, or local:N worker processes "
                         "(needs the dask extra)")
     p.add_argument("--shard-steps", type=int, help="with --dask: steps per shard (default ~512 MB of states)")
     p.add_argument("--repeat", type=int, default=1, help="run the match K times; report the median")
-    p.add_argument("--scale", default="none", choices=["none", "zscore", "quantile"],
-                   help="threshold a per-cell normalised value: z-score or quantile within the cell "
-                        "(gpu_matcher.scaling; runs on the NumPy backend)")
+    add_scale(p, "threshold a per-cell normalised value: z-score or quantile within the cell "
+                 "(gpu_matcher.scaling; runs on the NumPy backend)")
     p.set_defaults(func=cmd_match)
-
-    for module_name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue                         # that part of the product is not installed
-            raise
-        module.register(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="lstmvis: %(message)s", stream=sys.stderr)
-    try:
-        return int(args.func(args) or 0)
-    except ProjectError as exc:
-        print(f"lstmvis: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

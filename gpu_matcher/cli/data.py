@@ -1,7 +1,7 @@
 """Subcommands that bring data in: ``demo``, ``convert-text``, ``annotate``, ``convert-zarr``, ``extract``.
 
-Imported by ``gpu_matcher.cli`` on every run, so nothing heavy (PyTorch) is imported here; each command
-imports what it needs when it runs.
+Imported on every run of ``lstmvis``, so nothing heavy (PyTorch) is imported here; each command imports
+what it needs when it runs.
 """
 
 from __future__ import annotations
