@@ -361,7 +361,7 @@ class WorkerState:
             if win is None:
                 loc = shard.locator
                 view = WindowDataset(self._array(loc), shard.w0, shard.w1)
-                row_keys = WORKER_ROW_KEYS or settings.worker_row_keys()
+                row_keys = settings.worker_row_keys() if WORKER_ROW_KEYS is None else WORKER_ROW_KEYS
                 store_rows = row_keys == "copy" or (row_keys == "auto"
                                                     and getattr(view, "read_rows", None) is None)
                 source = Source(name=f"{loc.file}::{loc.dataset}[{shard.w0}:{shard.w1}]", dataset=view,
@@ -371,7 +371,7 @@ class WorkerState:
                 win = _Window(source=source, layout=layout)
                 with self._lock:
                     self._windows[key] = win
-                    while len(self._windows) > (MAX_WINDOWS or settings.shard_windows()):
+                    while len(self._windows) > (settings.shard_windows() if MAX_WINDOWS is None else MAX_WINDOWS):
                         old, _ = self._windows.popitem(last=False)
                         self._window_locks.pop(old, None)
         return win
@@ -404,7 +404,7 @@ class WorkerState:
         return st
 
     def _evict_states(self, keep: str) -> None:
-        max_queries = MAX_QUERIES or settings.shard_queries()
+        max_queries = settings.shard_queries() if MAX_QUERIES is None else MAX_QUERIES
         budget = settings.shard_state_bytes() if STATE_BUDGET is None else STATE_BUDGET
         while len(self._states) > 1 and (len(self._states) > max_queries
                                          or sum(self._state_bytes.values()) > budget):

@@ -3,6 +3,7 @@ reach a built wheel."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -44,3 +45,14 @@ def test_wheel_carries_defaults_and_serve(tmp_path):
     assert wheel.read("gpu_matcher/configs/defaults.yaml") == (REPO / "configs" / "defaults.yaml").read_bytes()
     entry_points = wheel.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "[lstmvis.commands]" in entry_points and "serve = " in entry_points
+
+    # Installed from the wheel (into a bare target folder), the defaults come from the package data.
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                    str(next((tmp_path / "wheel").glob("*.whl")))], check=True, capture_output=True)
+    code = ("import gpu_matcher, gpu_matcher.defaults as d; "
+            "print(gpu_matcher.__file__); print(d.shipped_path()); print(d.section('match')['top'])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(target)}, check=True).stdout.split("\n")
+    assert out[0].startswith(str(target)) and out[1] == str(target / "gpu_matcher" / "configs" / "defaults.yaml")
+    assert int(out[2]) > 0

@@ -7,6 +7,7 @@ import logging
 import sys
 import types
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +140,9 @@ def test_app_defaults_cover_the_shipped_file(caplog):
     shipped = defaults.load()
     assert set(shipped["select"]) == {f for f in SelectDefaults.__dataclass_fields__}
     assert set(shipped["match"]) == {f for f in MatchDefaults.__dataclass_fields__}
+
+
+def test_shipped_defaults_are_the_checkouts_file():
+    """Run from a checkout (PYTHONPATH=. or an editable install), the file read is configs/defaults.yaml."""
+    repo = Path(__file__).resolve().parents[2]
+    assert defaults.shipped_path().read_bytes() == (repo / "configs" / "defaults.yaml").read_bytes()
