@@ -24,7 +24,7 @@ __all__ = ["CONFIG_NAME", "MetaTrack", "Project", "discover_projects", "open_pro
 META_KINDS = ("discrete", "scalar", "wordvec")
 
 
-class H5Files:
+class DataFiles:
     """The data files of one project, by ``files`` key, opened on first use (``gpu_matcher.storage``)."""
 
     def __init__(self, folder: Path, files: dict[str, str], config_path: Path):
@@ -112,7 +112,7 @@ class Project:
     meta: dict[str, MetaTrack]
     sequence_starts: np.ndarray | None
     config: dict = field(repr=False, default_factory=dict)
-    _files: H5Files | None = field(repr=False, default=None)
+    _files: DataFiles | None = field(repr=False, default=None)
     _token_index: dict[str, int] | None = field(repr=False, default=None)
 
     def source(self, name: str) -> Source:
@@ -205,7 +205,7 @@ def open_project(path: str | os.PathLike, project_id: str | None = None,
     config = load_config(config_path)
     files = _section(config, "files", config_path)
     files = {str(k): str(v) for k, v in files.items()}
-    h5 = H5Files(folder, files, config_path)
+    h5 = DataFiles(folder, files, config_path)
     try:
         return _build(folder, config_path, config, files, h5, project_id, cache_dir)
     except Exception:
