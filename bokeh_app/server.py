@@ -96,10 +96,23 @@ def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "1
     return server
 
 
+def raise_open_file_limit() -> None:
+    """Lift the soft open-file limit to the hard one: each project holds a few files open, each browser a
+    socket; at the soft limit (often 1,024) Tornado's accept loop spins on EMFILE."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError) as exc:     # not on this platform, or not allowed
+        log.info("open-file limit unchanged (%s)", exc)
+
+
 def serve(data_dir: str | os.PathLike, port: int = 5006, address: str = "127.0.0.1",
           allow_websocket_origin: list[str] | None = None, backend: str = "auto", show: bool = False,
           dask: str | None = None) -> int:
     """Serve until interrupted; prints the URL and the backend."""
+    raise_open_file_limit()
     server = make_server(data_dir, port, address, allow_websocket_origin, backend, dask=dask)
     catalogue = server.lstmvis_catalogue
     server.start()

@@ -67,3 +67,25 @@ def test_foreign_origin_gets_403_and_no_session(server):
                                  f"http://127.0.0.1:{port}/", {"Host": f"127.0.0.1:{port}",
                                                                "Origin": f"http://127.0.0.1:{port}"})
     assert status == 200 and "Bokeh" in body
+
+
+def test_catalogue_keeps_a_bounded_number_of_projects_open(tmp_path):
+    from bokeh_app.catalogue import Catalogue
+    from conftest import make_app_project
+
+    for i in range(40):
+        make_app_project(tmp_path / f"p{i:02d}", 200, 8, seed=i, tracks=False, second_source=False,
+                         mean_sequence=50)
+    fds = lambda: len(os.listdir("/proc/self/fd"))        # noqa: E731
+    before = fds()
+    catalogue = Catalogue(tmp_path, "numpy", max_open=4)
+    summaries = catalogue.summaries()
+    assert len(summaries) == 40 and all("error" not in s for s in summaries)
+    assert catalogue.open_count == 0 and fds() - before <= 2        # the landing view opened and closed each
+    engines = [catalogue.engine(f"p{i:02d}") for i in range(10)]
+    assert catalogue.open_count == 4
+    assert engines[-1].project.summary() == summaries[9]
+    del engines
+    import gc
+    gc.collect()
+    assert fds() - before <= 4 * 3 + 2                               # a few files per open project
