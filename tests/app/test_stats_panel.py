@@ -22,7 +22,7 @@ def test_enrichment_and_detector_follow_the_matches(catalogue):
     assert model(doc, "stats_track").value == "pos"
     cells = model(doc, "selection").data["cell"]
     assert cells and shown_matches(doc)
-    want = stats.enrichment(engine, S1, session._matches, "pos")
+    want = stats.enrichment(engine, S1, session.match.matches, "pos")
     shown = model(doc, "stats_enrichment").data
     assert shown["label"] == [r.label for r in want.labels] == model(doc, "stats_enrichment_plot").x_range.factors
     assert shown["matched"] == [r.matched for r in want.labels]
