@@ -15,36 +15,9 @@ import numpy as np
 
 from bokeh_app.columns import CATEGORY_COLORS, matrix_words, row_label
 from gpu_matcher import Engine, ProjectError
-from gpu_matcher import scaling
 from gpu_matcher import stats as hypothesis
 
 PHRASE_POINTS = 20_000                 # most phrases drawn in the phrase map (PCA uses all of them)
-
-
-# --- per-cell scaling: the one place the app asks for a scaled threshold ----------------------------------
-def select_cells(engine: Engine, source: str, brush: tuple[int, int], threshold: float, left: int, right: int,
-                 scale: str) -> list[int]:
-    """S of a brush (MATCHING.md), the threshold on ``scale``."""
-    return scaling.select(engine, source, brush[0], brush[1], threshold, left, right, scale=scale).cells
-
-
-def on_mask(engine: Engine, source: str, start: int, stop: int, threshold: float, scale: str) -> np.ndarray:
-    """(stop - start, D) bool: which cells are on at each step of ``[start, stop)``."""
-    return scaling.on_mask(engine, source, start, stop, threshold, scale)
-
-
-def find_matches(engine: Engine, source: str, cells: Sequence[int], threshold: float, left: int, right: int,
-                 scale: str, **options) -> list:
-    """The engine's exact top-N matches of S (``options``: top, min_length, phrase_length, ...)."""
-    return scaling.match(engine, source, list(cells), threshold, left, right, scale=scale, **options)
-
-
-def counts(engine: Engine, source: str, cells: Sequence[int], threshold: float, start: int, stop: int,
-           scale: str) -> np.ndarray:
-    """n(t) of S over ``[start, stop)``."""
-    if scale == "none":
-        return engine.counts(source, list(cells), threshold, start, stop)
-    return on_mask(engine, source, start, stop, threshold, scale)[:, list(cells)].sum(axis=1)
 
 
 # --- the match view -----------------------------------------------------------------------------------
@@ -59,7 +32,7 @@ class MatchJob:
     tracks: tuple[str, ...]
     note: str = ""                     # the status message of the action that asked for it
     asked: float = 0.0                 # time.monotonic() when it was asked for
-    scale: str = "none"                # per-cell scaling of the threshold (gpu_matcher.scaling)
+    scale: str = "none"                # the threshold's scale: the value, or per-cell zscore / quantile
     stats: tuple[str, str] = ("", "")  # (track, label) of the hypothesis panel, "" when it is absent
 
 
@@ -109,9 +82,9 @@ def summarise_columns(values: np.ndarray, kind: str, label_of=None) -> ColumnSum
         if col.size == 0:
             continue
         if kind == "discrete":
-            ids, counts_ = np.unique(col, return_counts=True)
-            best = int(np.argmax(counts_))                    # ties: the smallest id
-            value[c], label[c] = counts_[best] / col.size, ids[best]
+            ids, counts = np.unique(col, return_counts=True)
+            best = int(np.argmax(counts))                    # ties: the smallest id
+            value[c], label[c] = counts[best] / col.size, ids[best]
             text[c] = label_of(ids[best]) if label_of is not None else f"{ids[best]:g}"
         else:
             value[c] = col.mean()
@@ -169,7 +142,7 @@ def match_matrix(engine: Engine, source: str, matches, cells: list[int], thresho
             continue
         windows.append((row, lo, a, project.tokens(a, b), m.start, m.end, *project.sequence_of(m.start)))
         labels[row] = row_label(row, m)
-        heat["n(t)"][row, a - lo:b - lo] = counts(engine, source, cells, threshold, a, b, scale)
+        heat["n(t)"][row, a - lo:b - lo] = engine.counts(source, cells, threshold, a, b, scale=scale)
         for name in tracks:
             track = project.meta[name]
             vals = track_window(track, a, b)
@@ -190,9 +163,9 @@ def match_answer(engine: Engine, job: MatchJob, md) -> MatchResult:
     """The exact top-N of a job, the word matrix around each match and, when the panel is shown, its
     numbers (``md``: the match view's defaults)."""
     t0 = time.perf_counter()
-    matches = find_matches(engine, job.source, job.cells, job.threshold, job.left, job.right, job.scale,
-                           top=md.top, min_length=md.min_length, phrase_length=md.phrase_length,
-                           distinct=md.distinct, sequences=True)
+    matches = engine.match(job.source, list(job.cells), job.threshold, job.left, job.right, top=md.top,
+                           min_length=md.min_length, phrase_length=md.phrase_length, distinct=md.distinct,
+                           sequences=True, scale=job.scale)
     t1 = time.perf_counter()
     matrix = match_matrix(engine, job.source, matches, list(job.cells), job.threshold, md.context_left,
                           md.columns, list(job.tracks), md.word_px, job.scale)

@@ -9,12 +9,12 @@ import numpy as np
 
 from bokeh.events import PanEnd, SelectionGeometry, Tap
 
-from bokeh_app import columns, queries
+from bokeh_app import columns
 from bokeh_app.state import default_threshold, threshold_range
 from bokeh_app.views.common import BRUSH_COLOR, COUNT_PALETTE, MARGIN_COLOR
 from bokeh_app.views.select import pattern_margin, pattern_x_range
 from gpu_matcher import ProjectError
-from gpu_matcher.scaling import SCALE_DEFAULTS, SCALES
+from gpu_matcher.threshold import SCALE_DEFAULTS, SCALES, Threshold
 
 SCALE_NAMES = {"none": "the value", "zscore": "the z-score within each cell",
                "quantile": "the quantile within each cell"}
@@ -48,7 +48,7 @@ class SelectReceiver:
         lo, hi = threshold_range((lo, hi), st.scale)
         sv.threshold.update(start=lo, end=hi, step=float(f"{(hi - lo) / 200:.2g}"), value=st.threshold)
         sv.threshold_line.location = st.threshold
-        sv.threshold_line.visible = st.scale == "none"      # a scaled θ is no line in value units
+        sv.threshold_line.visible = not Threshold(st.threshold, st.scale).scaled   # a scaled θ is no value line
         sv.scale.value = st.scale
         sv.source_select.value = st.source
         sv.plot.yaxis.axis_label = "tanh(state)" if s.src.transform == "tanh" else "value"
@@ -60,8 +60,8 @@ class SelectReceiver:
         base: list[int] = []
         if st.brush is not None:
             try:
-                base = queries.select_cells(s.engine, st.source, st.brush, st.threshold, st.left, st.right,
-                                            st.scale)
+                base = s.engine.select(st.source, st.brush[0], st.brush[1], st.threshold, st.left, st.right,
+                                       scale=st.scale).cells
             except ProjectError as exc:
                 s.say(str(exc), "error")
         s.base_cells = base
@@ -71,7 +71,7 @@ class SelectReceiver:
         """Everything that follows S: n(t), the highlighted traces, the pattern, the brush, the S table."""
         s, sv, st = self.s, self.s.sv, self.s.state
         W, cells = s.window, s.cells
-        on = queries.on_mask(s.engine, st.source, st.pos, st.pos + W, st.threshold, st.scale)
+        on = s.engine.on_mask(st.source, st.pos, st.pos + W, st.threshold, st.scale)    # MATCHING.md
         # Without S the strip stays blank rather than showing a row of zeros.
         n = on[:, cells].sum(axis=1).astype(np.float32) if cells else np.full(on.shape[0], np.nan, np.float32)
         sv.counts.data = columns.count_columns(columns.padded(n, W), len(cells), s.word_width >= 16, COUNT_PALETTE)

@@ -153,7 +153,7 @@ class StatsReceiver:
         stv.compare_info.text = "Comparing…"
         s.worker.submit("compare", lambda: hypothesis.compare(engine, st.source, engine, other, st.brush[0],
                                                               st.brush[1], st.threshold, st.left, st.right, top,
-                                                              track),
+                                                              track, scale=st.scale),
                         lambda cmp: self.show_comparison(st.source, other, track, cmp))
 
     def show_comparison(self, source: str, other: str, track: str, cmp) -> None:

@@ -27,7 +27,8 @@ class WindowReceiver:
         s, sv, st = self.s, self.s.sv, self.s.state
         W = s.window
         start, stop = st.pos, st.pos + W
-        ctx = s.engine.context(st.source, start, stop, cells=(), threshold=st.threshold, meta=s.shown_tracks)
+        ctx = s.engine.context(st.source, start, stop, cells=(), threshold=st.threshold, meta=s.shown_tracks,
+                               scale=st.scale)
         D = ctx.values.shape[1]
         y = columns.trace_y(columns.padded(ctx.values, W))
         if self._trace_layout != (W, D):
