@@ -11,6 +11,7 @@ counter per kind drops an answer that a newer query of its kind has overtaken. O
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -19,6 +20,17 @@ from typing import Any, Callable
 from bokeh.document import without_document_lock
 
 from bokeh_app.catalogue import WORKERS
+from gpu_matcher import ProjectError
+
+log = logging.getLogger("bokeh_app")
+
+
+def failure(what: str, exc: Exception) -> str:
+    """The one-line message of a failed job; an error the user did not cause is logged as well."""
+    if isinstance(exc, ProjectError):
+        return f"{what} failed: {exc}"
+    log.error("%s failed", what.lower(), exc_info=exc)
+    return f"{what} failed: internal error ({type(exc).__name__}: {exc})"
 
 
 @dataclass(frozen=True)

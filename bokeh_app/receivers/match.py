@@ -3,16 +3,13 @@ them (word matrix, heatmaps, the summaries under the matrix), colour the words, 
 
 from __future__ import annotations
 
-import logging
 import time
 
 from bokeh_app import columns, queries
 from bokeh_app.queries import MatchJob, MatchMatrix, MatchResult
 from bokeh_app.views.common import COUNT_PALETTE, SCALAR_PALETTE
 from bokeh_app.views.match import COUNT_HEATMAP, NO_COLOUR
-from gpu_matcher import ProjectError
-
-log = logging.getLogger("bokeh_app")
+from bokeh_app.worker import failure
 
 #: The match view's update is sent at least this long after the select view's (seconds).
 MATCH_AFTER_SELECT_S = 0.15
@@ -72,11 +69,8 @@ class MatchReceiver:
         if error is None:
             self.s.mv.words.data = columns.matrix_columns(
                 summary="No cells selected: brush a range of words in the select view.")
-        elif isinstance(error, ProjectError):
-            self.s.say(f"Match failed: {error}", "error")
         else:
-            log.error("match failed", exc_info=error)
-            self.s.say(f"Match failed: internal error ({type(error).__name__}: {error})", "error")
+            self.s.say(failure("Match", error), "error")
 
     def _show_result(self, job: MatchJob, result: MatchResult) -> None:
         s, mv, md = self.s, self.s.mv, self.s.defaults.match

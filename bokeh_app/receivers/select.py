@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from bokeh.events import PanEnd, SelectionGeometry, Tap
 
 from bokeh_app import columns

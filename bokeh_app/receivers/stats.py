@@ -9,9 +9,8 @@ import html
 from bokeh_app import columns, queries
 from bokeh_app.queries import MatchJob, PhraseMap, StatsAnswer
 from bokeh_app.views.stats import DEPLETED, ENRICHED
-from gpu_matcher import ProjectError
+from bokeh_app.worker import failure
 from gpu_matcher import stats as hypothesis
-
 
 class StatsReceiver:
     def __init__(self, session):
@@ -104,7 +103,7 @@ class StatsReceiver:
     def show_suggestions(self, target: str, ranked) -> None:
         s, stv = self.s, self.s.stv
         if isinstance(ranked, Exception):
-            s.say(f"Suggest failed: {ranked}", "error")
+            s.say(failure("Suggest", ranked), "error")
             return
         self.suggested = [r.cell for r in ranked]
         stv.suggestions.data = columns.suggestion_columns(ranked)
@@ -124,7 +123,7 @@ class StatsReceiver:
     def show_phrase_map(self, track: str, threshold: float, pm: PhraseMap) -> None:
         s, stv = self.s, self.s.stv
         if isinstance(pm, Exception):
-            stv.phrase_info.text = html.escape(f"Phrase map failed: {pm}")
+            stv.phrase_info.text = html.escape(failure("Phrase map", pm))
             return
         with s.batch():
             stv.phrases.selected.indices = []
@@ -159,7 +158,7 @@ class StatsReceiver:
     def show_comparison(self, source: str, other: str, track: str, cmp) -> None:
         stv = self.s.stv
         if isinstance(cmp, Exception):
-            stv.compare_info.text = html.escape(f"Compare failed: {cmp}")
+            stv.compare_info.text = html.escape(failure("Compare", cmp))
             return
         rows = "".join(f"<tr><td>{html.escape(r['label'])}</td><td>{r['ratio_a']:.2f}</td><td>{r['ratio_b']:.2f}"
                        f"</td><td>{r['difference']:+.2f}</td></tr>" for r in cmp.enrichment[:6])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bokeh_app.catalogue import Catalogue
-from gpu_matcher import stats
+from gpu_matcher import ProjectError, stats
 
 from test_document import S1, click, model, open_doc, set_threshold, shown_matches, status_of
 
@@ -161,3 +161,16 @@ def test_compare_reads_the_threshold_on_the_sessions_scale(catalogue):
     text = model(doc, "stats_compare_info").text
     assert f"{len(scaled.a['cells'])} cells, {len(scaled.a['matches'])} matches" in text
     assert f"(Jaccard {scaled.jaccard:.3f})" in text
+
+
+def test_a_failed_long_job_is_a_message(catalogue, monkeypatch):
+    doc, session = open_doc(catalogue, project="small", source=S1, pos=100, threshold=0.3, brush="110,112")
+
+    def broken(*args, **kwargs):
+        raise ProjectError("track 'pos' is unreadable")
+    monkeypatch.setattr(stats, "suggest_cells", broken)
+    click(doc, "stats_suggest")
+    assert "Suggest failed: track 'pos' is unreadable" in status_of(doc)
+    monkeypatch.setattr(stats, "compare", lambda *a, **k: 1 / 0)
+    click(doc, "stats_compare")
+    assert "Compare failed: internal error (ZeroDivisionError" in model(doc, "stats_compare_info").text
