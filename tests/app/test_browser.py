@@ -410,8 +410,10 @@ def test_long_jobs_of_the_panel_answer_through_the_worker(app_page, browser_data
     page.wait_for("(c) => JSON.stringify(window.__col('stats_suggestions', 'cell')) === JSON.stringify(c)", want)
     page.page.get_by_role("button", name="phrase map").click()
     spans = stats.phrase_patterns(engine, S1, "pos", 0.3).starts.size
-    page.wait_for("(n) => window.__col('stats_phrases', 'start').length === n", spans)
-    assert f"{spans:,} spans of" in page.value("stats_phrase_info", "text")
+    # The points and the line under them are separate messages: wait for the later one.
+    page.wait_for("(t) => Bokeh.documents[0].get_model_by_name('stats_phrase_info').text.startsWith(t)",
+                  f"{spans:,} spans of")
+    assert len(page.column("stats_phrases", "start")) == spans
     assert page.pixels("stats_phrase_plot")[0] > 1_000
 
 
