@@ -20,7 +20,7 @@ from bokeh.document import Document
 
 from bokeh_app.catalogue import Catalogue, default_data_dir, get_catalogue
 from bokeh_app.config import UIDefaults, load_defaults
-from bokeh_app.controller import ProjectSession
+from bokeh_app.session import ProjectSession
 from bokeh_app.state import parse_query, resolve
 from bokeh_app.views.common import follow_on_load, status_html, url_holder
 from bokeh_app.views.landing import build_landing

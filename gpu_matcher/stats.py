@@ -17,6 +17,7 @@ import numpy as np
 
 from gpu_matcher.backends.base import check_cells
 from gpu_matcher.errors import ProjectError
+from gpu_matcher.threshold import SCALE_RANGES, check_scale
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -188,20 +189,6 @@ def _scores(threshold: float, predicted: int, positives: int, tp: int) -> Detect
     return Detection(float(threshold), int(predicted), int(positives), int(tp), precision, recall, f1)
 
 
-def _min_keys(engine, source: str, cells: Sequence[int]) -> np.ndarray:
-    """(T,) the smallest key over ``cells`` at each step: all of S is on at t iff it is >= the key."""
-    src = engine.project.source(source)
-    chosen = check_cells(cells, src.D, f"source {source}")
-    if len(chosen) == 0:
-        raise ProjectError("the detector needs a non-empty cell set S")
-    store = _keys_cells(engine, source)
-    low = None
-    for c in sorted(set(int(c) for c in chosen)):
-        row = store.take(np.array([c]))[0]
-        low = row if low is None else np.minimum(low, row, out=low)
-    return low
-
-
 def _positives(engine, track: str, label: Any) -> np.ndarray:
     return track_values(engine, track) == label_value(engine, track, label)
 
@@ -225,9 +212,7 @@ class DetectorCurve:
 def default_thresholds(engine, source: str, count: int = 41, scale: str = "none") -> list[float]:
     """An even grid over the source's value range (or the scale's), ends excluded (nothing or everything
     on is no detector)."""
-    from gpu_matcher.scaling import SCALE_RANGES
-
-    lo, hi = SCALE_RANGES.get(scale) or engine.project.source(source).value_range()
+    lo, hi = SCALE_RANGES.get(check_scale(scale)) or engine.project.source(source).value_range()
     return [round(float(x), 4) for x in np.linspace(lo, hi, count + 2)[1:-1]]     # the app's precision
 
 
@@ -235,44 +220,32 @@ def detector_curve(engine, source: str, cells: Sequence[int], thresholds: Sequen
                    track: str, label: Any, scale: str = "none") -> DetectorCurve:
     """Exact detector scores at every threshold, from one pass over the cells of S.
 
-    With a per-cell ``scale`` (``gpu_matcher.scaling``) "on" is ``z >= θ`` on the normalised values.
+    "All of S on at t" is "S's least per-step score >= the threshold's bound" (``Engine.all_on_score``),
+    so each threshold costs two binary searches in the sorted scores.
     """
-    src = engine.project.source(source)
     if thresholds is None:
         thresholds = default_thresholds(engine, source, scale=scale)
     pos = _positives(engine, track, label)
-    if scale != "none":
-        from gpu_matcher import scaling
-
-        chosen = check_cells(cells, src.D, f"source {source}")
-        if len(chosen) == 0:
-            raise ProjectError("the detector needs a non-empty cell set S")
-        low_z = None
-        for c in sorted(set(int(c) for c in chosen)):
-            z = scaling.normalised_row(engine, source, c, scale)
-            low_z = z if low_z is None else np.minimum(low_z, z)       # NaN (off) propagates
-        points = []
-        for th in thresholds:
-            pred = low_z >= float(th)
-            points.append(_scores(th, int(pred.sum()), int(pos.sum()), int((pred & pos).sum())))
-        return DetectorCurve(points=points, best=_best(points))
-    low = _min_keys(engine, source, cells)
-    all_sorted = np.sort(low)
-    pos_sorted = np.sort(low[pos])
-    positives = int(pos_sorted.size)
+    score, bound = engine.all_on_score(source, cells, scale)
+    valid = ~np.isnan(score) if score.dtype.kind == "f" else np.ones(score.size, dtype=bool)
+    all_sorted = np.sort(score[valid])
+    pos_sorted = np.sort(score[valid & pos])
+    positives = int(pos.sum())
     points = []
     for th in thresholds:
-        key = src.key_threshold(float(th))
-        if key is None:
+        b = bound(float(th))
+        if b is None or (isinstance(b, float) and math.isnan(b)):
             predicted = tp = 0
         else:
-            predicted = int(all_sorted.size - np.searchsorted(all_sorted, key, side="left"))
-            tp = int(pos_sorted.size - np.searchsorted(pos_sorted, key, side="left"))
+            predicted = int(all_sorted.size - np.searchsorted(all_sorted, b, side="left"))
+            tp = int(pos_sorted.size - np.searchsorted(pos_sorted, b, side="left"))
         points.append(_scores(th, predicted, positives, tp))
-    return DetectorCurve(points=points, best=_best(points))
+    return DetectorCurve(points=points, best=best_f1(points))
 
 
-def _best(points: list[Detection]) -> Detection | None:
+
+def best_f1(points: Sequence[Detection]) -> Detection | None:
+    """The point with the highest F1 (the lowest threshold on ties); None when every F1 is 0."""
     best = None
     for p in sorted(points, key=lambda p: p.threshold):
         if p.f1 > 0 and (best is None or p.f1 > best.f1):
@@ -317,13 +290,7 @@ def suggest_cells(engine, source: str, threshold: float, start: int | None = Non
     n_out = T - n_in
     if n_in == 0:
         raise ProjectError(f"suggest: the label {label!r} of track {track!r} never occurs")
-    if scale == "none":
-        key = src.key_threshold(threshold)
-        keys = None if key is None else np.full(D, key)
-    else:
-        from gpu_matcher import scaling
-
-        keys = scaling.key_thresholds(engine, source, threshold, scale)     # one exact key per cell
+    keys = engine.key_thresholds(source, threshold, scale)              # one exact key per cell
     inside = np.zeros(D, dtype=np.int64)
     total = np.zeros(D, dtype=np.int64)
     if keys is not None:
@@ -389,13 +356,7 @@ def phrase_patterns(engine, source: str, track: str, threshold: float, labels: S
     hi = np.minimum(seq_hi, ends + 1 + right)
     length = ends + 1 - starts
     patterns = np.zeros((P, D), dtype=bool)
-    if scale == "none":
-        key = src.key_threshold(threshold)
-        keys = None if key is None else np.full(D, key)
-    else:
-        from gpu_matcher import scaling
-
-        keys = scaling.key_thresholds(engine, source, threshold, scale)
+    keys = engine.key_thresholds(source, threshold, scale)              # one exact key per cell
     if keys is not None and P:
         store = _keys_cells(engine, source)
         cs = np.zeros(T + 1, dtype=np.int32)
@@ -479,17 +440,18 @@ class Comparison:
 
 def compare(engine_a, source_a: str, engine_b, source_b: str, start: int, end: int, threshold: float,
             left: int = 0, right: int = 0, top: int = 50, track: str | None = None,
-            sequences: bool = True) -> Comparison:
-    """The same brushed range selected and matched in two sources over the same token timeline."""
+            sequences: bool = True, scale: str = "none") -> Comparison:
+    """The same brushed range selected and matched in two sources over the same token timeline (the
+    threshold read on ``scale`` in both)."""
     if engine_a.project.T != engine_b.project.T:
         raise ProjectError(f"compare: the timelines differ (T={engine_a.project.T} vs {engine_b.project.T}); "
                            "two sources must share one token timeline")
     T = engine_a.project.T
     sides, masks, lists = [], [], []
     for engine, source in ((engine_a, source_a), (engine_b, source_b)):
-        sel = engine.select(source, start, end, threshold, left, right, sequences)
-        found = engine.match(source, sel.cells, threshold, left, right, top, sequences=sequences) \
-            if sel.cells else []
+        sel = engine.select(source, start, end, threshold, left, right, sequences, scale=scale)
+        found = engine.match(source, sel.cells, threshold, left, right, top, sequences=sequences,
+                             scale=scale) if sel.cells else []
         lists.append(found)
         masks.append(step_mask(T, found))
         sides.append({"source": source, "cells": sel.cells, "matches": [m.as_dict() for m in found]})

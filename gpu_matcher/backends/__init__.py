@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from gpu_matcher.backends.base import Backend, MatchQuery, MatchRow
+from gpu_matcher.backends.base import Backend, Capability, MatchQuery, MatchRow
 from gpu_matcher.errors import ProjectError
 
 log = logging.getLogger("gpu_matcher")
@@ -47,4 +47,4 @@ def get_backend(name: str = "auto") -> Backend:
     return NumpyBackend()
 
 
-__all__ = ["Backend", "MatchQuery", "MatchRow", "get_backend", "cupy_unavailable_reason", "BACKEND_NAMES"]
+__all__ = ["Backend", "Capability", "MatchQuery", "MatchRow", "get_backend", "cupy_unavailable_reason", "BACKEND_NAMES"]

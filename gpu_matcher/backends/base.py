@@ -15,6 +15,7 @@ only candidate arrays and results.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Sequence
 
 import numpy as np
@@ -22,17 +23,29 @@ import numpy as np
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.ranking import DistinctWalk, group_order
 from gpu_matcher.source import _ranges
+from gpu_matcher.threshold import Threshold
 
 #: Candidates of an inter group verified in the first batch (``Backend._walk_group``).
 VERIFY_FIRST = 128
 
 
+class Capability(str, Enum):
+    """Optional abilities a backend declares (``Backend.capabilities``); the engine asks these, never a
+    backend's name."""
+
+    #: ``MatchQuery.key_threshold`` may be one key per cell (a ``(D,)`` array: per-cell scales).
+    PER_CELL_KEYS = "per_cell_keys"
+    #: Answers sources larger than its memory by streaming their keys in chunks.
+    STREAMING = "streaming"
+
+
 @dataclass(frozen=True)
 class MatchQuery:
-    """One match request in engine terms (cells already resolved, threshold already a key)."""
+    """One match request in engine terms: cells resolved, the threshold spec and its resolved key(s)."""
 
     cells: tuple[int, ...]
-    key_threshold: Any                 # stored-dtype key, or None when nothing is on
+    key_threshold: Any                 # one stored-dtype key, a (D,) array of keys (one per cell), or
+    #                                    None when nothing is on
     bounds: np.ndarray                 # sequence starts with T appended (host, int64)
     left: int = 0
     right: int = 0
@@ -40,6 +53,12 @@ class MatchQuery:
     min_length: int = 2
     phrase_length: int = 0
     distinct: bool = True
+    threshold: Threshold | None = None   # the spec the keys were resolved from (None: keys given as is)
+
+    @property
+    def per_cell(self) -> bool:
+        """True when the query carries one key per cell (needs ``Capability.PER_CELL_KEYS``)."""
+        return self.key_threshold is not None and np.ndim(self.key_threshold) > 0
 
 
 @dataclass(frozen=True)
@@ -56,6 +75,12 @@ class Backend:
 
     name = "base"
     xp: Any = np
+    #: What this backend can do beyond the required primitives (``Capability``).
+    capabilities: frozenset[Capability] = frozenset()
+
+    def supports(self, ability: Capability) -> bool:
+        """Whether this backend declares ``ability``."""
+        return ability in self.capabilities
 
     # --- what a backend implements ------------------------------------------------------------
     def prepare(self, source) -> Any:

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gpu_matcher.backends.base import Backend, MatchQuery, MatchRow
+from gpu_matcher.backends.base import Backend, Capability, MatchQuery, MatchRow
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.source import KEY_DTYPES, float_keys
 
@@ -180,6 +180,8 @@ class CupyBackend(Backend):
     """The engine's search with the array work on a GPU (or on a stand-in device in tests)."""
 
     name = "cupy"
+    # One key per threshold mask: per-cell keys are not (yet) supported, the engine answers those on NumPy.
+    capabilities = frozenset({Capability.STREAMING})
 
     def __init__(self, device: Any = None):
         self.device = device if device is not None else CudaDevice()

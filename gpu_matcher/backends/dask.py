@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from gpu_matcher.backends.base import Backend, MatchQuery, MatchRow
+from gpu_matcher.backends.base import Backend, Capability, MatchQuery, MatchRow
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.sharded import (Call, MatchStats, ShardedSource, locate, plan_shards, shard_calls,
                                  sharded_match)
@@ -186,6 +186,8 @@ class DaskBackend(Backend):
     """
 
     name = "dask"
+    # Shard partials are cached per threshold key: one key for all cells (per-cell keys run on NumPy).
+    capabilities = frozenset({Capability.STREAMING})
 
     def __init__(self, client, cluster=None, worker_backend: str | Callable[[], Backend] = "auto",
                  shard_steps: int | None = None, halo: int = HALO, retries: int = 2, warm: bool = True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpu_matcher.backends.base import Backend, batches, pack_bits_rows, pack_rows, segment_reduce
+from gpu_matcher.backends.base import Backend, Capability, batches, pack_bits_rows, pack_rows, segment_reduce
 
 #: Rows x cells gathered at once during verification (bounds the temporary memory to ~this many bytes).
 GATHER_BUDGET = 1 << 25
@@ -13,14 +13,15 @@ GATHER_BUDGET = 1 << 25
 class NumpyBackend(Backend):
     name = "numpy"
     xp = np
+    capabilities = frozenset({Capability.PER_CELL_KEYS, Capability.STREAMING})
 
     def prepare(self, source):
         return source.layout()
 
     @staticmethod
     def _on_rows(layout, cells, key_threshold):
-        """Each selected cell's on-row over all T, one at a time (one key, or one per cell from
-        ``gpu_matcher.scaling``)."""
+        """Each selected cell's on-row over all T, one at a time (one key, or one per cell:
+        ``Capability.PER_CELL_KEYS``)."""
         cells = np.asarray(cells, dtype=np.int64)
         per_cell = np.ndim(key_threshold) > 0
         for i, c in enumerate(cells.tolist()):

@@ -11,7 +11,7 @@ from gpu_matcher import defaults
 from gpu_matcher.backends import BACKEND_NAMES
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.formats import CONFIG_NAME
-from gpu_matcher.scaling import SCALES
+from gpu_matcher.threshold import SCALES
 
 
 def find_project(path: str):

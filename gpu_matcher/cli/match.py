@@ -62,16 +62,14 @@ def cmd_match(args) -> int:
 
 
 def _match(args, engine, source: str) -> int:
-    from gpu_matcher import scaling
-
     sequences = not args.no_sequences
     if args.cells is not None:
         cells = parse_cells(args.cells)
     else:
         if args.start is None or args.end is None:
             raise ProjectError("give --start and --end (a brushed range) or --cells")
-        cells = scaling.select(engine, source, args.start, args.end, args.threshold, args.left, args.right,
-                               args.scale, sequences).cells
+        cells = engine.select(source, args.start, args.end, args.threshold, args.left, args.right,
+                              sequences, scale=args.scale).cells
     if not cells:
         raise ProjectError(f"the selection [{args.start}, {args.end}] at threshold {args.threshold} "
                            "picks no cells; lower the threshold or change the margins")
@@ -79,9 +77,9 @@ def _match(args, engine, source: str) -> int:
     times, matches = [], []
     for _ in range(max(1, args.repeat)):
         t0 = time.perf_counter()
-        matches = scaling.match(engine, source, cells, args.threshold, args.left, args.right, args.top,
-                                args.min_length, args.phrase_length, not args.no_distinct, sequences,
-                                scale=args.scale)
+        matches = engine.match(source, cells, args.threshold, args.left, args.right, args.top,
+                               args.min_length, args.phrase_length, not args.no_distinct, sequences,
+                               scale=args.scale)
         times.append((time.perf_counter() - t0) * 1000.0)
     out = {
         "cells": [int(c) for c in sorted(set(cells))],

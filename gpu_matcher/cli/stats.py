@@ -29,10 +29,8 @@ def _cells(engine, source: str, args) -> list[int]:
     elif args.start is None or args.end is None:
         raise ProjectError("give --start and --end (a brushed range) or --cells")
     else:
-        from gpu_matcher import scaling
-
-        cells = scaling.select(engine, source, args.start, args.end, args.threshold, args.left, args.right,
-                               scale=args.scale).cells
+        cells = engine.select(source, args.start, args.end, args.threshold, args.left, args.right,
+                              scale=args.scale).cells
     if not cells:
         raise ProjectError(f"the selection [{args.start}, {args.end}] at threshold {args.threshold} picks no "
                            "cells; lower the threshold or change the margins")
@@ -40,13 +38,12 @@ def _cells(engine, source: str, args) -> list[int]:
 
 
 def cmd_stats(args) -> int:
-    from gpu_matcher import scaling, stats
+    from gpu_matcher import stats
 
     engine = _open(args.project_dir, args.backend)
     source = _source(engine, args.source)
     cells = _cells(engine, source, args)
-    matches = scaling.match(engine, source, cells, args.threshold, args.left, args.right, args.top,
-                            scale=args.scale)
+    matches = engine.match(source, cells, args.threshold, args.left, args.right, args.top, scale=args.scale)
     out = {"source": source, "cells": sorted(set(cells)), "threshold": args.threshold, "scale": args.scale,
            "matches": len(matches),
            "enrichment": stats.enrichment(engine, source, matches, args.track).as_dict()}
@@ -84,7 +81,7 @@ def cmd_compare(args) -> int:
     source_a = _source(engine_a, args.source)
     source_b = _source(engine_b, args.other_source)
     out = stats.compare(engine_a, source_a, engine_b, source_b, args.start, args.end, args.threshold,
-                        args.left, args.right, args.top, args.track)
+                        args.left, args.right, args.top, args.track, scale=args.scale)
     print(json.dumps(out.as_dict()))
     return 0
 
@@ -114,7 +111,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("compare", help="one selection in two sources (layers, cell vs hidden, two checkpoints "
                                        "over the same tokens): both match lists, their overlap, enrichments")
-    _common(p, range_required=True, scale=False)
+    _common(p, range_required=True)
     p.add_argument("--other-source", help="the second source (default: the first source of the other project)")
     p.add_argument("--other-project", help="a second project over the same token timeline")
     p.add_argument("--track", help="a discrete meta track whose enrichments to compare")

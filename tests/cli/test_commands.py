@@ -15,7 +15,7 @@ import gpu_matcher.cli as cli
 from gpu_matcher import defaults
 from gpu_matcher.backends import BACKEND_NAMES
 from gpu_matcher.engine import Engine
-from gpu_matcher.scaling import SCALES
+from gpu_matcher.threshold import SCALES
 
 GROUP = cli.ENTRY_POINT_GROUP
 
