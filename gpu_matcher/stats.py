@@ -15,7 +15,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gpu_matcher.backends.base import check_cells
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.threshold import SCALE_RANGES, check_scale
 

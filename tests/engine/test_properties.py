@@ -122,9 +122,9 @@ def test_special_values():
 def test_batched_verification_equals_the_oracle(monkeypatch, first):
     """Groups verified a few candidates at a time (longest first, walking those with the least
     possible union at once, stopping when the walk is full) give the oracle's answer."""
-    from gpu_matcher.backends import base
+    from gpu_matcher.backends import search
 
-    monkeypatch.setattr(base, "VERIFY_FIRST", first)
+    monkeypatch.setattr(search, "VERIFY_FIRST", first)
     rng = np.random.default_rng(first)
     for trial in range(6):
         T, D = 400, 14

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gpu_matcher import Engine, open_project
 from gpu_matcher.backends import cupy as cupy_backend
-from gpu_matcher.backends.base import Backend
+from gpu_matcher.backends.search import SearchBackend
 from gpu_matcher.backends.cupy import RESIDENT, STREAMED, CupyBackend, layout_bytes
 from gpu_matcher.source import float_keys, key_threshold
 from tests.conftest import GOLDEN, golden_queries, golden_sets
@@ -31,10 +31,10 @@ def streamed_device(T: int, D: int, itemsize: int) -> StandInDevice:
 
 
 def test_cupy_backend_overrides_every_array_primitive_of_the_search():
-    """Backend.match must reach the GPU only through these; a NumPy default would run on CuPy arrays."""
+    """SearchBackend.match must reach the GPU only through these; a NumPy default would run on CuPy arrays."""
     for name in ("prepare", "on_columns", "active_counts", "to_host", "pack_steps", "step_counts",
                  "level_events", "level_runs", "inter_counts"):
-        assert hasattr(Backend, name), f"Backend has no {name} any more: update CupyBackend"
+        assert hasattr(SearchBackend, name), f"SearchBackend has no {name} any more: update CupyBackend"
         assert name in vars(CupyBackend), f"CupyBackend does not override {name}"
 
 
