@@ -1,8 +1,9 @@
 """The exact match over shards along T: what each shard answers, and how the client merges the answers.
 
-``../shared/MATCHING.md`` is the contract; the answer is identical, row for row, to ``Backend.match`` in
-one process. Nothing here imports a cluster library: ``gpu_matcher.backends.dask`` runs the shard calls
-on Dask workers, the tests also run them in-process (``SerialExecutor``).
+``../shared/MATCHING.md`` is the contract; the answer is identical, row for row, to ``SearchBackend.match``
+in one process. ``ShardedBackend`` is a backend composed of per-shard backends (Faiss's ``IndexShards``).
+Nothing here imports a cluster library: ``gpu_matcher.backends.dask`` runs the shard calls on Dask
+workers, ``SerialExecutor`` runs them in this process.
 
 The protocol
 ------------
@@ -18,7 +19,8 @@ source itself (a path, never states), and keeps the window's layout (the NumPy o
    on each side of the shard, so the worker finds exactly these, at every level, with the global
    sequence starts that fall inside its window; and since ``h >= L, R`` their margins lie in the window
    too, so ``inter`` (the selected cells' packed bits) and the verification over all ``D`` cells
-   (``active_counts``) are computed there, by the backend, just as in one process.
+   (``active_counts``) are computed there, by the backend, just as in one process: it is the
+   one-process level walk (``LevelWalk``) over the window, keeping the interior runs.
 3. **Crossing runs** are all other maximal runs: those holding a shard edge ``e`` and ``e - 1``. A run
    of level ``m`` crosses ``e`` iff ``m <= min(n(e-1), n(e))`` and ``e`` is no sequence start; it starts
    one step after the last ``n < m`` before ``e`` (or at the sequence start) and ends one step before the
@@ -41,6 +43,9 @@ source itself (a path, never states), and keeps the window's layout (the NumPy o
    so no row is ever taken out of the global order. The walk (``DistinctWalk``) is the one-process
    walk; it stops at ``top``. So the answer is the one-process answer: same candidates, same scores,
    same total order, same walk.
+
+The protocol reads the threshold only through "on", a fixed boolean per step and cell, so a query with
+one key per cell (per-cell scales) is answered by the same steps.
 
 Every call is a pure function of (source, shard, query): a worker that dies mid-query loses only its
 caches, and the call, retried elsewhere, returns the same rows. For the same reason a worker keys the
@@ -616,11 +621,12 @@ class ShardedBackend(Backend[ShardedSource]):
     name = "sharded"
 
     def __init__(self, executor: Executor | None = None, shard_steps: int | None = None, halo: int = HALO,
-                 warm: bool = False):
+                 warm: bool = False, first_rows: int | None = None):
         self.executor: Executor = executor if executor is not None else SerialExecutor("numpy")
         self.shard_steps = shard_steps
         self.halo = int(halo)
         self.warm = warm
+        self.first_rows = first_rows          # rows asked of a shard per group at first (see sharded_match)
         shard_caps = worker_capabilities(self.executor.backend_spec)
         self.capabilities = frozenset({Capability.STREAMING}) | (shard_caps & {Capability.PER_CELL_KEYS})
         self.last_stats: MatchStats | None = None
@@ -644,7 +650,8 @@ class ShardedBackend(Backend[ShardedSource]):
     def match(self, layout: ShardedSource, query: MatchQuery) -> list[MatchRow]:
         stats = MatchStats()
         self.executor.refresh(layout.shard_list(self.halo))
-        rows = sharded_match(layout, query, self.executor, halo=self.halo, stats=stats)
+        rows = sharded_match(layout, query, self.executor, halo=self.halo, stats=stats,
+                             first_rows=self.first_rows)
         self.last_stats = stats
         return rows
 

@@ -1,6 +1,6 @@
 """The CuPy backend: the engine's array primitives as CUDA kernels over bit-packed on-masks.
 
-It shares the search with the NumPy backend (``Backend.match``, ``../shared/MATCHING.md``), so its
+It shares the search with the NumPy backend (``SearchBackend.match``, ``../shared/MATCHING.md``), so its
 answers are the engine's exactly; only the array work runs on the GPU, in ``kernels/*.cu``.
 
 What lives on the device, and why:
@@ -332,7 +332,7 @@ class CupyBackend(SearchBackend[DeviceLayout, _RunEvents]):
         blocks_x = max(1, min(-(-int(threads) // BLOCK), max(1, MAX_BLOCKS // blocks_y)))
         self._kernels[name]((blocks_x, blocks_y), (BLOCK,), args)
 
-    # --- the array primitives of Backend.match ----------------------------------------------------------
+    # --- the array primitives of SearchBackend.match -----------------------------------------------------
     def on_columns(self, layout: DeviceLayout, cells, key_threshold):
         xp = self.xp
         mask = self.threshold_mask(layout, key_threshold)
@@ -432,7 +432,7 @@ class CupyBackend(SearchBackend[DeviceLayout, _RunEvents]):
 
     # --- the search, with its fallbacks -----------------------------------------------------------------
     def match(self, layout: DeviceLayout, query: MatchQuery) -> list[MatchRow]:
-        """``Backend.match`` on the GPU. Out of memory: free the cached masks and retry; then stream the
+        """``SearchBackend.match`` on the GPU. Out of memory: free the cached masks and retry; then stream the
         keys instead of keeping them; then answer this query with NumPy. One log line each."""
         if layout.mode != HOST:
             for attempt in range(3):
