@@ -19,7 +19,7 @@ import numpy as np
 
 from gpu_matcher import scaling
 from gpu_matcher.backends import Backend, Capability, MatchQuery, get_backend
-from gpu_matcher.backends.base import check_cells
+from gpu_matcher.backends.base import Key, check_cells
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.project import Project
 from gpu_matcher.query import DEFAULT_MIN_LENGTH, DEFAULT_TOP, clip_margins
@@ -136,6 +136,7 @@ class Engine:
 
     @staticmethod
     def check_margins(left: int, right: int) -> None:
+        """A ProjectError unless both margins are >= 0."""
         if left < 0 or right < 0:
             raise ProjectError(f"margins must be >= 0 (left={left}, right={right})")
 
@@ -168,7 +169,7 @@ class Engine:
         keys = self._keys.get((source, spec), make)
         return None if keys is None else keys.copy()
 
-    def resolve(self, source: str, threshold: float | Threshold, scale: str = "none"):
+    def resolve(self, source: str, threshold: float | Threshold, scale: str = "none") -> Key:
         """The key(s) a query carries: one stored-dtype key for ``none`` (every backend takes it), a
         ``(D,)`` array for a per-cell scale, or None when nothing is on."""
         spec = Threshold.of(threshold, scale)
@@ -205,7 +206,7 @@ class Engine:
         return low, float
 
     @staticmethod
-    def _on(raw: np.ndarray, key) -> np.ndarray:
+    def _on(raw: np.ndarray, key: Key) -> np.ndarray:
         """On-mask of raw rows against a resolved key (one, or one per column of ``raw``)."""
         if key is None:
             return np.zeros(raw.shape, dtype=bool)

@@ -1,4 +1,6 @@
-"""Backends: one interface (``base.Backend``), a NumPy and a CuPy implementation, chosen at run time."""
+"""Backends: one interface (``base.Backend``: ``prepare``, ``match``, declared ``capabilities``); the exact
+search over array primitives (``search.SearchBackend``) with a NumPy and a CuPy implementation, chosen at
+run time; the sharded composite of per-shard backends is ``gpu_matcher.sharded.ShardedBackend``."""
 
 from __future__ import annotations
 
