@@ -148,3 +148,34 @@ def test_workers_with_cells_only_layouts_on_disk(tmp_path, monkeypatch):
     reset_worker_states()
     assert any((tmp_path / "cache").rglob("keys_cells.npy"))
     assert not any((tmp_path / "cache").rglob("keys_rows.npy"))
+
+
+def test_the_sharded_backend_declares_what_its_shard_backends_declare(tmp_path):
+    """Per-cell keys travel to the shards only when the per-shard backends declare them (read from their
+    classes, nothing built); otherwise the engine answers the scaled query with NumPy. Same answer."""
+    from gpu_matcher import Engine
+    from gpu_matcher.backends import Capability
+    from gpu_matcher.sharded import SerialExecutor, ShardedBackend
+    from tests.dask.common import SOURCE, standin_cupy
+    from tests.engine.conformance import rows
+
+    numpy_shards = ShardedBackend(SerialExecutor("numpy"), shard_steps=9)
+    assert numpy_shards.supports(Capability.PER_CELL_KEYS) and numpy_shards.supports(Capability.STREAMING)
+    assert ShardedBackend(SerialExecutor(CountingNumpy), shard_steps=9).supports(Capability.PER_CELL_KEYS)
+    for spec in ("auto", "cupy", standin_cupy):
+        assert not ShardedBackend(SerialExecutor(spec)).supports(Capability.PER_CELL_KEYS), spec
+    rng = np.random.default_rng(8)
+    project = open_project(write_project(tmp_path, rng.normal(0, 1, (120, 6)).astype(np.float32),
+                                         starts=[50], transform="none"))
+    CountingNumpy.prepared = 0
+    reset_worker_states()
+    q = dict(cells=[0, 2, 5], threshold=0.6, left=1, right=1, top=10, min_length=2, phrase_length=0,
+             distinct=True, sequences=True, scale="quantile")
+    want = engine_rows(project, q)
+    assert want
+    plain = Engine(project, backend=ShardedBackend(SerialExecutor(counting_backend), shard_steps=9))
+    assert rows(plain, SOURCE, q) == want
+    assert CountingNumpy.prepared == 0              # a factory function declares nothing: NumPy answered
+    sharded = Engine(project, backend=ShardedBackend(SerialExecutor(CountingNumpy), shard_steps=9))
+    assert rows(sharded, SOURCE, q) == want
+    assert CountingNumpy.prepared > 0               # the class declares per-cell keys: the shards answered

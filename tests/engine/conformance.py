@@ -210,7 +210,7 @@ class Implementation:
     must be files (shard workers open them by path). ``examples``: how many random scenarios each
     property draws for it (the slow ones get fewer). ``unavailable()``: why it cannot run here, or None.
     ``check(engine, source)``: what else must hold after a query (the layout mode it was meant to use,
-    ...).
+    ...). ``reference``: the implementation the others are compared with (not with itself).
     """
 
     name: str
@@ -219,6 +219,7 @@ class Implementation:
     examples: int = 100
     unavailable: Callable[[], str | None] = field(default=lambda: None)
     check: Callable[[Engine, str], None] | None = None
+    reference: bool = False
 
     def engine(self, raw: np.ndarray, transform: str, starts) -> tuple[Engine, str]:
         """An engine of this implementation over a project holding ``raw``, and the source's name."""
@@ -337,7 +338,7 @@ def _no_gpu() -> str | None:
 
 
 IMPLEMENTATIONS: list[Implementation] = [
-    Implementation("numpy", lambda project: "numpy", examples=250),
+    Implementation("numpy", lambda project: "numpy", examples=250, reference=True),
     Implementation("cupy-standin", lambda project: standin_cupy(), examples=120,
                    check=_cupy_mode("resident")),
     Implementation("cupy-standin-streamed", _streamed(streamed_device), examples=60,

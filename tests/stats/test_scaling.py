@@ -151,3 +151,28 @@ def test_a_backend_without_per_cell_keys_gets_numpy_by_its_declaration(caplog):
         [m.as_dict() for m in plain.match("f::states", [0, 2, 3], 0.5, top=10, scale="zscore")]
     assert sum("per-cell thresholds run on the NumPy backend" in r.message for r in caplog.records) == 1
     assert engine.match("f::states", [0, 2], 0.5) == plain.match("f::states", [0, 2], 0.5)   # one key: its own
+
+
+def test_cell_scales_and_keys_are_computed_once_per_engine_from_many_threads(monkeypatch):
+    """The engine owns its caches: many threads asking for the same scaled keys get equal answers, the
+    per-cell parameters are computed once, and only the last few thresholds are kept."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gpu_matcher import engine as engine_module, scaling
+
+    calls = []
+    real = scaling.cell_scale
+    monkeypatch.setattr(scaling, "cell_scale", lambda src: calls.append(src.name) or real(src))
+    rng = np.random.default_rng(5)
+    engine = Engine(project_from_array(rng.normal(0, 2, (300, 7)).astype(np.float32), "none", [100]),
+                    backend="numpy")
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda i: engine.key_thresholds("f::states", 0.5, "zscore"), range(32)))
+    assert calls == ["f::states"]
+    assert all(np.array_equal(g, got[0]) for g in got)
+    got[0][:] = 0                                            # a caller's copy, not the cache
+    assert not np.array_equal(engine.key_thresholds("f::states", 0.5, "zscore"), got[0])
+    cache = engine_module.BoundedCache(3)
+    for i in range(5):
+        assert cache.get(i, lambda: i * i) == i * i
+    assert len(cache) == 3 and cache.get(4, lambda: -1) == 16 and cache.get(0, lambda: -1) == -1
