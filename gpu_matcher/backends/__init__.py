@@ -49,4 +49,5 @@ def get_backend(name: str = "auto") -> Backend:
     return NumpyBackend()
 
 
-__all__ = ["Backend", "Capability", "MatchQuery", "MatchRow", "get_backend", "cupy_unavailable_reason", "BACKEND_NAMES"]
+__all__ = ["Backend", "Capability", "MatchQuery", "MatchRow", "get_backend", "cupy_unavailable_reason",
+           "BACKEND_NAMES"]

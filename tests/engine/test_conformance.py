@@ -86,8 +86,9 @@ def test_select_match_and_context_equal_the_oracle(impl):
 
         q = dict(cells=data.draw(st.lists(st.integers(0, D - 1), min_size=1, max_size=D, unique=True)),
                  threshold=threshold, left=left, right=right, top=data.draw(st.integers(1, 12)),
-                 min_length=data.draw(st.integers(1, 3)), phrase_length=data.draw(st.sampled_from([0, 0, 1, 2, 3])),
-                 distinct=data.draw(st.booleans()), sequences=use_sequences)
+                 min_length=data.draw(st.integers(1, 3)),
+                 phrase_length=data.draw(st.sampled_from([0, 0, 1, 2, 3])), distinct=data.draw(st.booleans()),
+                 sequences=use_sequences)
         want = oracle.match(on, q["cells"], left, right, seq_starts, top=q["top"], min_length=q["min_length"],
                             phrase_length=q["phrase_length"], distinct=q["distinct"])
         assert rows(engine, source, q) == want
