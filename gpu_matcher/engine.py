@@ -19,9 +19,10 @@ import numpy as np
 
 from gpu_matcher import scaling
 from gpu_matcher.backends import Backend, Capability, MatchQuery, get_backend
-from gpu_matcher.backends.base import check_cells
+from gpu_matcher.backends.base import Key, check_cells
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.project import Project
+from gpu_matcher.query import DEFAULT_MIN_LENGTH, DEFAULT_TOP, clip_margins
 from gpu_matcher.scaling import CellScale
 from gpu_matcher.source import float_keys, transform_values
 from gpu_matcher.threshold import Threshold
@@ -135,6 +136,7 @@ class Engine:
 
     @staticmethod
     def check_margins(left: int, right: int) -> None:
+        """A ProjectError unless both margins are >= 0."""
         if left < 0 or right < 0:
             raise ProjectError(f"margins must be >= 0 (left={left}, right={right})")
 
@@ -167,7 +169,7 @@ class Engine:
         keys = self._keys.get((source, spec), make)
         return None if keys is None else keys.copy()
 
-    def resolve(self, source: str, threshold: float | Threshold, scale: str = "none"):
+    def resolve(self, source: str, threshold: float | Threshold, scale: str = "none") -> Key:
         """The key(s) a query carries: one stored-dtype key for ``none`` (every backend takes it), a
         ``(D,)`` array for a per-cell scale, or None when nothing is on."""
         spec = Threshold.of(threshold, scale)
@@ -204,7 +206,7 @@ class Engine:
         return low, float
 
     @staticmethod
-    def _on(raw: np.ndarray, key) -> np.ndarray:
+    def _on(raw: np.ndarray, key: Key) -> np.ndarray:
         """On-mask of raw rows against a resolved key (one, or one per column of ``raw``)."""
         if key is None:
             return np.zeros(raw.shape, dtype=bool)
@@ -217,8 +219,9 @@ class Engine:
         spec = Threshold.of(threshold, scale)
         self.project.source(source)
         self.check_margins(left, right)
-        lo, hi = self.check_range(start, end, sequences)
-        w0, w1 = max(lo, start - left), min(hi, end + 1 + right)
+        self.check_range(start, end, sequences)
+        w0, w1 = (int(x[0]) for x in clip_margins(self.project.sequence_bounds(sequences), [start], [end],
+                                                   left, right))
         on = self.on_mask(source, w0, w1, spec)
         inside = on[start - w0:end + 1 - w0].all(axis=0)
         outside = on[:start - w0].any(axis=0) | on[end + 1 - w0:].any(axis=0)
@@ -228,16 +231,18 @@ class Engine:
 
     # --- match ------------------------------------------------------------------------------
     def match(self, source: str, cells: Sequence[int], threshold: float | Threshold, left: int = 0,
-              right: int = 0, top: int = 50, min_length: int = 2, phrase_length: int = 0,
-              distinct: bool = True, sequences: bool = True, scale: str = "none") -> list[Match]:
+              right: int = 0, top: int = DEFAULT_TOP, min_length: int = DEFAULT_MIN_LENGTH,
+              phrase_length: int = 0, distinct: bool = True, sequences: bool = True,
+              scale: str = "none") -> list[Match]:
         """The exact ranked top ``top`` matches of cell set ``cells`` (MATCHING.md, "Match")."""
         query = self.match_query(source, cells, threshold, left, right, top, min_length, phrase_length,
                                  distinct, sequences, scale)
         return self.run(source, query)
 
     def match_query(self, source: str, cells: Sequence[int], threshold: float | Threshold, left: int = 0,
-                    right: int = 0, top: int = 50, min_length: int = 2, phrase_length: int = 0,
-                    distinct: bool = True, sequences: bool = True, scale: str = "none") -> MatchQuery:
+                    right: int = 0, top: int = DEFAULT_TOP, min_length: int = DEFAULT_MIN_LENGTH,
+                    phrase_length: int = 0, distinct: bool = True, sequences: bool = True,
+                    scale: str = "none") -> MatchQuery:
         """A checked ``MatchQuery``: the threshold spec and its resolved key(s)."""
         spec = Threshold.of(threshold, scale)
         src = self.project.source(source)

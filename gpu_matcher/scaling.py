@@ -62,8 +62,9 @@ def cell_scale(source: Source) -> CellScale:
         v = _transformed(source, keys[keys != 0])               # key 0 is NaN
         valid[c] = v.size
         if v.size:
-            center[c] = float(v.mean())
-            spread[c] = float(np.sqrt(np.mean((v - center[c]) ** 2)))
+            with np.errstate(invalid="ignore"):                # an infinity: no z-score (quantiles are fine)
+                center[c] = float(v.mean())
+                spread[c] = float(np.sqrt(np.mean((v - center[c]) ** 2)))
     return CellScale(center=center, spread=spread, valid=valid)
 
 

@@ -317,7 +317,7 @@ class SourceRows:
     def spans(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Rows ``[lo[i], hi[i])`` for every i, concatenated in the order given."""
         lo = np.asarray(lo, dtype=np.int64)
-        return self.take(_ranges(lo, np.asarray(hi, dtype=np.int64) - lo))
+        return self.take(concat_ranges(lo, np.asarray(hi, dtype=np.int64) - lo))
 
 
 class KeyStore:
@@ -381,21 +381,21 @@ class KeyStore:
         lo = np.asarray(lo, dtype=np.int64)
         length = np.asarray(hi, dtype=np.int64) - lo
         if self._mm is None or int(length.sum()) <= self.RELEASE_ROWS:
-            return self._copy(_ranges(lo, length))
+            return self._copy(concat_ranges(lo, length))
         # Read in file order, a slice of the file at a time, so each slice's mapped pages are few and
         # shared by neighbouring windows; then put the windows back in the order asked.
         order = np.argsort(lo, kind="stable")
-        rows = _ranges(lo[order], length[order])
+        rows = concat_ranges(lo[order], length[order])
         gathered = np.empty((rows.size, self.shape[1]), dtype=self.dtype)
         for i in range(0, rows.size, self.RELEASE_ROWS):
             gathered[i:i + self.RELEASE_ROWS] = self._copy(rows[i:i + self.RELEASE_ROWS])
         dest = np.cumsum(length) - length                     # where window j goes in the output
         src = np.empty_like(dest)
         src[order] = np.cumsum(length[order]) - length[order]  # where window j is in `gathered`
-        return gathered[_ranges(src, length)] if not np.array_equal(src, dest) else gathered
+        return gathered[concat_ranges(src, length)] if not np.array_equal(src, dest) else gathered
 
 
-def _ranges(first: np.ndarray, length: np.ndarray) -> np.ndarray:
+def concat_ranges(first: np.ndarray, length: np.ndarray) -> np.ndarray:
     """Concatenation of ``arange(first[i], first[i] + length[i])`` for all i."""
     length = np.asarray(length, dtype=np.int64)
     total = int(length.sum())

@@ -10,13 +10,15 @@ held in memory; the largest temporaries are a few ``(T,)`` arrays.
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
-from gpu_matcher.backends.base import check_cells
 from gpu_matcher.errors import ProjectError
+from gpu_matcher.query import DEFAULT_TOP, clip_margins
 from gpu_matcher.threshold import SCALE_RANGES, check_scale
 
 
@@ -36,12 +38,46 @@ def discrete_track(engine, track: str):
     return meta[track]
 
 
+@dataclass
+class _TrackCache:
+    """What the statistics keep per engine: whole track timelines and their corpus label counts."""
+
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    corpus: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+# Per engine, for as long as the engine lives (a discrete track is T small ints: read once, not per query).
+_CACHES: "weakref.WeakKeyDictionary[Any, _TrackCache]" = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def _cache(engine) -> _TrackCache:
+    with _CACHES_LOCK:
+        found = _CACHES.get(engine)
+        if found is None:
+            found = _CACHES[engine] = _TrackCache()
+        return found
+
+
 def track_values(engine, track: str) -> np.ndarray:
     """The whole (T,) value timeline of a discrete track as int64 (read once per engine)."""
-    cache = engine.__dict__.setdefault("_stats_tracks", {})
-    if track not in cache:
-        cache[track] = np.asarray(discrete_track(engine, track).values(0, engine.project.T)).astype(np.int64)
-    return cache[track]
+    cache = _cache(engine)
+    with cache.lock:
+        if track not in cache.values:
+            values = discrete_track(engine, track).values(0, engine.project.T)
+            cache.values[track] = np.asarray(values).astype(np.int64)
+        return cache.values[track]
+
+
+def _corpus_counts(engine, track: str) -> tuple[np.ndarray, np.ndarray]:
+    """The labels present in a track and their step counts: one sort of the track, once per engine."""
+    values = track_values(engine, track)
+    cache = _cache(engine)
+    with cache.lock:
+        if track not in cache.corpus:
+            cache.corpus[track] = np.unique(values, return_counts=True)
+        return cache.corpus[track]
 
 
 def label_value(engine, track: str, label: Any) -> int:
@@ -149,10 +185,7 @@ def enrichment(engine, source: str, matches: Sequence, track: str) -> Enrichment
     T = values.size
     mask = step_mask(T, matches)
     n = int(mask.sum())
-    cache = engine.__dict__.setdefault("_stats_corpus", {})
-    if track not in cache:                     # corpus counts: one sort of the track, once
-        cache[track] = np.unique(values, return_counts=True)
-    present, corpus = cache[track]
+    present, corpus = _corpus_counts(engine, track)
     inside, matched = np.unique(values[mask], return_counts=True)
     corpus_of = dict(zip(present.tolist(), corpus.tolist()))
     matched_of = dict(zip(inside.tolist(), matched.tolist()))
@@ -349,11 +382,7 @@ def phrase_patterns(engine, source: str, track: str, threshold: float, labels: S
     T, D = src.shape
     starts, ends, vals = label_spans(engine, track, labels, sequences)
     P = starts.size
-    bounds = np.asarray(engine.project.sequence_bounds(sequences), dtype=np.int64)
-    seq = np.searchsorted(bounds, starts, side="right") - 1
-    seq_lo, seq_hi = bounds[seq], bounds[seq + 1]          # bounds end with T
-    lo = np.maximum(seq_lo, starts - left)
-    hi = np.minimum(seq_hi, ends + 1 + right)
+    lo, hi = clip_margins(engine.project.sequence_bounds(sequences), starts, ends, left, right)
     length = ends + 1 - starts
     patterns = np.zeros((P, D), dtype=bool)
     keys = engine.key_thresholds(source, threshold, scale)              # one exact key per cell
@@ -439,7 +468,7 @@ class Comparison:
 
 
 def compare(engine_a, source_a: str, engine_b, source_b: str, start: int, end: int, threshold: float,
-            left: int = 0, right: int = 0, top: int = 50, track: str | None = None,
+            left: int = 0, right: int = 0, top: int = DEFAULT_TOP, track: str | None = None,
             sequences: bool = True, scale: str = "none") -> Comparison:
     """The same brushed range selected and matched in two sources over the same token timeline (the
     threshold read on ``scale`` in both)."""

@@ -1,85 +1,46 @@
-"""Per-cell scaling (z-score, quantile): select and match on the normalised values equal the brute-force
-oracle run on ``z >= θ`` computed elementwise in float64."""
+"""Per-cell scaling (z-score, quantile): the per-cell parameters and keys, the scale through the CLI, the
+statistics and ``compare``, and the engine's NumPy fallback for backends that declare no per-cell keys.
+(Select and match on ``z >= θ`` against the oracle, on every implementation: ``test_conformance.py``.)"""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gpu_matcher import Engine, Threshold
+from gpu_matcher import Engine, Threshold, stats
 from gpu_matcher.errors import ProjectError
+from gpu_matcher.source import float_keys
 from tests.engine import oracle
-from gpu_matcher import stats
-from tests.engine.test_properties import project_from_array
+from tests.engine.conformance import project_from_array, scaled_scenarios
 from tests.stats.test_stats import tiny_project
 
-POOL = [-3.0, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 2.0, 6.0, float("nan"), float("inf"), -float("inf")]
-
-
 def brute_on(engine, raw, transform, threshold, scale) -> np.ndarray:
-    T, D = raw.shape
-    x = raw.astype(np.float64)
-    v = np.tanh(x) if transform == "tanh" else x
-    on = np.zeros((T, D), dtype=bool)
-    for c in range(D):
-        col = v[:, c]
-        good = col[~np.isnan(col)]
-        for t in range(T):
-            if math.isnan(col[t]):
-                continue
-            if scale == "zscore":
+    """``oracle.scaled_on_matrix``, after checking the engine's per-cell parameters against the spec's."""
+    if scale == "zscore":
+        params = engine.cell_scale(engine.project.default_source, "zscore")
+        v = raw.astype(np.float64)
+        v = np.tanh(v) if transform == "tanh" else v
+        for c in range(raw.shape[1]):
+            good = v[:, c][~np.isnan(v[:, c])]
+            if good.size:
                 mu = float(good.mean())
-                sd = float(np.sqrt(np.mean((good - mu) ** 2)))
-                params = engine.cell_scale("f::states", "zscore")
-                assert params.center[c] == mu and params.spread[c] == sd
-                z = 0.0 if sd <= 0 else (col[t] - mu) / sd
-            else:
-                stored = x[:, c][~np.isnan(x[:, c])]
-                z = np.count_nonzero(stored <= x[t, c]) / stored.size
-            on[t, c] = z >= threshold
-    return on
+                assert params.center[c] == mu and params.spread[c] == float(np.sqrt(np.mean((good - mu) ** 2)))
+    return oracle.scaled_on_matrix(raw, threshold, transform, scale)
 
 
-@st.composite
-def scenarios(draw):
-    T = draw(st.integers(2, 30))
-    D = draw(st.integers(1, 6))
-    dtype = draw(st.sampled_from(["float16", "float32"]))
-    raw = np.asarray(draw(st.lists(st.one_of(st.sampled_from(POOL), st.floats(-4, 4, width=32)),
-                                   min_size=T * D, max_size=T * D)), dtype=np.float64).reshape(T, D).astype(dtype)
-    # No infinities in a z-score column (they make the mean infinite); quantiles take anything.
-    scale = draw(st.sampled_from(["zscore", "quantile"]))
-    if scale == "zscore":
-        raw[np.isinf(raw)] = 1.5
-    transform = draw(st.sampled_from(["tanh", "none"]))
-    starts = sorted(draw(st.sets(st.integers(1, T - 1), max_size=3)))
-    if scale == "zscore":
-        threshold = draw(st.sampled_from([-1.5, -0.5, 0.0, 0.3, 1.0, 2.0]) | st.floats(-3, 3))
-    else:
-        threshold = draw(st.sampled_from([0.0, 0.1, 0.5, 0.75, 1.0, 1.2]) | st.floats(-0.1, 1.1))
-    return raw, transform, starts, scale, float(threshold)
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenarios(), st.data())
-def test_scaled_select_and_match_equal_the_oracle(scenario, data):
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scaled_scenarios())
+def test_cell_scale_is_the_population_mean_and_std(scenario):
+    """Per-cell parameters as the spec defines them (NaNs ignored), and the key thresholds that follow
+    give the oracle's on-mask (select and match on every implementation: ``test_conformance.py``)."""
     raw, transform, starts, scale, threshold = scenario
-    T, D = raw.shape
     engine = Engine(project_from_array(raw, transform, starts), backend="numpy")
     on = brute_on(engine, raw, transform, threshold, scale)
-    assert np.array_equal(engine.on_mask("f::states", 0, T, threshold, scale), on)
-    s = data.draw(st.integers(0, T - 1))
-    lo, hi = oracle.sequence_of(s, starts, T)
-    e = data.draw(st.integers(s, hi - 1))
-    left, right = data.draw(st.integers(0, 2)), data.draw(st.integers(0, 2))
-    sel = engine.select("f::states", s, e, threshold, left, right, scale=scale)
-    assert sel.cells == oracle.select(on, s, e, left, right, starts)
-    cells = data.draw(st.lists(st.integers(0, D - 1), min_size=1, max_size=D, unique=True))
-    got = engine.match("f::states", cells, threshold, left, right, top=10, scale=scale)
-    assert [m.as_dict() for m in got] == oracle.match(on, cells, left, right, starts, top=10)
+    assert np.array_equal(engine.on_mask("f::states", 0, raw.shape[0], threshold, scale), on)
+    keys = engine.key_thresholds("f::states", threshold, scale)
+    assert keys.shape == (raw.shape[1],)
+    assert np.array_equal(float_keys(raw) >= keys, on)
 
 
 def test_scale_none_is_the_plain_engine_and_unknown_scales_fail():
@@ -124,7 +85,7 @@ def test_cli_match_carries_the_scale(capsys):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenarios(), st.data())
+@given(scaled_scenarios(), st.data())
 def test_scaled_detector_and_suggest_equal_brute_force(scenario, data):
     raw, transform, starts, scale, threshold = scenario
     T, D = raw.shape
@@ -190,3 +151,28 @@ def test_a_backend_without_per_cell_keys_gets_numpy_by_its_declaration(caplog):
         [m.as_dict() for m in plain.match("f::states", [0, 2, 3], 0.5, top=10, scale="zscore")]
     assert sum("per-cell thresholds run on the NumPy backend" in r.message for r in caplog.records) == 1
     assert engine.match("f::states", [0, 2], 0.5) == plain.match("f::states", [0, 2], 0.5)   # one key: its own
+
+
+def test_cell_scales_and_keys_are_computed_once_per_engine_from_many_threads(monkeypatch):
+    """The engine owns its caches: many threads asking for the same scaled keys get equal answers, the
+    per-cell parameters are computed once, and only the last few thresholds are kept."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gpu_matcher import engine as engine_module, scaling
+
+    calls = []
+    real = scaling.cell_scale
+    monkeypatch.setattr(scaling, "cell_scale", lambda src: calls.append(src.name) or real(src))
+    rng = np.random.default_rng(5)
+    engine = Engine(project_from_array(rng.normal(0, 2, (300, 7)).astype(np.float32), "none", [100]),
+                    backend="numpy")
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda i: engine.key_thresholds("f::states", 0.5, "zscore"), range(32)))
+    assert calls == ["f::states"]
+    assert all(np.array_equal(g, got[0]) for g in got)
+    got[0][:] = 0                                            # a caller's copy, not the cache
+    assert not np.array_equal(engine.key_thresholds("f::states", 0.5, "zscore"), got[0])
+    cache = engine_module.BoundedCache(3)
+    for i in range(5):
+        assert cache.get(i, lambda: i * i) == i * i
+    assert len(cache) == 3 and cache.get(4, lambda: -1) == 16 and cache.get(0, lambda: -1) == -1
