@@ -18,6 +18,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from gpu_matcher.formats import write_config, write_dictionary
+
 VOCAB = 500
 
 
@@ -63,17 +65,15 @@ def sequence_starts(rng, T: int, mean_sequence: int) -> np.ndarray:
 
 def write_dictionary_and_config(folder: Path, name: str, description: str, ext: str) -> None:
     """``words.dict`` and ``lstm.yml`` for a synthetic project whose stores end in ``ext``."""
-    with open(folder / "words.dict", "w") as fh:
-        fh.write("<s> 1\n<unk> 2\n</s> 3\n")
-        for i in range(VOCAB):
-            fh.write(f"w{i} {i + 4}\n")
-    (folder / "lstm.yml").write_text(
-        f"name: {name}\n"
-        f"description: {description}\n"
-        f"files: {{states: states{ext}, train: train{ext}, words: words.dict}}\n"
-        "word_sequence: {file: train, path: words, dict_file: words}\n"
-        "sequences: {file: train, path: seq_starts}\n"
-        "states:\n  file: states\n  types:\n    - {type: state, layer: 1, path: states1}\n")
+    write_dictionary(folder / "words.dict", {1: "<s>", 2: "<unk>", 3: "</s>",
+                                             **{i + 4: f"w{i}" for i in range(VOCAB)}})
+    write_config(folder, {
+        "name": name, "description": description,
+        "files": {"states": f"states{ext}", "train": f"train{ext}", "words": "words.dict"},
+        "word_sequence": {"file": "train", "path": "words", "dict_file": "words"},
+        "sequences": {"file": "train", "path": "seq_starts"},
+        "states": {"file": "states", "types": [{"type": "state", "layer": 1, "path": "states1"}]},
+    })
 
 
 def make_project(folder: str | Path, T: int, D: int, dtype: str = "float16", seed: int = 0,

@@ -20,11 +20,11 @@ from bokeh.document import Document
 
 from bokeh_app.catalogue import Catalogue, default_data_dir, get_catalogue
 from bokeh_app.config import UIDefaults, load_defaults
-from bokeh_app.controller import ProjectSession
+from bokeh_app.session import ProjectSession
 from bokeh_app.state import parse_query, resolve
 from bokeh_app.views.common import follow_on_load, status_html, url_holder
 from bokeh_app.views.landing import build_landing
-from gpu_matcher import ProjectError
+from gpu_matcher import ProjectError, settings
 
 log = logging.getLogger("bokeh_app")
 
@@ -40,8 +40,7 @@ def configure(data_dir: str | os.PathLike | None = None, backend: str = "auto") 
 
 def modify_doc(doc: Document) -> None:
     """Build the app into ``doc`` from the configured catalogue (``LSTMVIS_DATA_DIR`` or the demo)."""
-    catalogue = _DEFAULT.get("catalogue") or configure(os.environ.get("LSTMVIS_DATA_DIR") or None,
-                                                       os.environ.get("LSTMVIS_BACKEND", "auto"))
+    catalogue = _DEFAULT.get("catalogue") or configure(settings.data_dir(), settings.backend())
     build_document(doc, catalogue)
 
 

@@ -9,28 +9,37 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gpu_matcher import Engine, ProjectError, discover_projects, open_project
+from gpu_matcher import Engine, ProjectError, discover_projects, open_project, settings
 from gpu_matcher.backends import Backend, get_backend
 
 log = logging.getLogger("bokeh_app")
 
 #: Worker threads for long work (matches, layouts) that runs off the document lock; shared by sessions.
 #: Each session runs at most one match at a time, so this bounds how many sessions match at once.
-WORKERS = ThreadPoolExecutor(max_workers=int(os.environ.get("LSTMVIS_WORKERS", 8)),
+WORKERS = ThreadPoolExecutor(max_workers=settings.workers(),
                              thread_name_prefix="lstmvis-work")
 
 
 class Catalogue:
-    """Projects under ``data_dir`` (discovered once) and their engines (opened on first use)."""
+    """Projects under ``data_dir`` (discovered once) and their engines (opened on first use).
 
-    def __init__(self, data_dir: str | os.PathLike, backend: str | Backend = "auto"):
+    At most ``max_open`` engines are kept open (least recently used first out): a data folder of a
+    thousand projects must not hold a thousand sets of open files. An engine dropped from the catalogue
+    closes its files when the last session using it lets go of it (garbage collection), never under a
+    session's feet. The landing view's summaries are computed once per project, the project closed
+    again unless a session keeps it."""
+
+    def __init__(self, data_dir: str | os.PathLike, backend: str | Backend = "auto", max_open: int = 32):
         self.data_dir = Path(data_dir)
         self.folders: dict[str, Path] = discover_projects(self.data_dir)
         self.backend: Backend = get_backend(backend) if isinstance(backend, str) else backend
-        self._engines: dict[str, Engine] = {}
+        self.max_open = max(1, int(max_open))
+        self._engines: "OrderedDict[str, Engine]" = OrderedDict()
+        self._summaries: dict[str, dict] = {}
         self._lock = threading.Lock()
 
     @property
@@ -47,17 +56,40 @@ class Catalogue:
             if engine is None:
                 engine = Engine(open_project(folder, project_id=project_id), backend=self.backend)
                 self._engines[project_id] = engine
+                while len(self._engines) > self.max_open:
+                    self._engines.popitem(last=False)
+            self._engines.move_to_end(project_id)
             return engine
+
+    @property
+    def open_count(self) -> int:
+        return len(self._engines)
+
+    def summary(self, project_id: str) -> dict:
+        """The landing view's entry for one project (computed once); a broken project: an ``error`` entry."""
+        with self._lock:
+            known = self._summaries.get(project_id)
+            engine = self._engines.get(project_id)
+        if known is not None:
+            return known
+        try:
+            if engine is not None:
+                summary = engine.project.summary()
+            else:                                    # open, read the shapes, close again
+                project = open_project(self.folders[project_id], project_id=project_id)
+                try:
+                    summary = project.summary()
+                finally:
+                    project.close()
+        except ProjectError as exc:
+            summary = {"id": project_id, "error": str(exc)}
+        with self._lock:
+            self._summaries[project_id] = summary
+        return summary
 
     def summaries(self) -> list[dict]:
         """One entry per project for the landing view; a broken project gets an ``error`` entry."""
-        out = []
-        for pid in self.ids:
-            try:
-                out.append(self.engine(pid).project.summary())
-            except ProjectError as exc:
-                out.append({"id": pid, "error": str(exc)})
-        return out
+        return [self.summary(pid) for pid in self.ids]
 
     def warm(self, project_id: str, source: str) -> None:
         """Build or load a source's layout in a worker thread, so the first match does not wait for it."""

@@ -1,7 +1,9 @@
-"""``lstmvis serve``: registered by ``gpu_matcher.cli``. Imports no Bokeh until the command runs."""
+"""``lstmvis serve``: registered in the ``lstmvis.commands`` entry point group (pyproject.toml), which
+``gpu_matcher.cli`` reads. Imports no Bokeh until the command runs."""
 
 from __future__ import annotations
 
+from gpu_matcher.backends import BACKEND_NAMES
 from gpu_matcher.errors import ProjectError
 
 
@@ -13,7 +15,7 @@ def register(subparsers) -> None:
     p.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST:PORT",
                    help="also accept pages from this origin (for embedding); repeatable")
-    p.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
+    p.add_argument("--backend", default="auto", choices=list(BACKEND_NAMES))
     p.add_argument("--dask", metavar="SCHEDULER|local[:N]",
                    help="run matches on a Dask cluster (needs the dask extra); --backend is the workers'")
     p.add_argument("--show", action="store_true", help="open the app in a browser")

@@ -1,35 +1,29 @@
-"""Engine answers -> column arrays for the browser (the one place that shapes data for Bokeh).
+"""Plain answers -> column dicts for the browser: the one place that shapes data for Bokeh.
 
-Encodings follow ``../shared/BROWSER_TESTING.md``: the parallel coordinates are one ``line`` glyph of
-NaN-separated float32 traces (x laid out once per window size, y resent on navigation only), the
-selected cells the same traces filtered in the browser (only S travels), and heatmaps ``image`` arrays. No Bokeh import here.
+Every function here is pure (plain numbers, lists and arrays in, a ``{column: values}`` dict out), so it
+is tested without a Document; the receivers only assign the result to a source's ``data``. Encodings
+follow ``../shared/BROWSER_TESTING.md``: the parallel coordinates are one ``line`` glyph of NaN-separated
+float32 traces (x laid out once per window size, y resent on navigation only), the selected cells the
+same traces filtered in the browser (only S travels), heatmaps ``image`` arrays. No Bokeh import here:
+palettes come in as arguments.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 #: Category colours for discrete meta tracks (Tableau 10); a label id picks ``id % 10``.
 CATEGORY_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
                    "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac")
+#: The match view's row labels and their header, in the same fixed widths (monospace).
+ROW_HEADER = f"{'rank':<5}{'start':>9}{'len':>5}{'inter':>6}/union"
+LABEL_SPAN = 4                 # word columns' worth of room for the match rows' labels
+PATTERN_BRUSH = 4.0            # width of the brush in the pattern plot (its x unit is one off step)
 
 
-def trace_x(width: int, cells: int) -> np.ndarray:
-    """x of ``cells`` traces over ``width`` steps: ``0..width-1`` then NaN, repeated (float32)."""
-    row = np.append(np.arange(width, dtype=np.float32), np.float32(np.nan))
-    return np.tile(row, cells)
-
-
-def trace_y(values: np.ndarray) -> np.ndarray:
-    """y of every cell's trace, NaN-separated, for ``values`` (W, D) -> (D * (W + 1),) float32."""
-    W, D = values.shape
-    out = np.full((D, W + 1), np.nan, dtype=np.float32)
-    out[:, :W] = values.T
-    return out.ravel()
-
-
+# --- small shapes ---------------------------------------------------------------------------------------
 def fit_label(word: str, width_px: int, char_px: float = 6.5) -> str:
     """A word shortened to fit ``width_px`` (an ellipsis marks the cut)."""
     room = max(1, int(width_px / char_px))
@@ -48,136 +42,254 @@ def padded(values: np.ndarray, width: int, fill=np.nan) -> np.ndarray:
     return np.concatenate([values.astype(pad.dtype, copy=False), pad])
 
 
-#: The match view's row labels and their header, in the same fixed widths (monospace).
-ROW_HEADER = f"{'rank':<5}{'start':>9}{'len':>5}{'inter':>6}/union"
+def palette_color(palette: Sequence[str], value: float, lo: float, hi: float) -> tuple[str, float]:
+    """A palette's colour for ``value`` on ``[lo, hi]`` and the value's place there (0..1)."""
+    frac = 0.0 if hi <= lo else min(1.0, max(0.0, (value - lo) / (hi - lo)))
+    return palette[min(len(palette) - 1, int(frac * (len(palette) - 1) + 0.5))], frac
 
 
+def short_number(v: float) -> str:
+    if not np.isfinite(v):
+        return ""
+    return f"{v:.1f}" if abs(v) < 10 else f"{v:.3g}"
+
+
+def empty(columns: Iterable[str]) -> dict:
+    return {k: [] for k in columns}
+
+
+def _rows(keys: Sequence[str]) -> tuple[dict, Callable]:
+    """An empty column dict and a function appending one row to it."""
+    cols = {k: [] for k in keys}
+
+    def add(*values):
+        for key, value in zip(keys, values):
+            cols[key].append(value)
+    return cols, add
+
+
+# --- the select view ----------------------------------------------------------------------------------
+def trace_x(width: int, cells: int) -> np.ndarray:
+    """x of ``cells`` traces over ``width`` steps: ``0..width-1`` then NaN, repeated (float32)."""
+    row = np.append(np.arange(width, dtype=np.float32), np.float32(np.nan))
+    return np.tile(row, cells)
+
+
+def trace_y(values: np.ndarray) -> np.ndarray:
+    """y of every cell's trace, NaN-separated, for ``values`` (W, D) -> (D * (W + 1),) float32."""
+    W, D = values.shape
+    out = np.full((D, W + 1), np.nan, dtype=np.float32)
+    out[:, :W] = values.T
+    return out.ravel()
+
+
+def word_labels(words: Sequence[str], room: int) -> dict[int, str]:
+    """The select view's x-axis labels: window position -> the word, fitted to ``room`` px."""
+    return {i: fit_label(w, room) for i, w in enumerate(words)}
+
+
+def boundary_columns(bounds: np.ndarray, start: int, stop: int) -> dict:
+    """Sequence boundaries strictly inside ``[start, stop)`` as window x (between two words)."""
+    bounds = np.asarray(bounds)
+    inside = bounds[(bounds > start) & (bounds < stop)]
+    return {"x": (inside - start - 0.5).astype(float).tolist()}
+
+
+def track_columns(kind: str, values: np.ndarray, width: int, room: int, label_of: Callable,
+                  weights: np.ndarray | None = None, value_range: tuple[float, float] | None = None,
+                  palette: Sequence[str] = ("#000000",)) -> dict:
+    """A meta track's strip under the words (``x y color alpha text text_color``): a wordvec track's
+    top-K words shaded by weight, a discrete track's labels in category colours, a scalar track's
+    values on ``palette``."""
+    cols, add = _rows(("x", "y", "color", "alpha", "text", "text_color"))
+    if kind == "wordvec":
+        top = float(np.nanmax(weights)) if weights is not None and weights.size else 1.0
+        for i in range(min(width, values.shape[0])):
+            for k in range(values.shape[1]):
+                w = float(weights[i, k]) if weights is not None else 1.0
+                add(i, k, "#2a7ab9", 0.08 + 0.7 * (w / top if top > 0 else 0.0),
+                    fit_label(label_of(values[i, k]), room), "#111111")
+    elif kind == "discrete":
+        for i, v in enumerate(values[:width]):
+            add(i, 0, CATEGORY_COLORS[int(v) % len(CATEGORY_COLORS)], 0.85, fit_label(label_of(v), room),
+                "#ffffff")
+    else:
+        lo, hi = value_range or (float(np.nanmin(values)) if values.size else 0.0,
+                                 float(np.nanmax(values)) if values.size else 1.0)
+        for i, v in enumerate(values[:width]):
+            color, _ = palette_color(palette, float(v), lo, hi) if np.isfinite(v) else ("#ffffff", 0.0)
+            frac = 0.0 if hi <= lo else (float(v) - lo) / (hi - lo)
+            add(i, 0, color, 0.9, fit_label(short_number(float(v)), room),
+                "#ffffff" if frac < 0.6 else "#111111")
+    return cols
+
+
+def count_columns(n: np.ndarray, cells: int, show_numbers: bool, palette: Sequence[str]) -> dict:
+    """The n(t) strip (``x n color text text_color``); NaN in ``n`` (no S, or past the end) is blank."""
+    k = max(1, cells)
+    finite = [bool(np.isfinite(v)) for v in n]
+    return {"x": list(range(len(n))), "n": [int(v) if ok else None for v, ok in zip(n, finite)],
+            "color": [palette_color(palette, float(v), 0.0, k)[0] if ok else "#ffffff" for v, ok in zip(n, finite)],
+            "text": [str(int(v)) if show_numbers and ok else "" for v, ok in zip(n, finite)],
+            "text_color": ["#ffffff" if ok and v > 0.55 * k else "#333333" for v, ok in zip(n, finite)]}
+
+
+def selection_columns(cells: Sequence[int], steps_on: Sequence[int], added: Iterable[int],
+                      base_cells: Iterable[int]) -> dict:
+    """The S table (``cell on hand``): a cell added by hand that the brush did not select says so."""
+    hand = set(added) - set(base_cells)
+    return {"cell": list(cells), "on": list(steps_on), "hand": ["added" if c in hand else "" for c in cells]}
+
+
+def brush_box_columns(brush: tuple[int, int] | None, pos: int, left: int, right: int, brush_color: str,
+                      margin_color: str) -> dict:
+    """The brush and its off-margins in window coordinates (``left right kind color alpha hatch``)."""
+    cols, add = _rows(("left", "right", "kind", "color", "alpha", "hatch"))
+    if brush is not None:
+        s, e = brush[0] - pos, brush[1] - pos
+        add(s - 0.5, e + 0.5, "brush", brush_color, 0.12, " ")
+        if left:
+            add(s - 0.5 - left, s - 0.5, "off before", margin_color, 0.10, "/")
+        if right:
+            add(e + 0.5, e + 0.5 + right, "off after", margin_color, 0.10, "/")
+    return cols
+
+
+def pattern_columns(left: int, brush_len: int, right: int) -> dict:
+    """The pattern plot's segments and labels: off for ``left`` steps (one x unit each) before the brush,
+    on over the brush (``PATTERN_BRUSH`` wide), off for ``right`` steps after it."""
+    a, b = 0.0, PATTERN_BRUSH
+    cols, add = _rows(("x0", "y0", "x1", "y1", "lx", "ly", "text"))
+    add(a - left, 0.0, a, 0.0, a - max(left, 3) / 2, 0.14, f"off {left}" if left else "")
+    add(a, 0.0, a, 1.0, 0.0, 0.0, "")
+    add(a, 1.0, b, 1.0, (a + b) / 2, 1.14, f"on {brush_len}" if brush_len else "on (brush)")
+    add(b, 1.0, b, 0.0, 0.0, 0.0, "")
+    add(b, 0.0, b + right, 0.0, b + max(right, 3) / 2, 0.14, f"off {right}" if right else "")
+    return cols
+
+
+def search_columns(hits: Sequence[int], contexts: Sequence[str]) -> dict:
+    return {"pos": list(hits), "context": list(contexts)}
+
+
+# --- the match view -----------------------------------------------------------------------------------
 def row_label(row: int, m) -> str:
     return f"{'#' + str(row + 1):<5}{m.start:>9}{m.length:>5}{m.inter:>6}/{m.union}"
 
 
-@dataclass
-class MatchMatrix:
-    """The match view's word matrix and its aligned heatmaps, one row per match."""
-
-    words: dict[str, list]                  # x, y, word, color, style, pos, font, align
-    row_labels: dict[int, str]              # y -> "rank start len inter/union"
-    heatmaps: dict[str, np.ndarray]         # name -> (rows, columns) float32, NaN where no step
-    lows: dict[str, float]                  # colour-mapper bounds per heatmap
-    highs: dict[str, float]
-    summaries: dict = field(default_factory=dict)   # name -> ColumnSummary (the heatmap under the matrix)
+def match_rows(matches: Sequence, context_left: int, columns: int) -> dict:
+    """The ``matches`` source in rank order, with each match's box in the word matrix (span_x, span_w)."""
+    first = context_left
+    last = [min(columns - 1, context_left + m.length - 1) for m in matches]
+    return {"start": [m.start for m in matches], "end": [m.end for m in matches],
+            "length": [m.length for m in matches], "inter": [m.inter for m in matches],
+            "union": [m.union for m in matches], "row": list(range(len(matches))),
+            "span_x": [(first + b) / 2 for b in last], "span_w": [b - first + 1 for b in last]}
 
 
-@dataclass
-class ColumnSummary:
-    """One heatmap column-wise over the top matches (the row under the word matrix)."""
-
-    kind: str              # "count", "discrete", "scalar" or "wordvec"
-    value: np.ndarray      # (columns,) float64: the mean (count, scalar, wordvec) or the majority
-                           # label's share (discrete); NaN where no match has a step at that offset
-    label: np.ndarray      # (columns,) float64: the majority label id (discrete), else NaN
-    text: list[str]        # (columns,) the cell's text: the majority label, or the mean
-
-
-def summarise_columns(values: np.ndarray, kind: str, label_of=None) -> ColumnSummary:
-    """``values`` (rows, columns), NaN where no step: the column means, or for a discrete track the
-    majority label of each column and its share of the rows with a step there."""
-    values = np.asarray(values, dtype=np.float64)
-    columns = values.shape[1] if values.ndim == 2 else 0
-    value = np.full(columns, np.nan)
-    label = np.full(columns, np.nan)
-    text = [""] * columns
-    for c in range(columns):
-        col = values[:, c]
-        col = col[np.isfinite(col)]
-        if col.size == 0:
-            continue
-        if kind == "discrete":
-            ids, counts = np.unique(col, return_counts=True)
-            best = int(np.argmax(counts))                    # ties: the smallest id
-            value[c], label[c] = counts[best] / col.size, ids[best]
-            text[c] = label_of(ids[best]) if label_of is not None else f"{ids[best]:g}"
-        else:
-            value[c] = col.mean()
-            text[c] = f"{value[c]:.1f}" if abs(value[c]) < 10 else f"{value[c]:.3g}"
-    return ColumnSummary(kind, value, label, text)
-
-
-def match_matrix(engine, source: str, matches, cells: list[int], threshold: float,
-                 context_left: int, columns: int, tracks: list[str], word_px: int,
-                 scale: str = "none") -> MatchMatrix:
-    """Words around every match (aligned at its start) and the heatmaps ``n(t)`` and ``tracks``."""
-    from gpu_matcher import scaling
-
-    project = engine.project
-    T = project.T
-    rows = len(matches)
-    words = {"x": [], "y": [], "word": [], "color": [], "style": [], "pos": [], "font": [], "align": []}
-    labels: dict[int, str] = {}
-    heat = {"n(t)": np.full((rows, columns), np.nan, dtype=np.float32)}
-    raw: dict[str, np.ndarray] = {}          # discrete tracks' label ids before folding onto 10 colours
-    for name in tracks:
-        heat[name] = np.full((rows, columns), np.nan, dtype=np.float32)
-        if project.meta[name].kind == "discrete":
-            raw[name] = np.full((rows, columns), np.nan, dtype=np.float64)
-    for row, m in enumerate(matches):
-        lo = m.start - context_left
-        a, b = max(0, lo), min(T, lo + columns)
-        if b <= a:
-            continue
-        seq_lo, seq_hi = project.sequence_of(m.start)
-        tokens = project.tokens(a, b)
+def matrix_words(windows: Sequence, word_px: int) -> dict:
+    """The word matrix's words: ``windows`` are ``(row, lo, a, tokens, start, end, seq_lo, seq_hi)``,
+    the row's first column at step ``lo``, its tokens from step ``a``; inside the match bold."""
+    cols, add = _rows(("x", "y", "word", "color", "style", "pos", "font", "align"))
+    for row, lo, a, tokens, start, end, seq_lo, seq_hi in windows:
         for i, tok in enumerate(tokens):
             t = a + i
-            inside = m.start <= t <= m.end
-            same_seq = seq_lo <= t < seq_hi
-            words["x"].append(t - lo)
-            words["y"].append(row)
-            words["word"].append(fit_label(tok, word_px))
-            words["color"].append("#111111" if inside else ("#555555" if same_seq else "#b0b0b0"))
-            words["style"].append("bold" if inside else "normal")
-            words["pos"].append(t)
-            words["font"].append("helvetica")
-            words["align"].append("center")
-        labels[row] = row_label(row, m)
-        heat["n(t)"][row, a - lo:b - lo] = engine.counts(source, cells, threshold, a, b) if scale == "none" \
-            else scaling.on_mask(engine, source, a, b, threshold, scale)[:, cells].sum(axis=1)
-        for name in tracks:
-            track = project.meta[name]
-            if track.kind == "wordvec":
-                weights = track.weights_for(a, b)
-                vals = weights[:, 0] if weights is not None else np.zeros(b - a)
+            inside = start <= t <= end
+            color = "#111111" if inside else ("#555555" if seq_lo <= t < seq_hi else "#b0b0b0")
+            add(t - lo, row, fit_label(tok, word_px), color, "bold" if inside else "normal", t, "helvetica",
+                "center")
+    return cols
+
+
+def matrix_columns(words: dict | None = None, row_labels: Sequence[str] = (), summary: str = "") -> dict:
+    """All text of the word matrix in one source (one message, one repaint): the header row (-1:
+    column names and a summary), a label per match row, and the words."""
+    left = -LABEL_SPAN - 0.45
+    cols = {"x": [left, -0.45], "y": [-1, -1], "word": [ROW_HEADER, summary],
+            "color": ["#444444", "#1f3f66"], "style": ["bold", "normal"], "pos": [-1, -1],
+            "font": ["monospace", "helvetica"], "align": ["left", "left"]}
+    for i, text in enumerate(row_labels):
+        for key, value in zip(cols, (left, i, text, "#333333", "normal", -1, "monospace", "left")):
+            cols[key].append(value)
+    for key in cols:
+        cols[key].extend((words or {}).get(key, []))
+    return cols
+
+
+def image_columns(image: np.ndarray) -> dict:
+    """A heatmap ``image`` source for ``image`` (rows, columns), cell centres on integer x and y."""
+    rows, columns = image.shape
+    return {"image": [image], "x": [-0.5], "y": [-0.5], "dw": [columns], "dh": [rows]}
+
+
+def empty_image(rows: int, columns: int) -> dict:
+    return image_columns(np.full((rows, columns), np.nan, dtype=np.float32))
+
+
+def column_rows(summaries: dict, lows: dict, highs: dict, context_left: int, word_px: int,
+                count_palette: Sequence[str] = ("#000000",), scalar_palette: Sequence[str] = ("#000000",)
+                ) -> tuple[dict, dict]:
+    """The heatmaps under the word matrix (``summaries``: name -> ``answers.ColumnSummary``, in row
+    order): one rect per (row, offset) that any match reaches, and the row names."""
+    cells, add = _rows(("x", "y", "track", "offset", "value", "share", "text", "color", "alpha", "text_color"))
+    names, add_name = _rows(("x", "y", "text"))
+    for y, (name, sm) in enumerate(summaries.items()):
+        add_name(-LABEL_SPAN - 0.45, y, f"{name}: " + {"discrete": "majority label (share)",
+                                                        "wordvec": "mean top-1 weight"}.get(sm.kind, "mean"))
+        for x, v in enumerate(sm.value):
+            if not np.isfinite(v):
+                continue
+            if sm.kind == "discrete":
+                color = CATEGORY_COLORS[int(sm.label[x]) % len(CATEGORY_COLORS)]
+                alpha = 0.2 + 0.75 * float(v)
+                text_color = "#ffffff" if alpha > 0.6 else "#111111"
+                share = float(v)
             else:
-                vals = track.values(a, b)
-            if name in raw:
-                raw[name][row, a - lo:b - lo] = np.asarray(vals, dtype=np.float64)
-            vals = np.asarray(vals, dtype=np.float32)
-            heat[name][row, a - lo:b - lo] = discrete_ids(vals) if track.kind == "discrete" else vals
-    lows, highs = {"n(t)": 0.0}, {"n(t)": float(max(1, len(cells)))}
-    summaries = {"n(t)": summarise_columns(heat["n(t)"], "count")}
-    for name in tracks:
-        track = project.meta[name]
-        lows[name], highs[name] = track_bounds(track, heat[name])
-        summaries[name] = summarise_columns(raw.get(name, heat[name]), track.kind, track.label)
-    return MatchMatrix(words, labels, heat, lows, highs, summaries)
+                palette = count_palette if sm.kind == "count" else scalar_palette
+                color, frac = palette_color(palette, float(v), lows.get(name, 0.0), highs.get(name, 1.0))
+                alpha = 0.9
+                dark = frac > 0.55 if sm.kind == "count" else frac < 0.6
+                text_color = "#ffffff" if dark else "#111111"
+                share = float("nan")
+            add(x, y, name, x - context_left, float(v), share, fit_label(sm.text[x], word_px), color, alpha,
+                text_color)
+    return cells, names
 
 
-def track_bounds(track, values: np.ndarray) -> tuple[float, float]:
-    """Colour-mapper bounds for a meta track: its declared range, else the data's."""
-    if track.kind == "discrete":
-        return -0.5, len(CATEGORY_COLORS) - 0.5       # ids are folded mod 10 by the caller
-    if track.value_range is not None:
-        return float(track.value_range[0]), float(track.value_range[1])
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return 0.0, 1.0
-    lo, hi = float(finite.min()), float(finite.max())
-    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+# --- the hypothesis panel -----------------------------------------------------------------------------
+def enrichment_columns(rows: Sequence, enriched: str, depleted: str) -> dict:
+    """Label enrichment of the matched steps (``label ratio matched corpus p_value color``)."""
+    return {"label": [r.label for r in rows], "ratio": [r.ratio for r in rows],
+            "matched": [r.matched for r in rows], "corpus": [r.corpus for r in rows],
+            "p_value": [r.p_value for r in rows], "color": [enriched if r.ratio >= 1 else depleted for r in rows]}
 
 
-def discrete_ids(values: np.ndarray) -> np.ndarray:
-    """Label ids folded onto the 10 category colours (NaN stays NaN)."""
-    out = np.asarray(values, dtype=np.float32).copy()
-    finite = np.isfinite(out)
-    out[finite] = np.mod(out[finite], len(CATEGORY_COLORS))
-    return out
+def curve_columns(points: Sequence) -> dict:
+    """S as a detector over thresholds (``threshold precision recall f1``), in the order given."""
+    return {"threshold": [p.threshold for p in points], "precision": [p.precision for p in points],
+            "recall": [p.recall for p in points], "f1": [p.f1 for p in points]}
+
+
+def best_columns(best) -> dict:
+    """The best-F1 point (one row), or no row for ``None``."""
+    return {"threshold": [best.threshold], "f1": [best.f1]} if best is not None else {"threshold": [], "f1": []}
+
+
+def suggestion_columns(ranked: Sequence) -> dict:
+    """Suggested cells (``cell score rate_in rate_out``), rounded for the table."""
+    return {"cell": [r.cell for r in ranked], "score": [round(r.score, 4) for r in ranked],
+            "rate_in": [round(r.rate_in, 4) for r in ranked], "rate_out": [round(r.rate_out, 4) for r in ranked]}
+
+
+def phrase_columns(coords: np.ndarray, values: Sequence[int], label_of: Callable, texts: Sequence[str],
+                   starts: Sequence[int], ends: Sequence[int]) -> dict:
+    """The phrase map (``x y label color text start end``): PCA coordinates (0 where PCA has fewer
+    components), each span's label in its category colour, its words and its steps."""
+    coords = np.asarray(coords)
+    n = len(starts)
+    values = list(values)
+    return {"x": coords[:, 0] if coords.ndim == 2 and coords.shape[1] > 0 else np.zeros(n),
+            "y": coords[:, 1] if coords.ndim == 2 and coords.shape[1] > 1 else np.zeros(n),
+            "label": [label_of(v) for v in values],
+            "color": [CATEGORY_COLORS[int(v) % len(CATEGORY_COLORS)] for v in values],
+            "text": list(texts), "start": [int(s) for s in starts], "end": [int(e) for e in ends]}

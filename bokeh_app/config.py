@@ -1,32 +1,19 @@
-"""UI defaults: ``configs/defaults.yaml`` over a built-in copy (so an installed package still runs).
+"""UI defaults for the app, typed: read from ``configs/defaults.yaml`` through ``gpu_matcher.defaults``
+(the same file the command line takes its ``--top`` / ``--min-length`` defaults from).
 
 No Bokeh here: the CLI imports this module's neighbours without importing Bokeh.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import logging
-import os
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
-import yaml
+from gpu_matcher import defaults as shipped_defaults
 
 log = logging.getLogger("bokeh_app")
-
-#: The shipped defaults file (present in a source checkout); ``LSTMVIS_UI_DEFAULTS`` names another.
-DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "configs" / "defaults.yaml"
-
-BUILTIN = {
-    "select": {"threshold": 0.3, "word_width": 32, "word_widths": [10, 16, 24, 32, 48, 64],
-               "window_px": 960, "height_px": 300, "left": 0, "right": 0, "max_margin": 20,
-               "track_row_px": 22},
-    "match": {"top": 50, "min_length": 2, "phrase_length": 0, "distinct": True, "context_left": 3,
-              "columns": 16, "word_px": 60, "row_px": 18, "heatmap_cell_px": 9},
-    "search": {"max_results": 200},
-}
 
 
 @dataclass(frozen=True)
@@ -62,28 +49,22 @@ class UIDefaults:
     search_max_results: int
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in (extra or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        elif key in out:
-            out[key] = value
-    return out
+def _fields(cls: type, values: dict, where: str) -> dict:
+    """The dataclass's keys from ``values``; a key the app does not know warns once."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            log.warning("%s: key %r is not used by the app", where, key)
+    return {k: v for k, v in values.items() if k in names}
 
 
 @lru_cache(maxsize=4)
 def load_defaults(path: str | None = None) -> UIDefaults:
-    """The UI defaults; a missing or unreadable file logs one line and uses the built-in copy."""
-    path = path or os.environ.get("LSTMVIS_UI_DEFAULTS") or str(DEFAULTS_FILE)
-    raw: dict = {}
-    if Path(path).is_file():
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            log.warning("%s: unreadable (%s); using built-in UI defaults", path, exc)
-    cfg = _merge(BUILTIN, raw if isinstance(raw, dict) else {})
-    sel, mat = cfg["select"], cfg["match"]
+    """The UI defaults: the shipped file, overlaid by ``path`` or ``$LSTMVIS_UI_DEFAULTS``."""
+    cfg = shipped_defaults.load(path)
+    where = str(shipped_defaults.shipped_path())
+    sel = _fields(SelectDefaults, cfg["select"], f"{where}: select")
+    mat = _fields(MatchDefaults, cfg["match"], f"{where}: match")
     widths = tuple(sorted({int(w) for w in sel["word_widths"]} | {int(sel["word_width"])}))
     return UIDefaults(
         select=SelectDefaults(threshold=float(sel["threshold"]), word_width=int(sel["word_width"]),

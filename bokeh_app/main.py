@@ -7,10 +7,11 @@ from bokeh.io import curdoc
 
 from bokeh_app.app import build_document
 from bokeh_app.catalogue import default_data_dir, get_catalogue
+from gpu_matcher.backends import BACKEND_NAMES
 
 _parser = argparse.ArgumentParser(prog="bokeh serve bokeh_app --args")
 _parser.add_argument("data_dir", nargs="?")
-_parser.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
+_parser.add_argument("--backend", default="auto", choices=list(BACKEND_NAMES))
 _parser.add_argument("--dask", metavar="SCHEDULER|local[:N]", help="match on a Dask cluster")
 _args = _parser.parse_args(sys.argv[1:])
 

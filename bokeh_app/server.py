@@ -13,9 +13,13 @@ import socket
 import sys
 from pathlib import Path
 
+from urllib.parse import urlsplit
+
 from bokeh.application import Application
 from bokeh.application.handlers import DirectoryHandler
 from bokeh.server.server import Server
+from tornado.routing import Matcher, Rule
+from tornado.web import RequestHandler
 
 from bokeh_app.catalogue import close_catalogues, get_catalogue
 from gpu_matcher import ProjectError
@@ -30,6 +34,41 @@ def free_port(address: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+class RefusedRequest(Matcher):
+    """Matches a request whose ``Host`` (or ``Origin``, when sent) is not one this server answers for.
+
+    Checked for every HTTP request, WebSocket upgrades included, before any Bokeh handler runs: a page
+    served under a rebound DNS name (``Host: rebind.example:PORT``) or a foreign page asking for
+    ``/autoload.js`` gets 403 and no session is built. Tornado's same-origin shortcut for WebSockets
+    (Origin host == Host) is harmless once Host itself is checked."""
+
+    def __init__(self, allowed: list[str]):
+        self.allowed = {h.lower() for h in allowed}
+
+    def match(self, request):
+        host = request.headers.get("Host", "").lower()
+        origin = request.headers.get("Origin")
+        if host not in self.allowed:
+            return {}
+        if origin is not None and urlsplit(origin).netloc.lower() not in self.allowed:
+            return {}
+        return None
+
+
+class ForbiddenHandler(RequestHandler):
+    def prepare(self):
+        self.set_status(403)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("403: this server does not answer for this host or origin "
+                    "(start it with --allow-websocket-origin HOST:PORT to embed it elsewhere)\n")
+
+
+def allowed_hosts(address: str, port: int, extra: list[str] | None = None) -> list[str]:
+    """``host:port`` names a browser may use for this server: loopback names, the bound address, extras."""
+    names = ["localhost", "127.0.0.1", address]
+    return list(dict.fromkeys([*(f"{n}:{port}" for n in names), *(extra or [])]))
+
+
 def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "127.0.0.1",
                 allow_websocket_origin: list[str] | None = None, backend: str = "auto",
                 io_loop=None, dask: str | None = None) -> Server:
@@ -39,8 +78,7 @@ def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "1
         raise ProjectError(f"{data_dir}: no lstm.yml found in this folder or below")
     if port == 0:
         port = free_port(address)
-    origins = list(dict.fromkeys([f"localhost:{port}", f"127.0.0.1:{port}", f"{address}:{port}",
-                                  *(allow_websocket_origin or [])]))
+    origins = allowed_hosts(address, port, allow_websocket_origin)
     app = Application(DirectoryHandler(filename=str(APP_DIR),
                                        argv=[str(Path(data_dir).resolve()), "--backend", backend,
                                              *(["--dask", dask] if dask else [])]))
@@ -51,14 +89,30 @@ def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "1
                         unused_session_lifetime_milliseconds=30_000, **kwargs)
     except OSError as exc:
         raise ProjectError(f"cannot listen on {address}:{port} ({exc.strerror or exc})") from None
+    # Bokeh exposes no hook that sees every request before its handlers; Tornado's router does. The first
+    # rule of the application's router refuses foreign hosts and origins (tests/app/test_server_gate.py).
+    server._tornado.default_router.rules.insert(0, Rule(RefusedRequest(origins), ForbiddenHandler))
     server.lstmvis_catalogue = catalogue
     return server
+
+
+def raise_open_file_limit() -> None:
+    """Lift the soft open-file limit to the hard one: each project holds a few files open, each browser a
+    socket; at the soft limit (often 1,024) Tornado's accept loop spins on EMFILE."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError) as exc:     # not on this platform, or not allowed
+        log.info("open-file limit unchanged (%s)", exc)
 
 
 def serve(data_dir: str | os.PathLike, port: int = 5006, address: str = "127.0.0.1",
           allow_websocket_origin: list[str] | None = None, backend: str = "auto", show: bool = False,
           dask: str | None = None) -> int:
     """Serve until interrupted; prints the URL and the backend."""
+    raise_open_file_limit()
     server = make_server(data_dir, port, address, allow_websocket_origin, backend, dask=dask)
     catalogue = server.lstmvis_catalogue
     server.start()

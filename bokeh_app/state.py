@@ -2,7 +2,7 @@
 
 Every scenario is a URL: ``?project=ID&source=FILE::PATH&pos=P&threshold=θ&brush=S,E&left=L&right=R``
 plus ``add=`` / ``remove=`` (cells edited by hand), ``tracks=`` (shown meta tracks), ``ww=`` (word
-width, px) and ``scale=zscore|quantile`` (threshold a per-cell normalised value, ``gpu_matcher.scaling``).
+width, px) and ``scale=zscore|quantile`` (threshold a per-cell normalised value, ``gpu_matcher.threshold``).
 Parsing never raises: a malformed or unknown value falls back to the default and adds a one-line message
 for the status bar. A project id is only ever looked up among discovered projects.
 """
@@ -15,7 +15,7 @@ from typing import Iterable, Mapping, Sequence
 from urllib.parse import urlencode
 
 from bokeh_app.config import UIDefaults
-from gpu_matcher.scaling import SCALE_DEFAULTS, SCALE_RANGES, SCALES
+from gpu_matcher.threshold import SCALE_DEFAULTS, SCALE_RANGES, SCALES
 
 #: Query keys, in the order they are written.
 KEYS = ("project", "source", "pos", "threshold", "scale", "brush", "left", "right", "add", "remove", "tracks",

@@ -1,21 +1,63 @@
 """Select, match, context and phrase search over one project: orchestration only.
 
 Semantics: ``../shared/MATCHING.md``. The array work is the backend's (``gpu_matcher.backends``).
+Every query takes a threshold and the scale it is read on (``Threshold``; ``scale="none"`` is θ on the
+value after the transform, ``zscore`` / ``quantile`` a per-cell normalised value, ``gpu_matcher.scaling``).
+The engine resolves it to exact keys (one for all cells, or one per cell), caches them, and runs the
+query on its backend, or on the NumPy backend when its backend does not declare what the query needs.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Generic, Hashable, Sequence, TypeVar
 
 import numpy as np
 
-from gpu_matcher.backends import Backend, MatchQuery, get_backend
-from gpu_matcher.backends.base import check_cells
+from gpu_matcher import scaling
+from gpu_matcher.backends import Backend, Capability, MatchQuery, get_backend
+from gpu_matcher.backends.base import Key, check_cells
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.project import Project
-from gpu_matcher.source import transform_values
+from gpu_matcher.query import DEFAULT_MIN_LENGTH, DEFAULT_TOP, clip_margins
+from gpu_matcher.scaling import CellScale
+from gpu_matcher.source import float_keys, transform_values
+from gpu_matcher.threshold import Threshold
+
+log = logging.getLogger("gpu_matcher")
+
+#: Resolved thresholds (per-cell keys) an engine keeps: a view asks for the same few many times.
+KEY_CACHE_SIZE = 16
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class BoundedCache(Generic[K, V]):
+    """A thread-safe mapping that keeps the ``size`` most recently used entries; a value is made once
+    (under the lock, so two threads asking for the same key compute it once)."""
+
+    def __init__(self, size: int):
+        self.size = int(size)
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def get(self, key: K, make: Callable[[], V]) -> V:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            value = make()
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+            return value
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 @dataclass(frozen=True)
@@ -29,6 +71,7 @@ class Selection:
     left: int
     right: int
     cells: list[int]
+    scale: str = "none"              # the scale the threshold was read on
 
 
 @dataclass(frozen=True)
@@ -66,6 +109,9 @@ class Engine:
         self._lock = threading.Lock()
         self._layouts: dict[str, object] = {}
         self._words: np.ndarray | None = None
+        self._scales: BoundedCache[str, CellScale] = BoundedCache(max(1, len(project.sources)))
+        self._keys: BoundedCache[tuple[str, Threshold], np.ndarray | None] = BoundedCache(KEY_CACHE_SIZE)
+        self._host: Backend | None = None          # the NumPy backend for what self.backend cannot do
 
     # --- helpers ----------------------------------------------------------------------------
     def layout(self, source: str):
@@ -75,7 +121,9 @@ class Engine:
                 self._layouts[source] = self.backend.prepare(self.project.source(source))
             return self._layouts[source]
 
-    def _check_range(self, start: int, end: int, sequences: bool) -> tuple[int, int]:
+    def check_range(self, start: int, end: int, sequences: bool) -> tuple[int, int]:
+        """The sequence ``[lo, hi)`` holding the range ``[start, end]``; a ProjectError if the range is
+        empty, outside the timeline or crosses a sequence edge."""
         T = self.project.T
         if not (0 <= start <= end < T):
             raise ProjectError(f"range [{start}, {end}] is outside the timeline [0, {T - 1}] "
@@ -87,78 +135,178 @@ class Engine:
         return lo, hi
 
     @staticmethod
-    def _check_margins(left: int, right: int) -> None:
+    def check_margins(left: int, right: int) -> None:
+        """A ProjectError unless both margins are >= 0."""
         if left < 0 or right < 0:
             raise ProjectError(f"margins must be >= 0 (left={left}, right={right})")
 
-    # --- select -----------------------------------------------------------------------------
-    def select(self, source: str, start: int, end: int, threshold: float, left: int = 0,
-               right: int = 0, sequences: bool = True) -> Selection:
-        """S: cells on over ``[start, end]`` and off over the ``left``/``right`` margins."""
+    # --- thresholds -------------------------------------------------------------------------
+    def cell_scale(self, source: str, scale: str = "zscore") -> CellScale:
+        """Per-cell normalisation parameters of a source, computed once per engine (one pass over the
+        cells); the same for both scales."""
+        scaling.check_scale(scale)
         src = self.project.source(source)
-        self._check_margins(left, right)
-        lo, hi = self._check_range(start, end, sequences)
-        w0, w1 = max(lo, start - left), min(hi, end + 1 + right)
-        on = src.on(w0, w1, threshold)
+        return self._scales.get(source, lambda: scaling.cell_scale(src))
+
+    def normalised_row(self, source: str, cell: int, scale: str) -> np.ndarray:
+        """(T,) float64 ``z`` of one cell over the whole corpus (NaN where the value is NaN): the cell is
+        on iff ``z >= θ``. ``scale``: ``zscore`` or ``quantile``."""
+        src = self.project.source(source)
+        chosen = check_cells([cell], src.D, f"source {source}")
+        return scaling.normalised_row(src, self.cell_scale(source, scale), int(chosen[0]), scale)
+
+    def key_thresholds(self, source: str, threshold: float | Threshold,
+                       scale: str = "none") -> np.ndarray | None:
+        """One exact key per cell, ``(D,)``: cell c is on at t iff ``key(raw[t, c]) >= keys[c]``
+        (``gpu_matcher.source.float_keys``); None when nothing is on. Cached per engine."""
+        spec = Threshold.of(threshold, scale)
+        src = self.project.source(source)
+
+        def make() -> np.ndarray | None:
+            params = self.cell_scale(source, spec.scale) if spec.scaled else None
+            return scaling.key_thresholds(src, params, spec)
+
+        keys = self._keys.get((source, spec), make)
+        return None if keys is None else keys.copy()
+
+    def resolve(self, source: str, threshold: float | Threshold, scale: str = "none") -> Key:
+        """The key(s) a query carries: one stored-dtype key for ``none`` (every backend takes it), a
+        ``(D,)`` array for a per-cell scale, or None when nothing is on."""
+        spec = Threshold.of(threshold, scale)
+        if not spec.scaled:
+            return self.project.source(source).key_threshold(spec.value)
+        return self.key_thresholds(source, spec)
+
+    def on_mask(self, source: str, start: int, stop: int, threshold: float | Threshold,
+                scale: str = "none") -> np.ndarray:
+        """Boolean (n, D) on-mask of rows ``[start, stop)`` (clipped to the timeline) under the scale."""
+        src = self.project.source(source)
+        return self._on(src.raw(start, stop), self.resolve(source, threshold, scale))
+
+    def all_on_score(self, source: str, cells: Sequence[int],
+                     scale: str = "none") -> tuple[np.ndarray, Callable[[float], object]]:
+        """A (T,) per-step score and a bound per threshold: every cell of ``cells`` is on at t iff
+        ``score[t] >= bound(θ)`` (a bound of None: nothing is on; NaN scores are never on).
+
+        One key decides every cell for ``none``, so the score is the cells' least key and the bound the
+        threshold's key; a per-cell scale decides on ``z >= θ``, so the score is the cells' least ``z``
+        (``normalised_row``) and the bound θ. One pass over the cells' rows, for detector curves.
+        """
+        src = self.project.source(source)
+        chosen = check_cells(cells, src.D, f"source {source}").tolist()
+        if scaling.check_scale(scale) == "none":
+            store = src.layout(progress=False).keys_cells
+            low = store.take(np.array([chosen[0]]))[0]
+            for c in chosen[1:]:
+                np.minimum(low, store.take(np.array([c]))[0], out=low)
+            return low, src.key_threshold
+        low = self.normalised_row(source, chosen[0], scale)
+        for c in chosen[1:]:
+            np.minimum(low, self.normalised_row(source, c, scale), out=low)     # NaN (off) propagates
+        return low, float
+
+    @staticmethod
+    def _on(raw: np.ndarray, key: Key) -> np.ndarray:
+        """On-mask of raw rows against a resolved key (one, or one per column of ``raw``)."""
+        if key is None:
+            return np.zeros(raw.shape, dtype=bool)
+        return float_keys(raw) >= key
+
+    # --- select -----------------------------------------------------------------------------
+    def select(self, source: str, start: int, end: int, threshold: float | Threshold, left: int = 0,
+               right: int = 0, sequences: bool = True, scale: str = "none") -> Selection:
+        """S: cells on over ``[start, end]`` and off over the ``left``/``right`` margins."""
+        spec = Threshold.of(threshold, scale)
+        self.project.source(source)
+        self.check_margins(left, right)
+        self.check_range(start, end, sequences)
+        w0, w1 = (int(x[0]) for x in clip_margins(self.project.sequence_bounds(sequences), [start], [end],
+                                                   left, right))
+        on = self.on_mask(source, w0, w1, spec)
         inside = on[start - w0:end + 1 - w0].all(axis=0)
         outside = on[:start - w0].any(axis=0) | on[end + 1 - w0:].any(axis=0)
         cells = np.flatnonzero(inside & ~outside).tolist()
-        return Selection(source=source, start=start, end=end, threshold=float(threshold),
-                         left=left, right=right, cells=cells)
+        return Selection(source=source, start=start, end=end, threshold=spec.value,
+                         left=left, right=right, cells=cells, scale=spec.scale)
 
     # --- match ------------------------------------------------------------------------------
-    def match(self, source: str, cells: Sequence[int], threshold: float, left: int = 0,
-              right: int = 0, top: int = 50, min_length: int = 2, phrase_length: int = 0,
-              distinct: bool = True, sequences: bool = True) -> list[Match]:
+    def match(self, source: str, cells: Sequence[int], threshold: float | Threshold, left: int = 0,
+              right: int = 0, top: int = DEFAULT_TOP, min_length: int = DEFAULT_MIN_LENGTH,
+              phrase_length: int = 0, distinct: bool = True, sequences: bool = True,
+              scale: str = "none") -> list[Match]:
         """The exact ranked top ``top`` matches of cell set ``cells`` (MATCHING.md, "Match")."""
-        key = self.project.source(source).key_threshold(threshold)
-        query = self.match_query(source, cells, key, left, right, top, min_length, phrase_length,
-                                 distinct, sequences)
-        return self.run_match(self.backend, self.layout(source), query)
+        query = self.match_query(source, cells, threshold, left, right, top, min_length, phrase_length,
+                                 distinct, sequences, scale)
+        return self.run(source, query)
 
-    def match_query(self, source: str, cells: Sequence[int], key_threshold, left: int, right: int,
-                    top: int, min_length: int, phrase_length: int, distinct: bool,
-                    sequences: bool) -> MatchQuery:
-        """A checked ``MatchQuery`` (``key_threshold``: one stored-dtype key, or one per cell)."""
+    def match_query(self, source: str, cells: Sequence[int], threshold: float | Threshold, left: int = 0,
+                    right: int = 0, top: int = DEFAULT_TOP, min_length: int = DEFAULT_MIN_LENGTH,
+                    phrase_length: int = 0, distinct: bool = True, sequences: bool = True,
+                    scale: str = "none") -> MatchQuery:
+        """A checked ``MatchQuery``: the threshold spec and its resolved key(s)."""
+        spec = Threshold.of(threshold, scale)
         src = self.project.source(source)
-        self._check_margins(left, right)
+        self.check_margins(left, right)
         if top < 0 or min_length < 1 or phrase_length < 0:
             raise ProjectError(f"top={top}, min_length={min_length}, phrase_length={phrase_length}: "
                                "need top >= 0, min_length >= 1, phrase_length >= 0")
         chosen = check_cells(cells, src.D, f"source {source}")
-        return MatchQuery(cells=tuple(int(c) for c in chosen), key_threshold=key_threshold,
+        return MatchQuery(cells=tuple(int(c) for c in chosen), key_threshold=self.resolve(source, spec),
                           bounds=self.project.sequence_bounds(sequences), left=int(left),
                           right=int(right), top=int(top), min_length=int(min_length),
-                          phrase_length=int(phrase_length), distinct=bool(distinct))
+                          phrase_length=int(phrase_length), distinct=bool(distinct), threshold=spec)
 
-    @staticmethod
-    def run_match(backend: Backend, layout, query: MatchQuery) -> list[Match]:
+    def run(self, source: str, query: MatchQuery) -> list[Match]:
+        """Run a query on this engine's backend, or on NumPy when the backend does not declare what the
+        query needs (per-cell keys)."""
+        backend, layout = self.backend, None
+        if query.per_cell and not backend.supports(Capability.PER_CELL_KEYS):
+            backend = self._host_backend()
+            layout = backend.prepare(self.project.source(source))
+        else:
+            layout = self.layout(source)
         return [Match(r.start, r.end, r.length, r.inter, r.union) for r in backend.match(layout, query)]
 
+    def _host_backend(self) -> Backend:
+        with self._lock:
+            if self._host is None:
+                from gpu_matcher.backends.numpy import NumpyBackend
+
+                log.info("per-cell thresholds run on the NumPy backend (the %s backend does not declare "
+                         "per-cell keys)", self.backend.name)
+                self._host = NumpyBackend()
+            return self._host
+
     # --- context ----------------------------------------------------------------------------
-    def counts(self, source: str, cells: Sequence[int], threshold: float, start: int,
-               stop: int) -> np.ndarray:
+    def counts(self, source: str, cells: Sequence[int], threshold: float | Threshold, start: int,
+               stop: int, scale: str = "none") -> np.ndarray:
         """n(t) for steps ``[start, stop)``: how many of ``cells`` are on (sequence-independent)."""
         src = self.project.source(source)
-        return self._counts(src, src.raw(start, stop), cells, threshold)
+        return self.counts_in(source, src.raw(start, stop), cells, Threshold.of(threshold, scale))
 
-    @staticmethod
-    def _counts(src, raw: np.ndarray, cells: Sequence[int], threshold: float) -> np.ndarray:
-        """n(t) over rows of ``raw`` (read from ``src``): selected cells on, per row."""
+    def counts_in(self, source: str, raw: np.ndarray, cells: Sequence[int],
+                    threshold: Threshold) -> np.ndarray:
+        """n(t) over rows of ``raw`` (read from ``source``): selected cells on, per row. The one place
+        n(t) is computed for views."""
         if len(cells) == 0:
             return np.zeros(raw.shape[0], dtype=np.int32)
-        chosen = check_cells(cells, src.D, f"source {src.name}")
-        return src.is_on(raw[:, chosen], threshold).sum(axis=1).astype(np.int32)
+        chosen = check_cells(cells, self.project.source(source).D, f"source {source}")
+        key = self.resolve(source, threshold)
+        if key is not None and np.ndim(key) > 0:
+            key = key[chosen]
+        return self._on(raw[:, chosen], key).sum(axis=1).astype(np.int32)
 
     def context(self, source: str, start: int, stop: int, cells: Sequence[int] = (),
-                threshold: float = 0.3, meta: Sequence[str] | None = None) -> Context:
-        """Values, words, meta tracks and n(t) for the window ``[start, stop)``."""
+                threshold: float | Threshold = 0.3, meta: Sequence[str] | None = None,
+                scale: str = "none") -> Context:
+        """Values, words, meta tracks and n(t) for the window ``[start, stop)`` (n(t) under the scale;
+        values stay the transform's)."""
         src = self.project.source(source)
         start, stop = max(0, int(start)), min(self.project.T, int(stop))
         stop = max(start, stop)
         raw = src.raw(start, stop)
         values = transform_values(raw, src.transform)
-        counts = self._counts(src, raw, cells, threshold)
+        counts = self.counts_in(source, raw, cells, Threshold.of(threshold, scale))
         names = list(self.project.meta) if meta is None else list(meta)
         tracks, weights = {}, {}
         for name in names:

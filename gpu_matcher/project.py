@@ -13,83 +13,44 @@ from typing import Any
 
 import h5py
 import numpy as np
-import yaml
 
-from gpu_matcher import zarr_io
+from gpu_matcher import storage
 from gpu_matcher.errors import ProjectError
+from gpu_matcher.formats import CONFIG_NAME, inside, load_config, read_dictionary
 from gpu_matcher.source import Source
 
-CONFIG_NAME = "lstm.yml"
+__all__ = ["CONFIG_NAME", "MetaTrack", "Project", "discover_projects", "open_project", "read_dictionary"]
+
 META_KINDS = ("discrete", "scalar", "wordvec")
 
 
-def read_dictionary(path: Path) -> dict[int, str]:
-    """Read an LSTMVis ``.dict`` file: ``token id`` per line; a line starting with a space is ``" "``."""
-    mapping: dict[int, str] = {}
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise ProjectError(f"{path}: cannot read dictionary ({exc.strerror})") from None
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        if line.startswith(" "):
-            token, rest = " ", line.strip()
-        else:
-            parts = line.rsplit(None, 1)
-            if len(parts) != 2:
-                raise ProjectError(f"{path}:{lineno}: expected 'token id', got {line!r}")
-            token, rest = parts
-        try:
-            mapping[int(rest)] = token
-        except ValueError:
-            raise ProjectError(f"{path}:{lineno}: id {rest!r} is not an integer") from None
-    return mapping
-
-
-class H5Files:
-    """Open HDF5 files of one project, by ``files`` key, kept open read-only."""
+class DataFiles:
+    """The data files of one project, by ``files`` key, opened on first use (``gpu_matcher.storage``)."""
 
     def __init__(self, folder: Path, files: dict[str, str], config_path: Path):
         self.folder, self.files, self.config_path = folder, files, config_path
-        self._open: dict[str, h5py.File] = {}
+        self._open: dict[str, Any] = {}
         self._arrays: list = []                    # Zarr arrays handed out (they may hold chunk files open)
 
     def path_of(self, key: str, where: str) -> Path:
         if key not in self.files:
             raise ProjectError(f"{self.config_path}: {where} names file key {key!r}, "
                                f"which is not under 'files' (known: {sorted(self.files)})")
-        return self.folder / str(self.files[key])
+        return inside(self.folder, self.files[key], f"files.{key}", self.config_path)
 
     def dataset(self, key: str, path: str, where: str) -> h5py.Dataset:
         file_path = self.path_of(key, where)
         handle = self._open.get(key)
-        if zarr_io.is_zarr_path(file_path):        # a Zarr v3 store: same keys, h5py-like arrays
-            if handle is None:
-                handle = self._open[key] = zarr_io.open_zarr_store(file_path)
-            array = zarr_io.zarr_dataset(handle, file_path, path, where)
-            self._arrays.append(array)
-            return array
         if handle is None:
-            if not file_path.is_file():
-                raise ProjectError(f"{file_path}: file missing ({where}, files key {key!r})")
-            try:
-                handle = h5py.File(file_path, "r")
-            except OSError as exc:
-                raise ProjectError(f"{file_path}: not a readable HDF5 file ({exc})") from None
-            self._open[key] = handle
-        if path not in handle:
-            raise ProjectError(f"{file_path}: dataset {path!r} missing ({where}); "
-                               f"present: {sorted(handle.keys())[:20]}")
-        obj = handle[path]
-        if not isinstance(obj, h5py.Dataset):
-            raise ProjectError(f"{file_path}: {path!r} is a group, not a dataset ({where})")
-        return obj
+            handle = self._open[key] = storage.open_store(file_path, f"{where}, files key {key!r}")
+        array = storage.dataset_in(handle, file_path, path, where)
+        if isinstance(array, storage.ZarrDataset):
+            self._arrays.append(array)
+        return array
 
     def close(self) -> None:
         for handle in self._open.values():
-            if isinstance(handle, h5py.File):
-                handle.close()
+            storage.close_store(handle)
         for array in self._arrays:
             array.close()
         self._open.clear()
@@ -151,7 +112,7 @@ class Project:
     meta: dict[str, MetaTrack]
     sequence_starts: np.ndarray | None
     config: dict = field(repr=False, default_factory=dict)
-    _files: H5Files | None = field(repr=False, default=None)
+    _files: DataFiles | None = field(repr=False, default=None)
     _token_index: dict[str, int] | None = field(repr=False, default=None)
 
     def source(self, name: str) -> Source:
@@ -215,23 +176,6 @@ class Project:
             self._files.close()
 
 
-def _load_yaml(config_path: Path) -> dict:
-    try:
-        with open(config_path, encoding="utf-8") as fh:
-            config = yaml.safe_load(fh)
-    except OSError as exc:
-        raise ProjectError(f"{config_path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ProjectError(f"{config_path}: unreadable YAML{where}: "
-                           f"{getattr(exc, 'problem', None) or exc}") from None
-    if not isinstance(config, dict):
-        raise ProjectError(f"{config_path}: expected a mapping at the top level, got "
-                           f"{type(config).__name__}")
-    return config
-
-
 def _section(config: dict, key: str, config_path: Path, required: bool = True) -> dict | None:
     value = config.get(key)
     if value is None:
@@ -258,10 +202,10 @@ def open_project(path: str | os.PathLike, project_id: str | None = None,
         folder, config_path = folder.parent, folder
     if not config_path.is_file():
         raise ProjectError(f"{config_path}: file missing (a project folder holds {CONFIG_NAME})")
-    config = _load_yaml(config_path)
+    config = load_config(config_path)
     files = _section(config, "files", config_path)
     files = {str(k): str(v) for k, v in files.items()}
-    h5 = H5Files(folder, files, config_path)
+    h5 = DataFiles(folder, files, config_path)
     try:
         return _build(folder, config_path, config, files, h5, project_id, cache_dir)
     except Exception:

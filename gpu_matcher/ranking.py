@@ -31,6 +31,11 @@ class DistinctWalk:
     def full(self) -> bool:
         return len(self.kept) >= self.top
 
+    def kept_intervals(self) -> tuple[np.ndarray, np.ndarray]:
+        """Starts and ends (int64, sorted by start) of the kept results that later ones may not overlap:
+        all of them with ``distinct``, none without."""
+        return np.asarray(self._starts, dtype=np.int64), np.asarray(self._ends, dtype=np.int64)
+
     def _overlaps(self, a: int, b: int) -> bool:
         # Kept intervals are disjoint, so sorted by start they are sorted by end as well: of those
         # starting at or before b, only the last can reach a.

@@ -1,8 +1,9 @@
 """The exact match over shards along T: what each shard answers, and how the client merges the answers.
 
-``../shared/MATCHING.md`` is the contract; the answer is identical, row for row, to ``Backend.match`` in
-one process. Nothing here imports a cluster library: ``gpu_matcher.backends.dask`` runs the shard calls
-on Dask workers, the tests also run them in-process (``SerialExecutor``).
+``../shared/MATCHING.md`` is the contract; the answer is identical, row for row, to ``SearchBackend.match``
+in one process. ``ShardedBackend`` is a backend composed of per-shard backends (Faiss's ``IndexShards``).
+Nothing here imports a cluster library: ``gpu_matcher.backends.dask`` runs the shard calls on Dask
+workers, ``SerialExecutor`` runs them in this process.
 
 The protocol
 ------------
@@ -18,7 +19,8 @@ source itself (a path, never states), and keeps the window's layout (the NumPy o
    on each side of the shard, so the worker finds exactly these, at every level, with the global
    sequence starts that fall inside its window; and since ``h >= L, R`` their margins lie in the window
    too, so ``inter`` (the selected cells' packed bits) and the verification over all ``D`` cells
-   (``active_counts``) are computed there, by the backend, just as in one process.
+   (``active_counts``) are computed there, by the backend, just as in one process: it is the
+   one-process level walk (``LevelWalk``) over the window, keeping the interior runs.
 3. **Crossing runs** are all other maximal runs: those holding a shard edge ``e`` and ``e - 1``. A run
    of level ``m`` crosses ``e`` iff ``m <= min(n(e-1), n(e))`` and ``e`` is no sequence start; it starts
    one step after the last ``n < m`` before ``e`` (or at the sequence start) and ends one step before the
@@ -42,6 +44,9 @@ source itself (a path, never states), and keeps the window's layout (the NumPy o
    walk; it stops at ``top``. So the answer is the one-process answer: same candidates, same scores,
    same total order, same walk.
 
+The protocol reads the threshold only through "on", a fixed boolean per step and cell, so a query with
+one key per cell (per-cell scales) is answered by the same steps.
+
 Every call is a pure function of (source, shard, query): a worker that dies mid-query loses only its
 caches, and the call, retried elsewhere, returns the same rows. For the same reason a worker keys the
 shard states it keeps (n(t), levels, candidates, verified groups) by a digest of the query's fields, so
@@ -57,33 +62,43 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence, Union
 
 import numpy as np
 
-from gpu_matcher.backends.base import Backend, MatchQuery, MatchRow, _drop_repeats, _Pool
+from gpu_matcher.backends.base import Backend, Capability, Key, pack_bits_rows
+from gpu_matcher.backends.search import LevelWalk, SearchBackend
+from gpu_matcher import settings
 from gpu_matcher.errors import ProjectError
+from gpu_matcher.query import MatchQuery, MatchRow, clip_margins
 from gpu_matcher.ranking import DistinctWalk, group_order
-from gpu_matcher.source import Layout, Source, float_keys
+from gpu_matcher.source import Source
 
 log = logging.getLogger("gpu_matcher")
 
 #: Steps read at once when a shard reduces a crossing candidate's steps (bounds memory per call).
 PARTIAL_CHUNK_STEPS = 1 << 16
 #: Per-query shard states a worker keeps (words, n(t), level events, candidate pool), in bytes.
-STATE_BUDGET = int(os.environ.get("LSTMVIS_SHARD_STATE_BYTES", 2 * 2**30))
+STATE_BUDGET: int | None = None           # None here and below: from gpu_matcher.settings at use
 #: Matches whose shard states a worker keeps (more than one for concurrent matches).
-MAX_QUERIES = int(os.environ.get("LSTMVIS_SHARD_QUERIES", 3))
+MAX_QUERIES: int | None = None
 #: Shard windows (opened sources and their layouts) a worker keeps.
-MAX_WINDOWS = int(os.environ.get("LSTMVIS_SHARD_WINDOWS", 512))
+MAX_WINDOWS: int | None = None
 #: Row-major keys of a worker's shard layout, used to verify candidates over all D cells: "auto" (the
 #: default) reads them from the source when it reads single rows cheaply (an uncompressed Zarr array:
 #: half the disk) and stores a copy otherwise; "copy" always stores them; "source" never does (rows come
 #: from decoded chunks through a small cache: least disk, slow when candidates are scattered).
-WORKER_ROW_KEYS = os.environ.get("LSTMVIS_WORKER_ROW_KEYS", "auto")
+WORKER_ROW_KEYS: str | None = None
+#: Default shard size: about this many bytes of the source per shard.
+SHARD_BYTES = 512 * 2**20
+#: Default halo (steps read beyond each side of a shard; raised for queries with wider margins).
+HALO = 1024
+
+#: What a worker answers shard calls with: ``auto`` / ``numpy`` / ``cupy``, or a factory of a backend
+#: (a class, or any picklable callable).
+BackendSpec = Union[str, Callable[[], SearchBackend]]
 
 
 # --- what travels: locators, shards, per-shard queries (small, picklable) ---------------------------------
@@ -106,7 +121,7 @@ class SourceLocator:
 
 def locate(source: Source) -> SourceLocator:
     """The locator of a project source; ``ProjectError`` when workers could not open it."""
-    from gpu_matcher.zarr_io import ZarrDataset
+    from gpu_matcher.storage import ZarrDataset
 
     ds = source.dataset
     if isinstance(ds, ZarrDataset):
@@ -140,7 +155,7 @@ class ShardQuery:
     """A match query as one shard needs it: sequence starts inside its window only."""
 
     cells: tuple[int, ...]
-    key_threshold: Any
+    key_threshold: Key               # one key, or one per cell (``Capability.PER_CELL_KEYS``)
     starts: tuple[int, ...]          # global sequence starts s with w0 < s < w1
     left: int
     right: int
@@ -196,89 +211,53 @@ class WindowDataset:
 
 
 @dataclass(eq=False)
-class _Window:
+class ShardWindow:
+    """A worker's view of one shard window: the window as a source, and its backend's layout of it."""
+
     source: Source
-    layout: Any
+    layout: object                                  # the worker backend's layout type
     lock: threading.RLock = field(default_factory=threading.RLock)
     whole: dict = field(default_factory=dict)      # (key, op, t0, t1) -> packed bits of a whole shard
 
 
-def _backend_lock(backend: Backend):
-    return getattr(backend, "_lock", None) or nullcontext()
+class ShardState:
+    """One query on one shard: the level walk over the window (``LevelWalk``, kept to the shard's
+    interior runs), its summary, and the inter groups verified so far."""
 
-
-class _ShardState:
-    """One query on one shard: n(t) over the window, levels processed so far, the candidate pool, and
-    the inter groups verified so far (``Backend.match``'s loop, restricted to interior runs)."""
-
-    def __init__(self, backend: Backend, window: _Window, shard: Shard, query: ShardQuery):
+    def __init__(self, backend: SearchBackend, window: ShardWindow, shard: Shard, query: ShardQuery):
         self.backend, self.window, self.shard, self.query = backend, window, shard, query
         self.lock = threading.RLock()
         w0, w1 = shard.w0, shard.w1
         starts = np.asarray(query.starts, dtype=np.int64)
-        self.bounds = np.concatenate([[w0], starts, [w1]]).astype(np.int64)        # global steps
-        cells = np.asarray(query.cells, dtype=np.int64)
-        self.k = int(cells.size)
-        self.local = MatchQuery(cells=query.cells, key_threshold=query.key_threshold,
-                                bounds=self.bounds - w0, left=query.left, right=query.right,
-                                min_length=query.min_length, phrase_length=query.phrase_length)
-        with _backend_lock(backend):
-            self.words = backend.selected_words(window.layout, cells, query.key_threshold)
-            self.n = backend.step_counts(self.words)
-            self.events = backend.level_events(self.n, self.local.bounds)
-            n_shard = np.asarray(backend.to_host(self.n[shard.t0 - w0:shard.t1 - w0]), dtype=np.int64)
+        bounds = np.concatenate([[w0], starts, [w1]]).astype(np.int64)             # global steps
+        local = MatchQuery(cells=query.cells, key_threshold=query.key_threshold, bounds=bounds - w0,
+                           left=query.left, right=query.right, min_length=query.min_length,
+                           phrase_length=query.phrase_length)
+        self.levels = LevelWalk(backend, window.layout, local, interior=(shard.t0 - w0, shard.t1 - w0))
+        self.k = self.levels.k
+        with backend.lock:
+            n_shard = np.asarray(backend.to_host(self.levels.n[shard.t0 - w0:shard.t1 - w0]), dtype=np.int64)
         self.summary = _summarize(n_shard, self.k, shard.t0)
         self.max_n = self.summary["max_n"]
-        self.next_level = self.k
-        self.prev_a = self.prev_b = np.zeros(0, dtype=np.int64)
-        self.pool = _Pool()
         self.groups: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self.nbytes = (int(getattr(self.words, "nbytes", 0)) + int(getattr(self.n, "nbytes", 0))
-                       + _events_bytes(self.events))
 
-    def advance(self, down_to: int) -> None:
-        """Process levels down to ``max(down_to, 1)``: interior runs, repeats dropped, inter counted."""
-        shard, q = self.shard, self.local
-        w0 = shard.w0
-        while self.next_level >= max(down_to, 1):
-            level = self.next_level
-            self.next_level -= 1
-            if level > self.max_n:
-                continue
-            with _backend_lock(self.backend):
-                a, b = self.backend.level_runs(self.events, level, q)
-            a, b = np.asarray(a, dtype=np.int64) + w0, np.asarray(b, dtype=np.int64) + w0
-            inside = (a >= shard.t0) & (b < shard.t1)
-            level_a, level_b = a[inside], b[inside]
-            a, b = _drop_repeats(level_a, level_b, self.prev_a, self.prev_b)
-            self.prev_a, self.prev_b = level_a, level_b
-            if a.size:
-                seq = np.searchsorted(self.bounds, a, side="right") - 1
-                lo = np.maximum(a - q.left, self.bounds[seq])
-                hi = np.minimum(b + 1 + q.right, self.bounds[seq + 1])
-                with _backend_lock(self.backend):
-                    inter = self.backend.inter_counts(self.words, a - w0, b - w0, lo - w0, hi - w0)
-                self.pool.add(a, b, np.asarray(inter, dtype=np.int64), lo, hi)
-                self.nbytes += 5 * 8 * int(a.size)
+    @property
+    def nbytes(self) -> int:
+        return self.levels.nbytes + sum(3 * 8 * int(g[0].size) for g in self.groups.values())
 
     def group(self, g: int):
-        """Group ``g`` of this shard's interior candidates in rank order: ``(start, end, union)``."""
+        """Group ``g`` of this shard's interior candidates in rank order: ``(start, end, union)``, global
+        steps."""
         found = self.groups.get(g)
         if found is None:
-            self.advance(g)
-            pool, w0 = self.pool, self.shard.w0
+            levels, w0 = self.levels, self.shard.w0
+            levels.advance(g)
+            pool = levels.pool
             idx = pool.group(g)
             a, b, lo, hi = pool.a[idx], pool.b[idx], pool.lo[idx], pool.hi[idx]
-            if idx.size:
-                with _backend_lock(self.backend):
-                    active = self.backend.active_counts(self.window.layout, self.query.key_threshold,
-                                                        a - w0, b - w0, lo - w0, hi - w0)
-                union = np.asarray(active, dtype=np.int64) + (self.k - g)
-            else:
-                union = np.zeros(0, dtype=np.int64)
+            union = levels.unions(g, a, b, lo, hi) if idx.size else np.zeros(0, dtype=np.int64)
             order = group_order(union, b - a + 1, a)
-            found = self.groups[g] = (a[order], b[order], union[order])
-            self.nbytes += 3 * 8 * int(idx.size)
+            found = self.groups[g] = (a[order] + w0, b[order] + w0, union[order])
         return found
 
     def rows(self, g: int, after: tuple[int, int, int] | None, kept_starts: np.ndarray,
@@ -298,12 +277,6 @@ class _ShardState:
             a, b, union = a[~hit], b[~hit], union[~hit]
         more = a.size > limit
         return a[:limit], b[:limit], union[:limit], more
-
-
-def _events_bytes(events) -> int:
-    if isinstance(events, tuple):
-        return sum(int(getattr(x, "nbytes", 0)) for x in events)
-    return sum(int(getattr(getattr(events, name, None), "nbytes", 0)) for name in ("n", "seq_marks"))
 
 
 def _summarize(n: np.ndarray, k: int, t0: int) -> dict:
@@ -326,13 +299,13 @@ class WorkerState:
     """What one worker process keeps between calls: its backend, opened sources, shard windows (with
     their layouts) and the shard states of recent queries. Thread-safe."""
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: SearchBackend):
         self.backend = backend
         self._lock = threading.Lock()
         self._arrays: dict[SourceLocator, Any] = {}
-        self._windows: "OrderedDict[tuple, _Window]" = OrderedDict()
+        self._windows: "OrderedDict[tuple, ShardWindow]" = OrderedDict()
         self._window_locks: dict[tuple, threading.Lock] = {}
-        self._states: "OrderedDict[str, dict[tuple, _ShardState]]" = OrderedDict()   # per query key
+        self._states: "OrderedDict[str, dict[tuple, ShardState]]" = OrderedDict()   # per query key
         self._state_bytes: dict[str, int] = {}
         self._state_locks: dict[tuple, threading.Lock] = {}
         self.calls = 0
@@ -346,7 +319,7 @@ class WorkerState:
                 array = self._arrays[loc] = _open_array(loc)
             return array
 
-    def window(self, shard: Shard) -> _Window:
+    def window(self, shard: Shard) -> ShardWindow:
         key = (shard.locator, shard.w0, shard.w1)
         with self._lock:
             win = self._windows.get(key)
@@ -360,22 +333,23 @@ class WorkerState:
             if win is None:
                 loc = shard.locator
                 view = WindowDataset(self._array(loc), shard.w0, shard.w1)
-                store_rows = WORKER_ROW_KEYS == "copy" or (WORKER_ROW_KEYS == "auto"
-                                                           and getattr(view, "read_rows", None) is None)
+                row_keys = settings.worker_row_keys() if WORKER_ROW_KEYS is None else WORKER_ROW_KEYS
+                store_rows = row_keys == "copy" or (row_keys == "auto"
+                                                    and getattr(view, "read_rows", None) is None)
                 source = Source(name=f"{loc.file}::{loc.dataset}[{shard.w0}:{shard.w1}]", dataset=view,
                                 file_path=Path(loc.file), transform="none", store_rows=store_rows)
-                with _backend_lock(self.backend):
+                with self.backend.lock:
                     layout = self.backend.prepare(source)
-                win = _Window(source=source, layout=layout)
+                win = ShardWindow(source=source, layout=layout)
                 with self._lock:
                     self._windows[key] = win
-                    while len(self._windows) > MAX_WINDOWS:
+                    while len(self._windows) > (settings.shard_windows() if MAX_WINDOWS is None else MAX_WINDOWS):
                         old, _ = self._windows.popitem(last=False)
                         self._window_locks.pop(old, None)
         return win
 
     # --- shard states ----------------------------------------------------------------------------
-    def state(self, shard: Shard, query: ShardQuery) -> _ShardState:
+    def state(self, shard: Shard, query: ShardQuery) -> ShardState:
         """The state of ``query`` on ``shard``, built on its first call and used by the later rounds of
         the same match. States are kept for the last ``MAX_QUERIES`` matches within ``STATE_BUDGET``
         bytes; one dropped early is rebuilt (same rows), and a match never drops its own."""
@@ -392,7 +366,7 @@ class WorkerState:
             with self._lock:
                 st = self._states.get(query.qkey, {}).get(key)
             if st is None:
-                st = _ShardState(self.backend, self.window(shard), shard, query)
+                st = ShardState(self.backend, self.window(shard), shard, query)
                 with self._lock:
                     self._states.setdefault(query.qkey, {})[key] = st
                     self._states.move_to_end(query.qkey)
@@ -402,8 +376,10 @@ class WorkerState:
         return st
 
     def _evict_states(self, keep: str) -> None:
-        while len(self._states) > 1 and (len(self._states) > MAX_QUERIES
-                                         or sum(self._state_bytes.values()) > STATE_BUDGET):
+        max_queries = settings.shard_queries() if MAX_QUERIES is None else MAX_QUERIES
+        budget = settings.shard_state_bytes() if STATE_BUDGET is None else STATE_BUDGET
+        while len(self._states) > 1 and (len(self._states) > max_queries
+                                         or sum(self._state_bytes.values()) > budget):
             old = next(iter(self._states))
             if old == keep:
                 break
@@ -435,12 +411,11 @@ class WorkerState:
             return self.partials(shard, key_threshold, pieces)
         raise ValueError(f"unknown shard call {op!r}")
 
-    def partials(self, shard: Shard, key_threshold, pieces: np.ndarray) -> np.ndarray:
+    def partials(self, shard: Shard, key_threshold: Key, pieces: np.ndarray) -> np.ndarray:
         """Per piece ``(x, y, op)`` inside the shard: over all D cells, AND (op 0) or OR (op 1) of
         "on" over steps ``[x, y)``, as packed bits ``(pieces, ceil(D / 64))`` uint64."""
-        from gpu_matcher.backends.base import pack_bits_rows
-
         win = self.window(shard)
+        key_id = _key_id(key_threshold)
         D = shard.locator.D
         W = -(-D // 64)
         pieces = np.asarray(pieces, dtype=np.int64).reshape(-1, 3)
@@ -450,7 +425,7 @@ class WorkerState:
         whole = (pieces[:, 0] == shard.t0) & (pieces[:, 1] == shard.t1)
         with win.lock:
             for i in np.flatnonzero(whole):             # whole-shard reductions: cached per threshold
-                cached = win.whole.get((int(key_threshold), int(pieces[i, 2]), shard.t0, shard.t1))
+                cached = win.whole.get((key_id, int(pieces[i, 2]), shard.t0, shard.t1))
                 if cached is not None:
                     out[i], todo[i] = cached, False
         live = np.flatnonzero(todo & (pieces[:, 1] > pieces[:, 0]))
@@ -461,38 +436,33 @@ class WorkerState:
                 x, y, op = int(pieces[i, 0]), int(pieces[i, 1]), int(pieces[i, 2])
                 for c0 in range(x, y, PARTIAL_CHUNK_STEPS):
                     c1 = min(y, c0 + PARTIAL_CHUNK_STEPS)
-                    bits = pack_bits_rows(_read_keys(win, shard, c0, c1) >= key_threshold)
+                    with self.backend.lock:
+                        keys = self.backend.row_keys(win.layout, win.source, c0 - shard.w0, c1 - shard.w0)
+                    bits = pack_bits_rows(keys >= key_threshold)
                     if op == 0:
                         out[i] &= np.bitwise_and.reduce(bits, axis=0)
                     else:
                         out[i] |= np.bitwise_or.reduce(bits, axis=0)
             with win.lock:
                 for i in np.flatnonzero(whole & todo).tolist():
-                    win.whole[(int(key_threshold), int(pieces[i, 2]), shard.t0, shard.t1)] = out[i].copy()
+                    win.whole[(key_id, int(pieces[i, 2]), shard.t0, shard.t1)] = out[i].copy()
         return out
 
 
-def _read_keys(win: _Window, shard: Shard, x: int, y: int) -> np.ndarray:
-    """Keys of global steps ``[x, y)`` (inside the window): from a NumPy layout when there is one."""
-    if isinstance(win.layout, Layout):
-        return win.layout.keys_rows.block(x - shard.w0, y - shard.w0)
-    return float_keys(win.source.raw(x - shard.w0, y - shard.w0))
+def _key_id(key: Key) -> object:
+    """A hashable identity of a resolved threshold (one key, or the bytes of one key per cell)."""
+    if key is not None and np.ndim(key) > 0:
+        arr = np.ascontiguousarray(key)
+        return (str(arr.dtype), arr.tobytes())
+    return None if key is None else int(key)
 
 
 def _open_array(loc: SourceLocator):
-    if loc.kind == "zarr":
-        from gpu_matcher import zarr_io
+    from gpu_matcher import storage
 
-        root = zarr_io.open_zarr_store(Path(loc.file))
-        array = zarr_io.zarr_dataset(root, Path(loc.file), loc.dataset, "shard")
-    elif loc.kind == "hdf5":
-        import h5py
-
-        if not Path(loc.file).is_file():
-            raise ProjectError(f"{loc.file}: file missing on this worker")
-        array = h5py.File(loc.file, "r")[loc.dataset]
-    else:
+    if loc.kind not in ("zarr", "hdf5"):
         raise ProjectError(f"unknown source kind {loc.kind!r}")
+    array = storage.open_dataset(loc.file, loc.dataset, "shard, on this worker")
     if tuple(array.shape) != (loc.T, loc.D) or str(np.dtype(array.dtype)) != loc.dtype:
         raise ProjectError(f"{loc.file}: {loc.dataset!r} has shape {tuple(array.shape)} {array.dtype} on "
                            f"this worker, the client saw ({loc.T}, {loc.D}) {loc.dtype}")
@@ -503,7 +473,7 @@ _WORKER_STATES: dict[Any, WorkerState] = {}
 _WORKER_LOCK = threading.Lock()
 
 
-def worker_state(backend_spec: str | Callable[[], Backend] = "numpy") -> WorkerState:
+def worker_state(backend_spec: BackendSpec = "numpy") -> WorkerState:
     """This process's state for a backend spec (``auto``/``numpy``/``cupy`` or a backend factory)."""
     with _WORKER_LOCK:
         state = _WORKER_STATES.get(backend_spec)
@@ -567,11 +537,26 @@ def reset_worker_states() -> None:
 Call = tuple[Shard, str, "ShardQuery | None", tuple]
 
 
+class Executor(Protocol):
+    """Runs a round of shard calls (on this process, or on a cluster) and returns their results in order."""
+
+    backend_spec: BackendSpec
+
+    def refresh(self, shards: Sequence[Shard]) -> None:
+        """Make every shard answerable (a cluster places shards on live workers)."""
+
+    def __call__(self, calls: Sequence[Call]) -> list:
+        """The results of ``calls``, in order."""
+
+
 class SerialExecutor:
     """Runs shard calls in this process, one after another (tests; a reference for the Dask executor)."""
 
-    def __init__(self, backend_spec: str | Callable[[], Backend] = "numpy"):
+    def __init__(self, backend_spec: BackendSpec = "numpy"):
         self.backend_spec = backend_spec
+
+    def refresh(self, shards: Sequence[Shard]) -> None:
+        return None
 
     def __call__(self, calls: Sequence[Call]) -> list:
         return [shard_call(self.backend_spec, *c) for c in calls]
@@ -579,7 +564,8 @@ class SerialExecutor:
 
 @dataclass
 class ShardedSource:
-    """A source cut into shards: what ``DaskBackend.prepare`` returns."""
+    """A source cut into shards: the layout of ``ShardedBackend`` (the shards' own layouts live with the
+    per-shard backends)."""
 
     name: str
     locator: SourceLocator
@@ -606,6 +592,66 @@ class MatchStats:
     refills: int = 0
 
 
+def worker_capabilities(spec: BackendSpec) -> frozenset[Capability]:
+    """What the per-shard backends of a spec declare, read from their classes (nothing is built, no
+    device is touched): ``auto`` may be either backend, so only what both declare."""
+    if isinstance(spec, str):
+        from gpu_matcher.backends.cupy import CupyBackend          # imports no CuPy
+        from gpu_matcher.backends.numpy import NumpyBackend
+
+        known = {"numpy": NumpyBackend.capabilities, "cupy": CupyBackend.capabilities}
+        return known.get(spec, NumpyBackend.capabilities & CupyBackend.capabilities)
+    return frozenset(getattr(spec, "capabilities", frozenset()))
+
+
+class ShardedBackend(Backend[ShardedSource]):
+    """A backend composed of per-shard backends (Faiss's ``IndexShards``): ``prepare`` cuts a source into
+    shards along T, ``match`` runs the shard protocol of this module's doc through an ``Executor`` whose
+    per-shard backends (NumPy or CuPy, in this process or on workers) hold the shards' layouts. It
+    returns exactly the one-process answer.
+
+    Declares streaming (a shard window is all a per-shard backend holds) and per-cell keys when its
+    per-shard backends declare them.
+    """
+
+    name = "sharded"
+
+    def __init__(self, executor: Executor | None = None, shard_steps: int | None = None, halo: int = HALO,
+                 warm: bool = False, first_rows: int | None = None):
+        self.executor: Executor = executor if executor is not None else SerialExecutor("numpy")
+        self.shard_steps = shard_steps
+        self.halo = int(halo)
+        self.warm = warm
+        self.first_rows = first_rows          # rows asked of a shard per group at first (see sharded_match)
+        shard_caps = worker_capabilities(self.executor.backend_spec)
+        self.capabilities = frozenset({Capability.STREAMING}) | (shard_caps & {Capability.PER_CELL_KEYS})
+        self.last_stats: MatchStats | None = None
+
+    def prepare(self, source: Source) -> ShardedSource:
+        """Shards of ``shard_steps`` (default about ``SHARD_BYTES`` of the source, whole storage chunks);
+        with ``warm`` every per-shard backend builds its shard's layout now."""
+        loc = locate(source)
+        chunks = getattr(source.dataset, "chunks", None)
+        align = int(chunks[0]) if chunks else 1
+        steps = self.shard_steps or max(1, SHARD_BYTES // max(1, loc.D * loc.itemsize))
+        sharded = ShardedSource(name=source.name, locator=loc, edges=plan_shards(loc.T, steps, align))
+        if self.warm and sharded.shards:
+            shards = sharded.shard_list(self.halo)
+            self.executor.refresh(shards)
+            self.executor([(sh, "prepare", None, ()) for sh in shards])
+        log.info("source %s: %d shards of <= %d steps", source.name, sharded.shards,
+                 int(np.diff(sharded.edges).max(initial=0)))
+        return sharded
+
+    def match(self, layout: ShardedSource, query: MatchQuery) -> list[MatchRow]:
+        stats = MatchStats()
+        self.executor.refresh(layout.shard_list(self.halo))
+        rows = sharded_match(layout, query, self.executor, halo=self.halo, stats=stats,
+                             first_rows=self.first_rows)
+        self.last_stats = stats
+        return rows
+
+
 def sharded_match(sharded: ShardedSource, query: MatchQuery, executor: Callable[[Sequence[Call]], list],
                   halo: int = 1024, stats: MatchStats | None = None,
                   first_rows: int | None = None) -> list[MatchRow]:
@@ -617,7 +663,7 @@ def sharded_match(sharded: ShardedSource, query: MatchQuery, executor: Callable[
     stats = stats if stats is not None else MatchStats()
     cells = np.asarray(query.cells, dtype=np.int64)
     T = sharded.locator.T
-    if query.key_threshold is None or cells.size == 0 or query.top <= 0 or T == 0:
+    if query.answers_nothing or T == 0:
         return []
     k = int(cells.size)
     bounds = np.asarray(query.bounds, dtype=np.int64)
@@ -705,8 +751,7 @@ def _crossing_runs(edges: np.ndarray, summaries: list[dict], bounds: np.ndarray,
         z = np.zeros(0, dtype=np.int64)
         return z, z
     a, b = np.concatenate(starts_all), np.concatenate(ends_all)
-    length = b - a + 1
-    keep = (length == query.phrase_length) if query.phrase_length > 0 else (length >= query.min_length)
+    keep = query.keeps_length(b - a + 1)
     pairs = np.unique(np.stack([a[keep], b[keep]], axis=1), axis=0)
     return pairs[:, 0].copy(), pairs[:, 1].copy()
 
@@ -717,10 +762,7 @@ def _score_crossing(cross, shards: list[Shard], query: MatchQuery, k: int, run):
     z = np.zeros(0, dtype=np.int64)
     if a.size == 0:
         return z, z, z, z
-    bounds = np.asarray(query.bounds, dtype=np.int64)
-    seq = np.searchsorted(bounds, a, side="right") - 1
-    lo = np.maximum(a - query.left, bounds[seq])
-    hi = np.minimum(b + 1 + query.right, bounds[seq + 1])
+    lo, hi = clip_margins(query.bounds, a, b, query.left, query.right)
     D = shards[0].locator.D
     W = -(-D // 64)
     # Three reductions per candidate: AND over [a, b], OR over [lo, a), OR over (b, hi).
@@ -782,7 +824,7 @@ def _walk_group(g, holders, shards, specs, cross_rows, in_group, walk: DistinctW
     cursor: dict[int, tuple[int, int, int] | None] = {}
 
     def fetch(streams: list[int]) -> None:
-        kept_s, kept_e = _kept_arrays(walk, query.distinct)
+        kept_s, kept_e = walk.kept_intervals()
         calls = [(shards[i], "rows", specs[i], (g, cursor[i], kept_s, kept_e, limit[i])) for i in streams]
         for i, (a, b, u, m) in zip(streams, run(calls)):
             rows = [(int(uu), -int(bb - aa + 1), int(aa), int(bb)) for aa, bb, uu in zip(a, b, u)]
@@ -830,10 +872,3 @@ def _walk_group(g, holders, shards, specs, cross_rows, in_group, walk: DistinctW
                 pending.append(i)
         union, _neg_len, a, b = row
         walk.feed(np.array([a]), np.array([b]), np.array([g]), np.array([union]))
-
-
-def _kept_arrays(walk: DistinctWalk, distinct: bool) -> tuple[np.ndarray, np.ndarray]:
-    if not distinct or not walk._starts:
-        z = np.zeros(0, dtype=np.int64)
-        return z, z
-    return np.asarray(walk._starts, dtype=np.int64), np.asarray(walk._ends, dtype=np.int64)

@@ -15,11 +15,15 @@ layout's disk.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
+import logging
 import mmap
 import os
 import sys
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -28,22 +32,21 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from gpu_matcher import settings
 from gpu_matcher.errors import ProjectError
 
+log = logging.getLogger("gpu_matcher")
 LAYOUT_VERSION = 1
 KEY_DTYPES = {2: np.uint16, 4: np.uint32, 8: np.uint64}
-#: Sources whose keys take at most this many bytes are held in memory instead of a cache folder.
-IN_MEMORY_BYTES = int(os.environ.get("LSTMVIS_IN_MEMORY_BYTES", 64 * 2**20))
+#: Sources whose keys take at most this many bytes are held in memory instead of a cache folder;
+#: None: ``settings.in_memory_bytes()`` (LSTMVIS_IN_MEMORY_BYTES) at use. Tests pin a value here.
+IN_MEMORY_BYTES: int | None = None
 #: A threshold key that no stored key reaches: nothing is on.
 NOTHING_ON = None
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("LSTMVIS_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "lstmvis"
+    return settings.cache_dir()
 
 
 def float_keys(values: np.ndarray) -> np.ndarray:
@@ -145,6 +148,7 @@ class Source:
     store_rows: bool = True        # False: keep only keys_cells on disk, read row keys from the source
     _layout: Layout | None = field(default=None, repr=False)
     _range: tuple[float, float] | None = field(default=None, repr=False)
+    _layout_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -214,9 +218,15 @@ class Source:
 
     # --- derived layouts ------------------------------------------------------------------------
     def layout(self, progress: bool = True) -> Layout:
-        """The key layouts, built (with a progress bar) or loaded from the cache on first use."""
+        """The key layouts, built (with a progress bar) or loaded from the cache on first use.
+
+        Every caller goes through this lock, so one source is built once however many threads ask;
+        builds of the same cache folder by other ``Source`` objects or processes wait on the folder's
+        lock (``_folder_lock``)."""
         if self._layout is None:
-            self._layout = _load_or_build_layout(self, progress)
+            with self._layout_lock:
+                if self._layout is None:
+                    self._layout = _load_or_build_layout(self, progress)
         return self._layout
 
 
@@ -307,7 +317,7 @@ class SourceRows:
     def spans(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Rows ``[lo[i], hi[i])`` for every i, concatenated in the order given."""
         lo = np.asarray(lo, dtype=np.int64)
-        return self.take(_ranges(lo, np.asarray(hi, dtype=np.int64) - lo))
+        return self.take(concat_ranges(lo, np.asarray(hi, dtype=np.int64) - lo))
 
 
 class KeyStore:
@@ -371,21 +381,21 @@ class KeyStore:
         lo = np.asarray(lo, dtype=np.int64)
         length = np.asarray(hi, dtype=np.int64) - lo
         if self._mm is None or int(length.sum()) <= self.RELEASE_ROWS:
-            return self._copy(_ranges(lo, length))
+            return self._copy(concat_ranges(lo, length))
         # Read in file order, a slice of the file at a time, so each slice's mapped pages are few and
         # shared by neighbouring windows; then put the windows back in the order asked.
         order = np.argsort(lo, kind="stable")
-        rows = _ranges(lo[order], length[order])
+        rows = concat_ranges(lo[order], length[order])
         gathered = np.empty((rows.size, self.shape[1]), dtype=self.dtype)
         for i in range(0, rows.size, self.RELEASE_ROWS):
             gathered[i:i + self.RELEASE_ROWS] = self._copy(rows[i:i + self.RELEASE_ROWS])
         dest = np.cumsum(length) - length                     # where window j goes in the output
         src = np.empty_like(dest)
         src[order] = np.cumsum(length[order]) - length[order]  # where window j is in `gathered`
-        return gathered[_ranges(src, length)] if not np.array_equal(src, dest) else gathered
+        return gathered[concat_ranges(src, length)] if not np.array_equal(src, dest) else gathered
 
 
-def _ranges(first: np.ndarray, length: np.ndarray) -> np.ndarray:
+def concat_ranges(first: np.ndarray, length: np.ndarray) -> np.ndarray:
     """Concatenation of ``arange(first[i], first[i] + length[i])`` for all i."""
     length = np.asarray(length, dtype=np.int64)
     total = int(length.sum())
@@ -398,55 +408,148 @@ def _ranges(first: np.ndarray, length: np.ndarray) -> np.ndarray:
 def _load_or_build_layout(source: Source, progress: bool) -> Layout:
     T, D = source.shape
     itemsize = source.dtype.itemsize
-    if T * D * itemsize <= IN_MEMORY_BYTES:
-        keys = float_keys(np.asarray(source.dataset[()]))
+    if T * D * itemsize <= (settings.in_memory_bytes() if IN_MEMORY_BYTES is None else IN_MEMORY_BYTES):
+        keys = float_keys(_read_rows(source, 0, T))
+        _report_nans(source, keys)
         return Layout(keys_rows=KeyStore(keys), keys_cells=KeyStore(np.ascontiguousarray(keys.T)),
                       location=None)
     fp = _fingerprint(source)
     root = Path(source.cache_dir) if source.cache_dir is not None else default_cache_dir()
     digest = hashlib.sha1(f"{fp['file']}::{fp['dataset']}".encode()).hexdigest()[:20]
     folder = root / digest
+    for attempt in (1, 2):
+        try:
+            with _folder_lock(folder):
+                layout = _open_cached(source, folder, fp)
+                if layout is None:
+                    _build_layout(source, folder, progress, store_rows=source.store_rows)
+                    layout = _open_cached(source, folder, fp)
+                if layout is None:
+                    raise FileNotFoundError(errno.ENOENT, "layout vanished after its build", str(folder))
+                return layout
+        except FileNotFoundError:
+            # The cache folder was removed while we built or opened it (a user cleaning ~/.cache):
+            # build once more from scratch, then give a clear message.
+            if attempt == 2:
+                raise ProjectError(f"{folder}: the layout cache was removed while it was being built; "
+                                   "try again") from None
+    raise AssertionError("unreachable")
+
+
+def _open_cached(source: Source, folder: Path, fp: dict) -> Layout | None:
+    """The cached layout in ``folder`` if it matches the source's fingerprint, else None."""
     meta_path = folder / "layout.json"
-
-    def opened(rows_stored: bool) -> Layout:
-        rows = KeyStore(path=folder / "keys_rows.npy") if rows_stored else SourceRows(source.dataset)
-        return Layout(keys_rows=rows, keys_cells=KeyStore(path=folder / "keys_cells.npy"), location=folder)
-
     try:
-        if meta_path.is_file():
-            meta = json.loads(meta_path.read_text())
-            rows_stored = bool(meta.pop("rows_stored", True))
-            if meta == fp and (rows_stored or not source.store_rows):
-                return opened(rows_stored)
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        return None
     except (OSError, ValueError):
-        pass                                     # a broken cache is rebuilt below
+        return None                              # a broken cache is rebuilt
+    rows_stored = bool(meta.pop("rows_stored", True))
+    nans = meta.pop("nan_values", None)
+    if meta != fp or not (rows_stored or not source.store_rows):
+        return None
+    if nans:
+        _warn_nans(source, nans)
+    rows = KeyStore(path=folder / "keys_rows.npy") if rows_stored else SourceRows(source.dataset)
+    return Layout(keys_rows=rows, keys_cells=KeyStore(path=folder / "keys_cells.npy"), location=folder)
+
+
+#: One lock per cache folder in this process; ``flock`` on a file in the folder for other processes.
+_FOLDER_LOCKS: dict[str, threading.Lock] = {}
+_FOLDER_LOCKS_GUARD = threading.Lock()
+
+
+class _folder_lock:
+    """Exclusive use of one layout cache folder: threads of this process, then other processes."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        with _FOLDER_LOCKS_GUARD:
+            self.thread_lock = _FOLDER_LOCKS.setdefault(str(folder), threading.Lock())
+        self.fh = None
+
+    def __enter__(self):
+        self.thread_lock.acquire()
+        try:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self.fh = open(self.folder / ".lock", "a+b")
+            except OSError as exc:
+                raise ProjectError(f"{self.folder}: cannot create the layout cache ({exc.strerror}); "
+                                   "set LSTMVIS_CACHE_DIR to a writable folder") from None
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX)
+        except BaseException:
+            if self.fh is not None:
+                self.fh.close()
+            self.thread_lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
+            self.fh.close()
+        finally:
+            self.thread_lock.release()
+        return False
+
+
+def _read_rows(source: Source, start: int, stop: int) -> np.ndarray:
+    """Rows of the user's dataset; a read error (HDF5's Fletcher32 checksum, a damaged chunk) is one line."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        return np.asarray(source.dataset[start:stop])
     except OSError as exc:
-        raise ProjectError(f"{folder}: cannot create the layout cache ({exc.strerror}); "
-                           "set LSTMVIS_CACHE_DIR to a writable folder") from None
-    meta_path.unlink(missing_ok=True)
-    _build_layout(source, folder, progress, store_rows=source.store_rows)
-    meta_path.write_text(json.dumps({**fp, "rows_stored": source.store_rows}))
-    return opened(source.store_rows)
+        raise ProjectError(f"{source.file_path}: {source.name} rows {start}-{stop - 1} cannot be read "
+                           f"({exc}); the file may be damaged") from None
+
+
+def _report_nans(source: Source, keys: np.ndarray, offset: int = 0) -> None:
+    """Log NaN values of a source once (key 0): a NaN is never on, and garbage in a file often reads as NaN."""
+    count = int(np.count_nonzero(keys == 0))
+    if count:
+        row, cell = np.argwhere(keys == 0)[0]
+        _warn_nans(source, {"count": count, "step": int(row) + offset, "cell": int(cell)})
+
+
+def _warn_nans(source: Source, nans: dict) -> None:
+    log.warning("%s: source %s holds %d NaN values (the first at step %d, cell %d); a NaN is never on. "
+                "If the model never produced NaN, the file may be damaged.", source.file_path, source.name,
+                nans["count"], nans["step"], nans["cell"])
 
 
 def _build_layout(source: Source, folder: Path, progress: bool, store_rows: bool = True) -> None:
+    """Build the key layouts into ``folder`` (its lock held): unique temporary files with their space
+    reserved up front (a full disk is an error, never a SIGBUS on a mapped page), moved into place
+    only when complete, removed on any failure."""
     from tqdm import tqdm
 
     T, D = source.shape
     kdt = KEY_DTYPES[source.dtype.itemsize]
-    tmp_rows, tmp_cells = folder / "keys_rows.tmp.npy", folder / "keys_cells.tmp.npy"
+    meta_path = folder / "layout.json"
+    meta_path.unlink(missing_ok=True)
+    for stale in folder.glob("*.tmp.npy"):       # left by a build that died; we hold the folder's lock
+        stale.unlink(missing_ok=True)
     (folder / "keys_rows.npy").unlink(missing_ok=True)        # never a stale copy beside a new layout
-    rows = np.lib.format.open_memmap(tmp_rows, mode="w+", dtype=kdt, shape=(T, D)) if store_rows else None
-    cells = np.lib.format.open_memmap(tmp_cells, mode="w+", dtype=kdt, shape=(D, T))
-    chunk = max(1, (32 * 2**20) // max(1, D * source.dtype.itemsize))
+    temps: list[Path] = []
+    rows = cells = None
     bar = tqdm(total=T, desc=f"layout {source.name}", unit="step", unit_scale=True,
                disable=not progress or None, file=sys.stderr, leave=False)
+    nans = {"count": 0, "step": -1, "cell": -1}
     try:
+        if store_rows:
+            rows = _reserved_memmap(folder, "keys_rows", kdt, (T, D), temps)
+        cells = _reserved_memmap(folder, "keys_cells", kdt, (D, T), temps)
+        chunk = max(1, (32 * 2**20) // max(1, D * source.dtype.itemsize))
         for start in range(0, T, chunk):
             stop = min(T, start + chunk)
-            keys = float_keys(np.asarray(source.dataset[start:stop]))
+            keys = float_keys(_read_rows(source, start, stop))
+            missing = keys == 0
+            if missing.any():
+                if nans["count"] == 0:
+                    row, cell = np.argwhere(missing)[0]
+                    nans.update(step=int(row) + start, cell=int(cell))
+                nans["count"] += int(np.count_nonzero(missing))
             if rows is not None:
                 rows[start:stop] = keys
             cells[:, start:stop] = keys.T
@@ -454,9 +557,48 @@ def _build_layout(source: Source, folder: Path, progress: bool, store_rows: bool
         if rows is not None:
             rows.flush()
         cells.flush()
+        del rows, cells
+        rows = cells = None
+        if store_rows:
+            os.replace(temps[0], folder / "keys_rows.npy")
+        os.replace(temps[-1], folder / "keys_cells.npy")
+        meta_path.write_text(json.dumps({**_fingerprint(source), "rows_stored": store_rows,
+                                         **({"nan_values": nans} if nans["count"] else {})}))
+    except BaseException:
+        rows = cells = None
+        for path in temps:
+            path.unlink(missing_ok=True)
+        raise
     finally:
         bar.close()
-        del rows, cells
-    if store_rows:
-        os.replace(tmp_rows, folder / "keys_rows.npy")
-    os.replace(tmp_cells, folder / "keys_cells.npy")
+    if nans["count"]:
+        _warn_nans(source, nans)
+
+
+def _reserved_memmap(folder: Path, stem: str, dtype, shape: tuple[int, int], temps: list[Path]) -> np.memmap:
+    """A new ``.npy`` file mapped for writing, under a unique name, with its blocks allocated first."""
+    fd, name = tempfile.mkstemp(dir=folder, prefix=f"{stem}.", suffix=".tmp.npy")
+    path = Path(name)
+    temps.append(path)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": shape}
+    with os.fdopen(fd, "wb") as fh:
+        np.lib.format.write_array_header_2_0(fh, header)
+        offset = fh.tell()
+        size = offset + int(np.prod(shape)) * np.dtype(dtype).itemsize
+        try:
+            os.posix_fallocate(fh.fileno(), 0, size)
+        except OSError as exc:
+            free = _free_bytes(folder)
+            raise ProjectError(f"{folder}: no room for the layout of this source ({size / 2**30:.2f} GiB "
+                               f"needed, {free / 2**30:.2f} GiB free: {exc.strerror}); free space or set "
+                               "LSTMVIS_CACHE_DIR to a larger disk") from None
+    return np.memmap(path, dtype=dtype, mode="r+", offset=offset, shape=shape)
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        st = os.statvfs(folder)
+        return st.f_bavail * st.f_frsize
+    except OSError:
+        return 0

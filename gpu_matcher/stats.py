@@ -10,13 +10,16 @@ held in memory; the largest temporaries are a few ``(T,)`` arrays.
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
-from gpu_matcher.backends.base import check_cells
 from gpu_matcher.errors import ProjectError
+from gpu_matcher.query import DEFAULT_TOP, clip_margins
+from gpu_matcher.threshold import SCALE_RANGES, check_scale
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -35,12 +38,46 @@ def discrete_track(engine, track: str):
     return meta[track]
 
 
+@dataclass
+class _TrackCache:
+    """What the statistics keep per engine: whole track timelines and their corpus label counts."""
+
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    corpus: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+# Per engine, for as long as the engine lives (a discrete track is T small ints: read once, not per query).
+_CACHES: "weakref.WeakKeyDictionary[Any, _TrackCache]" = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def _cache(engine) -> _TrackCache:
+    with _CACHES_LOCK:
+        found = _CACHES.get(engine)
+        if found is None:
+            found = _CACHES[engine] = _TrackCache()
+        return found
+
+
 def track_values(engine, track: str) -> np.ndarray:
     """The whole (T,) value timeline of a discrete track as int64 (read once per engine)."""
-    cache = engine.__dict__.setdefault("_stats_tracks", {})
-    if track not in cache:
-        cache[track] = np.asarray(discrete_track(engine, track).values(0, engine.project.T)).astype(np.int64)
-    return cache[track]
+    cache = _cache(engine)
+    with cache.lock:
+        if track not in cache.values:
+            values = discrete_track(engine, track).values(0, engine.project.T)
+            cache.values[track] = np.asarray(values).astype(np.int64)
+        return cache.values[track]
+
+
+def _corpus_counts(engine, track: str) -> tuple[np.ndarray, np.ndarray]:
+    """The labels present in a track and their step counts: one sort of the track, once per engine."""
+    values = track_values(engine, track)
+    cache = _cache(engine)
+    with cache.lock:
+        if track not in cache.corpus:
+            cache.corpus[track] = np.unique(values, return_counts=True)
+        return cache.corpus[track]
 
 
 def label_value(engine, track: str, label: Any) -> int:
@@ -148,10 +185,7 @@ def enrichment(engine, source: str, matches: Sequence, track: str) -> Enrichment
     T = values.size
     mask = step_mask(T, matches)
     n = int(mask.sum())
-    cache = engine.__dict__.setdefault("_stats_corpus", {})
-    if track not in cache:                     # corpus counts: one sort of the track, once
-        cache[track] = np.unique(values, return_counts=True)
-    present, corpus = cache[track]
+    present, corpus = _corpus_counts(engine, track)
     inside, matched = np.unique(values[mask], return_counts=True)
     corpus_of = dict(zip(present.tolist(), corpus.tolist()))
     matched_of = dict(zip(inside.tolist(), matched.tolist()))
@@ -188,20 +222,6 @@ def _scores(threshold: float, predicted: int, positives: int, tp: int) -> Detect
     return Detection(float(threshold), int(predicted), int(positives), int(tp), precision, recall, f1)
 
 
-def _min_keys(engine, source: str, cells: Sequence[int]) -> np.ndarray:
-    """(T,) the smallest key over ``cells`` at each step: all of S is on at t iff it is >= the key."""
-    src = engine.project.source(source)
-    chosen = check_cells(cells, src.D, f"source {source}")
-    if len(chosen) == 0:
-        raise ProjectError("the detector needs a non-empty cell set S")
-    store = _keys_cells(engine, source)
-    low = None
-    for c in sorted(set(int(c) for c in chosen)):
-        row = store.take(np.array([c]))[0]
-        low = row if low is None else np.minimum(low, row, out=low)
-    return low
-
-
 def _positives(engine, track: str, label: Any) -> np.ndarray:
     return track_values(engine, track) == label_value(engine, track, label)
 
@@ -225,9 +245,7 @@ class DetectorCurve:
 def default_thresholds(engine, source: str, count: int = 41, scale: str = "none") -> list[float]:
     """An even grid over the source's value range (or the scale's), ends excluded (nothing or everything
     on is no detector)."""
-    from gpu_matcher.scaling import SCALE_RANGES
-
-    lo, hi = SCALE_RANGES.get(scale) or engine.project.source(source).value_range()
+    lo, hi = SCALE_RANGES.get(check_scale(scale)) or engine.project.source(source).value_range()
     return [round(float(x), 4) for x in np.linspace(lo, hi, count + 2)[1:-1]]     # the app's precision
 
 
@@ -235,44 +253,32 @@ def detector_curve(engine, source: str, cells: Sequence[int], thresholds: Sequen
                    track: str, label: Any, scale: str = "none") -> DetectorCurve:
     """Exact detector scores at every threshold, from one pass over the cells of S.
 
-    With a per-cell ``scale`` (``gpu_matcher.scaling``) "on" is ``z >= θ`` on the normalised values.
+    "All of S on at t" is "S's least per-step score >= the threshold's bound" (``Engine.all_on_score``),
+    so each threshold costs two binary searches in the sorted scores.
     """
-    src = engine.project.source(source)
     if thresholds is None:
         thresholds = default_thresholds(engine, source, scale=scale)
     pos = _positives(engine, track, label)
-    if scale != "none":
-        from gpu_matcher import scaling
-
-        chosen = check_cells(cells, src.D, f"source {source}")
-        if len(chosen) == 0:
-            raise ProjectError("the detector needs a non-empty cell set S")
-        low_z = None
-        for c in sorted(set(int(c) for c in chosen)):
-            z = scaling.normalised_row(engine, source, c, scale)
-            low_z = z if low_z is None else np.minimum(low_z, z)       # NaN (off) propagates
-        points = []
-        for th in thresholds:
-            pred = low_z >= float(th)
-            points.append(_scores(th, int(pred.sum()), int(pos.sum()), int((pred & pos).sum())))
-        return DetectorCurve(points=points, best=_best(points))
-    low = _min_keys(engine, source, cells)
-    all_sorted = np.sort(low)
-    pos_sorted = np.sort(low[pos])
-    positives = int(pos_sorted.size)
+    score, bound = engine.all_on_score(source, cells, scale)
+    valid = ~np.isnan(score) if score.dtype.kind == "f" else np.ones(score.size, dtype=bool)
+    all_sorted = np.sort(score[valid])
+    pos_sorted = np.sort(score[valid & pos])
+    positives = int(pos.sum())
     points = []
     for th in thresholds:
-        key = src.key_threshold(float(th))
-        if key is None:
+        b = bound(float(th))
+        if b is None or (isinstance(b, float) and math.isnan(b)):
             predicted = tp = 0
         else:
-            predicted = int(all_sorted.size - np.searchsorted(all_sorted, key, side="left"))
-            tp = int(pos_sorted.size - np.searchsorted(pos_sorted, key, side="left"))
+            predicted = int(all_sorted.size - np.searchsorted(all_sorted, b, side="left"))
+            tp = int(pos_sorted.size - np.searchsorted(pos_sorted, b, side="left"))
         points.append(_scores(th, predicted, positives, tp))
-    return DetectorCurve(points=points, best=_best(points))
+    return DetectorCurve(points=points, best=best_f1(points))
 
 
-def _best(points: list[Detection]) -> Detection | None:
+
+def best_f1(points: Sequence[Detection]) -> Detection | None:
+    """The point with the highest F1 (the lowest threshold on ties); None when every F1 is 0."""
     best = None
     for p in sorted(points, key=lambda p: p.threshold):
         if p.f1 > 0 and (best is None or p.f1 > best.f1):
@@ -317,13 +323,7 @@ def suggest_cells(engine, source: str, threshold: float, start: int | None = Non
     n_out = T - n_in
     if n_in == 0:
         raise ProjectError(f"suggest: the label {label!r} of track {track!r} never occurs")
-    if scale == "none":
-        key = src.key_threshold(threshold)
-        keys = None if key is None else np.full(D, key)
-    else:
-        from gpu_matcher import scaling
-
-        keys = scaling.key_thresholds(engine, source, threshold, scale)     # one exact key per cell
+    keys = engine.key_thresholds(source, threshold, scale)              # one exact key per cell
     inside = np.zeros(D, dtype=np.int64)
     total = np.zeros(D, dtype=np.int64)
     if keys is not None:
@@ -382,20 +382,10 @@ def phrase_patterns(engine, source: str, track: str, threshold: float, labels: S
     T, D = src.shape
     starts, ends, vals = label_spans(engine, track, labels, sequences)
     P = starts.size
-    bounds = np.asarray(engine.project.sequence_bounds(sequences), dtype=np.int64)
-    seq = np.searchsorted(bounds, starts, side="right") - 1
-    seq_lo, seq_hi = bounds[seq], bounds[seq + 1]          # bounds end with T
-    lo = np.maximum(seq_lo, starts - left)
-    hi = np.minimum(seq_hi, ends + 1 + right)
+    lo, hi = clip_margins(engine.project.sequence_bounds(sequences), starts, ends, left, right)
     length = ends + 1 - starts
     patterns = np.zeros((P, D), dtype=bool)
-    if scale == "none":
-        key = src.key_threshold(threshold)
-        keys = None if key is None else np.full(D, key)
-    else:
-        from gpu_matcher import scaling
-
-        keys = scaling.key_thresholds(engine, source, threshold, scale)
+    keys = engine.key_thresholds(source, threshold, scale)              # one exact key per cell
     if keys is not None and P:
         store = _keys_cells(engine, source)
         cs = np.zeros(T + 1, dtype=np.int32)
@@ -478,18 +468,19 @@ class Comparison:
 
 
 def compare(engine_a, source_a: str, engine_b, source_b: str, start: int, end: int, threshold: float,
-            left: int = 0, right: int = 0, top: int = 50, track: str | None = None,
-            sequences: bool = True) -> Comparison:
-    """The same brushed range selected and matched in two sources over the same token timeline."""
+            left: int = 0, right: int = 0, top: int = DEFAULT_TOP, track: str | None = None,
+            sequences: bool = True, scale: str = "none") -> Comparison:
+    """The same brushed range selected and matched in two sources over the same token timeline (the
+    threshold read on ``scale`` in both)."""
     if engine_a.project.T != engine_b.project.T:
         raise ProjectError(f"compare: the timelines differ (T={engine_a.project.T} vs {engine_b.project.T}); "
                            "two sources must share one token timeline")
     T = engine_a.project.T
     sides, masks, lists = [], [], []
     for engine, source in ((engine_a, source_a), (engine_b, source_b)):
-        sel = engine.select(source, start, end, threshold, left, right, sequences)
-        found = engine.match(source, sel.cells, threshold, left, right, top, sequences=sequences) \
-            if sel.cells else []
+        sel = engine.select(source, start, end, threshold, left, right, sequences, scale=scale)
+        found = engine.match(source, sel.cells, threshold, left, right, top, sequences=sequences,
+                             scale=scale) if sel.cells else []
         lists.append(found)
         masks.append(step_mask(T, found))
         sides.append({"source": source, "cells": sel.cells, "matches": [m.as_dict() for m in found]})

@@ -1,4 +1,5 @@
-"""Shared fixtures: the golden sets beside the checkout (../shared/golden) and a private layout cache."""
+"""Shared fixtures: the golden sets (the copy in tests/golden, or $LSTMVIS_SHARED/golden) and a private
+layout cache."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("LSTMVIS_SHARED", REPO.parent / "shared"))
-GOLDEN = SHARED / "golden"
+#: The golden sets travel with the repository (tests/golden, a copy of the public ../shared/golden), so a
+#: fresh clone runs every exactness test; LSTMVIS_SHARED names another shared folder to test against.
+GOLDEN = Path(os.environ["LSTMVIS_SHARED"]) / "golden" if os.environ.get("LSTMVIS_SHARED") \
+    else REPO / "tests" / "golden"
+#: The sets every checkout carries; tests/test_fresh_clone.py fails when one is missing.
+EXPECTED_SETS = ("basic", "wide")
 
 
 def golden_sets() -> list[str]:

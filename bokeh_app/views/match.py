@@ -5,25 +5,23 @@ row labelled with rank, start, length, inter/union), heatmaps of ``n(t)`` and of
 beside it with the same rows and columns, one row per heatmap under it summarising each column over
 the top matches (the mean ``n(t)`` or track value at that offset; a discrete track's majority label,
 its colour faded by the label's share), and a choice of heatmap whose colours fill the word
-matrix's backgrounds (Fig. 1h). A click on a row moves the select view there (``controller``).
+matrix's backgrounds (Fig. 1h). A click on a row moves the select view there (``receivers.match``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 from bokeh.core.properties import value as fixed_value
 from bokeh.models import (Column, ColumnDataSource, FixedTicker, HoverTool, Label, LinearColorMapper, Range1d,
                           Row, Select, TapTool)
 from bokeh.plotting import figure
 
-from bokeh_app.columns import CATEGORY_COLORS, ROW_HEADER, fit_label
+from bokeh_app.columns import CATEGORY_COLORS, LABEL_SPAN, column_rows, empty_image, matrix_columns
 from bokeh_app.config import UIDefaults
 from bokeh_app.views.common import COUNT_PALETTE, SCALAR_PALETTE, section
 
 NO_COLOUR = "none"
-LABEL_SPAN = 4                 # word columns' worth of room for the row labels
 COUNT_HEATMAP = "n(t)"
 
 
@@ -49,64 +47,6 @@ class MatchView:
     column_plot: object = None                # the heatmaps under the matrix, one row per heatmap
     columns: ColumnDataSource = None          # x y track offset value share text color alpha text_color
     column_labels: ColumnDataSource = None    # the row names (x y text), left of the cells
-
-
-def empty_image(rows: int, columns: int) -> dict:
-    return {"image": [np.full((rows, columns), np.nan, dtype=np.float32)], "x": [-0.5], "y": [-0.5],
-            "dw": [columns], "dh": [rows]}
-
-
-def matrix_columns(words: dict | None = None, row_labels: list[str] = (), summary: str = "") -> dict:
-    """All text of the word matrix in one source (one message, one repaint): the header row (-1:
-    column names and a summary), a label per match row, and the words."""
-    left = -LABEL_SPAN - 0.45
-    cols = {"x": [left, -0.45], "y": [-1, -1], "word": [ROW_HEADER, summary],
-            "color": ["#444444", "#1f3f66"], "style": ["bold", "normal"], "pos": [-1, -1],
-            "font": ["monospace", "helvetica"], "align": ["left", "left"]}
-    for i, text in enumerate(row_labels):
-        for key, value in zip(cols, (left, i, text, "#333333", "normal", -1, "monospace", "left")):
-            cols[key].append(value)
-    for key in cols:
-        cols[key].extend((words or {}).get(key, []))
-    return cols
-
-
-def palette_color(palette, value: float, lo: float, hi: float) -> tuple[str, float]:
-    """A palette's colour for ``value`` on ``[lo, hi]`` and the value's place there (0..1)."""
-    frac = 0.0 if hi <= lo else min(1.0, max(0.0, (value - lo) / (hi - lo)))
-    return palette[min(len(palette) - 1, int(frac * (len(palette) - 1) + 0.5))], frac
-
-
-def column_rows(summaries: dict, lows: dict, highs: dict, context_left: int, word_px: int) -> tuple[dict, dict]:
-    """The heatmaps under the word matrix (``summaries``: name -> ``columns.ColumnSummary``, in row
-    order): one rect per (row, offset) that any match reaches, and the row names."""
-    cells = {"x": [], "y": [], "track": [], "offset": [], "value": [], "share": [], "text": [], "color": [],
-             "alpha": [], "text_color": []}
-    names = {"x": [], "y": [], "text": []}
-    for y, (name, sm) in enumerate(summaries.items()):
-        names["x"].append(-LABEL_SPAN - 0.45)
-        names["y"].append(y)
-        names["text"].append(f"{name}: " + {"discrete": "majority label (share)",
-                                             "wordvec": "mean top-1 weight"}.get(sm.kind, "mean"))
-        for x, v in enumerate(sm.value):
-            if not np.isfinite(v):
-                continue
-            if sm.kind == "discrete":
-                color = CATEGORY_COLORS[int(sm.label[x]) % len(CATEGORY_COLORS)]
-                alpha = 0.2 + 0.75 * float(v)
-                text_color = "#ffffff" if alpha > 0.6 else "#111111"
-                share = float(v)
-            else:
-                palette = COUNT_PALETTE if sm.kind == "count" else SCALAR_PALETTE
-                color, frac = palette_color(palette, float(v), lows.get(name, 0.0), highs.get(name, 1.0))
-                alpha = 0.9
-                dark = frac > 0.55 if sm.kind == "count" else frac < 0.6
-                text_color = "#ffffff" if dark else "#111111"
-                share = float("nan")
-            for key, value in zip(cells, (x, y, name, x - context_left, float(v), share,
-                                          fit_label(sm.text[x], word_px), color, alpha, text_color)):
-                cells[key].append(value)
-    return cells, names
 
 
 def heatmap_mapper(kind: str) -> LinearColorMapper:

@@ -3,7 +3,7 @@
 Parallel coordinates of every cell over a window of steps (one NaN-separated ``line`` glyph, faded)
 with the selected cells S drawn on top, the threshold line, the brush and its off-margins, the
 ``n(t)`` heatmap under the words, meta-track strips, and the side panel (threshold, pattern plot,
-S with counts, tracks, navigation, phrase search). Behaviour lives in ``bokeh_app.controller``.
+S with counts, tracks, navigation, phrase search). Behaviour lives in ``bokeh_app.receivers``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from bokeh.models import (BoxAnnotation, BoxSelectTool, Button, CheckboxGroup, C
 from bokeh.plotting import figure
 from bokeh.transform import transform
 
+from bokeh_app.columns import PATTERN_BRUSH
 from bokeh_app.config import UIDefaults
 from bokeh_app.views.common import (FADED_COLOR, FOCUS_COLOR, MARGIN_COLOR, PAGE_CSS,
                                     SELECTED_COLOR, THRESHOLD_COLOR, section)
@@ -219,7 +220,7 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
                     value=sd.right, width=118)
     # The pattern as segments plus their labels, in one source; x in steps (the brush drawn
     # PATTERN_BRUSH wide whatever its length). A click or a drag's end left or right of the brush sets L
-    # or R to the steps between it and the brush (controller.on_pattern_point).
+    # or R to the steps between it and the brush (receivers.select.on_pattern_point).
     M = sd.max_margin
     pattern = ColumnDataSource(name="pattern", data={"x0": [], "y0": [], "x1": [], "y1": [], "lx": [],
                                                      "ly": [], "text": []})
@@ -295,27 +296,8 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
     return view
 
 
-#: Width of the brush in the pattern plot (its x unit is one off step).
-PATTERN_BRUSH = 4.0
 #: Off steps the pattern plot shows at least on each side of the brush.
 PATTERN_ROOM = 8
-
-
-def pattern_columns(left: int, brush_len: int, right: int) -> dict:
-    """The pattern plot's segments and labels: off for ``left`` steps (one x unit each) before the brush,
-    on over the brush (``PATTERN_BRUSH`` wide), off for ``right`` steps after it."""
-    a, b = 0.0, PATTERN_BRUSH
-    cols = {"x0": [], "y0": [], "x1": [], "y1": [], "lx": [], "ly": [], "text": []}
-
-    def seg(x0, y0, x1, y1, label="", lx=0.0, ly=0.0):
-        for key, value in zip(cols, (x0, y0, x1, y1, lx, ly, label)):
-            cols[key].append(value)
-    seg(a - left, 0.0, a, 0.0, f"off {left}" if left else "", a - max(left, 3) / 2, 0.14)
-    seg(a, 0.0, a, 1.0)
-    seg(a, 1.0, b, 1.0, f"on {brush_len}" if brush_len else "on (brush)", (a + b) / 2, 1.14)
-    seg(b, 1.0, b, 0.0)
-    seg(b, 0.0, b + right, 0.0, f"off {right}" if right else "", b + max(right, 3) / 2, 0.14)
-    return cols
 
 
 def pattern_x_range(left: int, right: int, max_margin: int) -> tuple[float, float]:

@@ -1,6 +1,6 @@
 """The hypothesis panel under the match view: label enrichment of the matches, S as a detector of a
 label (P/R/F1 and the curve over thresholds, best F1 marked), and suggested cells. Models only, returned
-as named handles; the numbers come from ``gpu_matcher.stats`` (``controller``).
+as named handles; the numbers come from ``gpu_matcher.stats`` (``receivers.stats``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""Backends: one interface (``base.Backend``), a NumPy and a CuPy implementation, chosen at run time."""
+"""Backends: one interface (``base.Backend``: ``prepare``, ``match``, declared ``capabilities``); the exact
+search over array primitives (``search.SearchBackend``) with a NumPy and a CuPy implementation, chosen at
+run time; the sharded composite of per-shard backends is ``gpu_matcher.sharded.ShardedBackend``."""
 
 from __future__ import annotations
 
 import logging
 
-from gpu_matcher.backends.base import Backend, MatchQuery, MatchRow
+from gpu_matcher.backends.base import Backend, Capability, MatchQuery, MatchRow
 from gpu_matcher.errors import ProjectError
 
 log = logging.getLogger("gpu_matcher")
@@ -47,4 +49,5 @@ def get_backend(name: str = "auto") -> Backend:
     return NumpyBackend()
 
 
-__all__ = ["Backend", "MatchQuery", "MatchRow", "get_backend", "cupy_unavailable_reason", "BACKEND_NAMES"]
+__all__ = ["Backend", "Capability", "MatchQuery", "MatchRow", "get_backend", "cupy_unavailable_reason",
+           "BACKEND_NAMES"]

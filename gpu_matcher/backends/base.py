@@ -1,76 +1,76 @@
-"""The Backend interface and the exact match search, written against an array module ``xp``.
+"""The backend interface: what every implementation of the exact match offers, and what it declares.
 
-``../shared/MATCHING.md`` is the contract. The search processes levels ``m = k .. 1``; after each level
-every candidate with ``inter >= m`` has been seen (the spec's lemma), so inter groups ``>= m`` can be
-ranked, walked for ``distinct``, and the search stops once ``top`` results are kept. ``inter`` is
-computed for every candidate from the ``k`` selected cells only (prefix sums); the verification over
-all ``D`` cells (``union``) runs only for the inter groups that the walk reaches.
+Faiss's shape (``faiss/Index.h``, ``faiss/IndexShards.h``): one small interface, ``Backend``, with
+``prepare`` (a source's layout, typed per backend) and ``match`` (the exact answer of
+``../shared/MATCHING.md``); optional abilities are *declared* (``capabilities``, Captum's
+``has_convergence_delta()``), never guessed from a class name. Implementations:
 
-A backend supplies the array work: ``on_columns`` (the k selected cells over all T), ``active_counts``
-(|A| for a batch of candidates, over all D) and the layout it keeps (host memory maps or device arrays).
-Everything else here is shared, so NumPy and CuPy return the same answer by construction; the host sees
-only candidate arrays and results.
+- ``gpu_matcher.backends.search.SearchBackend``: the exact search, written once against array primitives;
+  ``NumpyBackend`` (host arrays, memory maps) and ``CupyBackend`` (CUDA kernels) supply the primitives.
+- ``gpu_matcher.sharded.ShardedBackend``: a composite of per-shard backends (in this process, or on Dask
+  workers: ``gpu_matcher.backends.dask``).
+
+Also here: the bit-packing helpers the primitives share, and the cell-list check.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Sequence
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, nullcontext
+from enum import Enum
+from typing import Generic, Sequence, TypeVar
 
 import numpy as np
 
 from gpu_matcher.errors import ProjectError
-from gpu_matcher.ranking import DistinctWalk, group_order
-from gpu_matcher.source import _ranges
+from gpu_matcher.query import Key, MatchQuery, MatchRow
+from gpu_matcher.source import Source, concat_ranges, float_keys
 
-#: Candidates of an inter group verified in the first batch (``Backend._walk_group``).
-VERIFY_FIRST = 128
+__all__ = ["Backend", "Capability", "MatchQuery", "MatchRow", "Key", "LayoutT", "check_cells",
+           "word_dtype", "pack_rows", "pack_bits_rows", "segment_reduce", "batches"]
 
-
-@dataclass(frozen=True)
-class MatchQuery:
-    """One match request in engine terms (cells already resolved, threshold already a key)."""
-
-    cells: tuple[int, ...]
-    key_threshold: Any                 # stored-dtype key, or None when nothing is on
-    bounds: np.ndarray                 # sequence starts with T appended (host, int64)
-    left: int = 0
-    right: int = 0
-    top: int = 50
-    min_length: int = 2
-    phrase_length: int = 0
-    distinct: bool = True
+LayoutT = TypeVar("LayoutT")
 
 
-@dataclass(frozen=True)
-class MatchRow:
-    start: int
-    end: int
-    length: int
-    inter: int
-    union: int
+class Capability(str, Enum):
+    """Optional abilities a backend declares (``Backend.capabilities``); the engine asks these, never a
+    backend's name."""
+
+    #: ``MatchQuery.key_threshold`` may be one key per cell (a ``(D,)`` array: per-cell scales).
+    PER_CELL_KEYS = "per_cell_keys"
+    #: Answers sources larger than its memory by streaming their keys in chunks.
+    STREAMING = "streaming"
 
 
-class Backend:
-    """Base class: the exact search over an array module. Subclasses provide the layout and kernels."""
+class Backend(ABC, Generic[LayoutT]):
+    """One implementation of the exact match. ``LayoutT``: what ``prepare`` returns for a source."""
 
-    name = "base"
-    xp: Any = np
+    name: str = "backend"
+    #: What this backend can do beyond the required methods (``Capability``).
+    capabilities: frozenset[Capability] = frozenset()
 
-    # --- what a backend implements ------------------------------------------------------------
-    def prepare(self, source) -> Any:
-        """The source's layout for this backend (cached on the backend or source)."""
-        raise NotImplementedError
+    @abstractmethod
+    def prepare(self, source: Source) -> LayoutT:
+        """The source's layout for this backend (built or loaded once; the engine keeps it)."""
 
-    def on_columns(self, layout, cells: np.ndarray, key_threshold) -> Any:
-        """Boolean ``(k, T)``: is each selected cell on at each step."""
-        raise NotImplementedError
+    @abstractmethod
+    def match(self, layout: LayoutT, query: MatchQuery) -> list[MatchRow]:
+        """The exact ranked rows of MATCHING.md for ``query`` over ``layout``."""
 
-    def active_counts(self, layout, key_threshold, start: np.ndarray, end: np.ndarray,
-                      margin_lo: np.ndarray, margin_hi: np.ndarray) -> np.ndarray:
-        """|A| per candidate over all D: on over ``[start, end]``, off over ``[margin_lo, start)`` and
-        ``(end, margin_hi)`` (margins already clipped to the sequence). Host int64 array."""
-        raise NotImplementedError
+    def supports(self, ability: Capability) -> bool:
+        """Whether this backend declares ``ability``."""
+        return ability in self.capabilities
+
+    @property
+    def lock(self) -> AbstractContextManager:
+        """Held around calls into this backend from several threads (a device is one stream of work);
+        a backend whose calls are thread-safe returns a no-op."""
+        return nullcontext()
+
+    def row_keys(self, layout: LayoutT, source: Source, start: int, stop: int) -> np.ndarray:
+        """Host keys ``(stop - start, D)`` of steps ``[start, stop)`` of the source behind ``layout``
+        (a backend whose layout holds them on the host reads them from there)."""
+        return float_keys(source.raw(start, stop))
 
     def to_host(self, array) -> np.ndarray:
         return np.asarray(array)
@@ -78,197 +78,8 @@ class Backend:
     def describe(self) -> str:
         return self.name
 
-    # --- the shared exact search ----------------------------------------------------------------
-    def match(self, layout, query: MatchQuery) -> list[MatchRow]:
-        cells = np.asarray(query.cells, dtype=np.int64)
-        if query.key_threshold is None or cells.size == 0 or query.top <= 0:
-            return []
-        k = int(cells.size)
-        bounds = np.asarray(query.bounds, dtype=np.int64)
-        T = int(bounds[-1])
-        words = self.selected_words(layout, cells, query.key_threshold)    # (T, W) uint: S bits
-        n = self.step_counts(words)
-        events = self.level_events(n, bounds)
-
-        walk = DistinctWalk(top=query.top, distinct=query.distinct)
-        pool = _Pool()
-        prev_a = prev_b = np.zeros(0, dtype=np.int64)
-        next_group = k                     # the next inter group to rank and walk
-        max_n = int(self.to_host(n.max())) if T else 0
-        for level in range(k, 0, -1):
-            if level > max_n:
-                continue
-            level_a, level_b = self.level_runs(events, level, query)
-            # A run seen at a higher level is nested in a run of this level; equal intervals are one
-            # candidate, and an equal run at any higher level is equal to one at level + 1.
-            a, b = _drop_repeats(level_a, level_b, prev_a, prev_b)
-            prev_a, prev_b = level_a, level_b
-            if a.size:
-                seq = np.searchsorted(bounds, a, side="right") - 1
-                lo = np.maximum(a - query.left, bounds[seq])
-                hi = np.minimum(b + 1 + query.right, bounds[seq + 1])
-                inter = self.inter_counts(words, a, b, lo, hi)
-                pool.add(a, b, inter, lo, hi)
-            # Every candidate with inter >= level is in the pool now: walk those groups.
-            while next_group >= level and not walk.full:
-                self._walk_group(layout, query, pool, next_group, k, walk)
-                next_group -= 1
-            if walk.full:
-                break
-        while next_group >= 0 and not walk.full:
-            self._walk_group(layout, query, pool, next_group, k, walk)
-            next_group -= 1
-        return [MatchRow(*row) for row in walk.kept]
-
-    def level_events(self, n, bounds: np.ndarray):
-        """Where n rises and falls, once per query: a run of ``n >= m`` starts at a rise from below m
-        to at least m (a sequence start counts as a rise from 0) and ends at a fall likewise.
-
-        Returns host arrays ``(rise, rise_from, rise_to, fall, fall_to, fall_from)``.
-        """
-        xp = self.xp
-        T = int(bounds[-1])
-        heads = xp.asarray(bounds[1:-1])                 # sequence starts after the first
-        up = n[1:] > n[:-1]                              # up[t-1]: n rises from t-1 to t
-        down = n[:-1] > n[1:]                            # down[t]: n falls from t to t+1
-        if heads.size:
-            up[heads - 1] = n[heads] > 0
-            down[heads - 1] = n[heads - 1] > 0
-        rise = xp.flatnonzero(up) + 1
-        fall = xp.flatnonzero(down)
-        if bool(n[0] > 0):
-            rise = xp.concatenate([xp.zeros(1, dtype=rise.dtype), rise])
-        if bool(n[T - 1] > 0):
-            fall = xp.concatenate([fall, xp.full(1, T - 1, dtype=fall.dtype)])
-        rise_from = n[rise - 1]
-        fall_to = n[xp.minimum(fall + 1, T - 1)]
-        starts = xp.asarray(bounds[:-1])
-        ends = xp.asarray(bounds[1:] - 1)
-        rise_from[_positions_of(xp, starts, rise)] = 0   # a sequence start rises from 0
-        fall_to[_positions_of(xp, ends, fall)] = 0       # a sequence end falls to 0
-        host = self.to_host
-        return (host(rise).astype(np.int64), host(rise_from), host(n[rise]),
-                host(fall).astype(np.int64), host(fall_to), host(n[fall]))
-
-    @staticmethod
-    def level_runs(events, level: int, query: MatchQuery):
-        """Maximal runs ``[a, b]`` of ``n >= level``, cut at sequence edges, filtered by length.
-
-        Host arrays, sorted by ``a``.
-        """
-        rise, rise_from, rise_to, fall, fall_to, fall_from = events
-        a = rise[(rise_from < level) & (rise_to >= level)]
-        b = fall[(fall_to < level) & (fall_from >= level)]
-        length = b - a + 1
-        keep = (length == query.phrase_length) if query.phrase_length > 0 else \
-            (length >= query.min_length)
-        return a[keep], b[keep]
-
-    # --- array primitives with NumPy implementations (a GPU backend overrides them) ------------
-    def selected_words(self, layout, cells: np.ndarray, key_threshold) -> Any:
-        """``(T, W)`` packed bits of the selected cells: ``pack_steps(on_columns(...))`` (a backend may
-        fuse the two)."""
-        on = self.on_columns(layout, cells, key_threshold)
-        return self.pack_steps(on)
-
-    def pack_steps(self, on) -> Any:
-        """``(k, T)`` bool -> ``(T, W)`` words (``word_dtype(k)``): bit j % 64 of word j // 64 of step t
-        is set when selected cell j is on."""
-        k, T = on.shape
-        return pack_rows(iter(on), k, T)
-
-    def step_counts(self, words) -> Any:
-        """n(t): how many selected cells are on at each step."""
-        counts = np.bitwise_count(words)
-        return counts[:, 0] if counts.shape[1] == 1 else counts.sum(axis=1, dtype=np.int32)
-
-    def inter_counts(self, words, a, b, lo, hi) -> np.ndarray:
-        """``inter`` per candidate: selected cells on over ``[a, b]``, off over ``[lo, a)``, ``(b, hi)``."""
-        active = segment_reduce(np.bitwise_and, words, a, b + 1)
-        active &= ~segment_reduce(np.bitwise_or, words, lo, a)
-        active &= ~segment_reduce(np.bitwise_or, words, b + 1, hi)
-        return np.bitwise_count(active).sum(axis=1, dtype=np.int64)
-
-    def _walk_group(self, layout, query: MatchQuery, pool: "_Pool", inter_value: int, k: int,
-                    walk: DistinctWalk) -> None:
-        """Verify one inter group over all D cells and walk it in rank order ``(union, -length, a)``.
-
-        ``union = |A| + k - inter >= k`` since ``A`` holds the group's ``inter`` selected cells. So the
-        candidates are verified in ``(-length, a)`` order, a batch at a time (``VERIFY_FIRST``, then four
-        times more each time): a verified candidate with ``union == k`` ranks before every candidate not
-        yet verified, so it is walked at once, and once the walk is full the rest of the group is never
-        verified. The other candidates are walked, in rank order, once all are verified.
-        """
-        idx = pool.group(inter_value)
-        if idx.size == 0:
-            return
-        a, b, lo, hi = pool.a[idx], pool.b[idx], pool.lo[idx], pool.hi[idx]
-        length = b - a + 1
-        inter = np.full(idx.size, inter_value)
-        by_length = np.lexsort((a, -length))
-        union = np.empty(idx.size, dtype=np.int64)
-        done, batch = 0, VERIFY_FIRST
-        while done < idx.size:
-            part = by_length[done:done + batch]
-            active = self.active_counts(layout, query.key_threshold, a[part], b[part], lo[part], hi[part])
-            union[part] = np.asarray(active, dtype=np.int64) + (k - inter_value)
-            least = part[union[part] == k]
-            walk.feed(a[least], b[least], inter[least], union[least])
-            if walk.full:
-                return
-            done += part.size
-            batch *= 4
-        rest = np.flatnonzero(union > k)
-        order = rest[group_order(union[rest], length[rest], a[rest])]
-        walk.feed(a[order], b[order], inter[order], union[order])
-
-
-def _positions_of(xp, few, many):
-    """Indices into the sorted array ``many`` of those of ``few`` that occur in it."""
-    if many.size == 0:
-        return xp.zeros(0, dtype=xp.int64)
-    pos = xp.minimum(xp.searchsorted(many, few), many.size - 1)
-    return pos[many[pos] == few]
-
-
-def _drop_repeats(a: np.ndarray, b: np.ndarray, prev_a: np.ndarray, prev_b: np.ndarray):
-    """Runs ``[a, b]`` that are not also runs of the previous level (both lists sorted, disjoint)."""
-    if prev_a.size == 0 or a.size == 0:
-        return a, b
-    pos = np.minimum(np.searchsorted(prev_a, a), prev_a.size - 1)
-    fresh = (prev_a[pos] != a) | (prev_b[pos] != b)
-    return a[fresh], b[fresh]
-
-
-class _Pool:
-    """Candidates seen so far (host arrays), grouped by inter on demand."""
-
-    def __init__(self):
-        self._parts: list[tuple[np.ndarray, ...]] = []
-        self._cat: tuple[np.ndarray, ...] | None = None
-
-    def add(self, a, b, inter, lo, hi) -> None:
-        self._parts.append((a, b, inter, lo, hi))
-        self._cat = None
-
-    def _all(self):
-        if self._cat is None:
-            if not self._parts:
-                z = np.zeros(0, dtype=np.int64)
-                self._cat = (z, z, z, z, z)
-            else:
-                self._cat = tuple(np.concatenate(col) for col in zip(*self._parts))
-                self._parts = [self._cat]
-        return self._cat
-
-    a = property(lambda self: self._all()[0])
-    b = property(lambda self: self._all()[1])
-    inter = property(lambda self: self._all()[2])
-    lo = property(lambda self: self._all()[3])
-    hi = property(lambda self: self._all()[4])
-
-    def group(self, inter_value: int) -> np.ndarray:
-        return np.flatnonzero(self.inter == inter_value)
+    def close(self) -> None:
+        """Release what the backend holds beyond its layouts (a cluster client, ...)."""
 
 
 def word_dtype(k: int) -> np.dtype:
@@ -335,7 +146,7 @@ def segment_reduce(op, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -
     if total <= rows.shape[0] // 8:
         # Few rows: gather them back to back, so the reduction touches only those rows.
         offsets = np.cumsum(n) - n
-        out[full] = op.reduceat(rows[_ranges(s, n)], offsets, axis=0)
+        out[full] = op.reduceat(rows[concat_ranges(s, n)], offsets, axis=0)
         return out
     # Most rows: reduce in place; reduceat also reduces the gaps between segments (discarded).
     idx = np.empty(2 * s.size, dtype=np.int64)
@@ -362,6 +173,8 @@ def batches(length: np.ndarray, row_budget: int) -> list[slice]:
 
 
 def check_cells(cells: Sequence[int], D: int, where: str) -> np.ndarray:
+    """The sorted distinct cells of a cell list; a ProjectError naming ``where`` if it is empty or a cell
+    is out of ``[0, D)``."""
     arr = np.asarray(list(cells), dtype=np.int64)
     if arr.size == 0:
         raise ProjectError(f"{where}: the cell set is empty; matching needs at least one cell")

@@ -1,6 +1,6 @@
 """The CuPy backend: the engine's array primitives as CUDA kernels over bit-packed on-masks.
 
-It shares the search with the NumPy backend (``Backend.match``, ``../shared/MATCHING.md``), so its
+It shares the search with the NumPy backend (``SearchBackend.match``, ``../shared/MATCHING.md``), so its
 answers are the engine's exactly; only the array work runs on the GPU, in ``kernels/*.cu``.
 
 What lives on the device, and why:
@@ -35,7 +35,8 @@ from typing import Any, Callable
 import numpy as np
 
 import kernels
-from gpu_matcher.backends.base import Backend, MatchQuery, MatchRow
+from gpu_matcher.backends.base import Capability, MatchQuery, MatchRow
+from gpu_matcher.backends.search import SearchBackend
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.source import KEY_DTYPES, float_keys
 
@@ -175,15 +176,19 @@ class _RunEvents:
     seq_marks: Any         # (T,) uint8, 1 where a sequence starts, or a 1-element dummy
     has_seq: int
 
+    @property
+    def nbytes(self) -> int:
+        return int(getattr(self.n, "nbytes", 0)) + int(getattr(self.seq_marks, "nbytes", 0))
+
 
 # --- the backend ----------------------------------------------------------------------------------------
-class CupyBackend(Backend):
+class CupyBackend(SearchBackend[DeviceLayout, _RunEvents]):
     """The engine's search with the array work on a GPU (or on a stand-in device in tests)."""
 
     name = "cupy"
-    #: Declared ability: a query's key threshold may be one key per cell (``(D,)``, from
-    #: ``gpu_matcher.scaling``); its mask is packed with a per-cell key vector and cached like any other.
-    per_cell_keys = True
+    # Per-cell keys (a (D,) key vector, gpu_matcher.scaling) are packed by pack_cells_rows_* into a mask
+    # cached like any other.
+    capabilities = frozenset({Capability.STREAMING, Capability.PER_CELL_KEYS})
 
     def __init__(self, device: Any = None):
         self.device = device if device is not None else CudaDevice()
@@ -196,6 +201,11 @@ class CupyBackend(Backend):
 
     def describe(self) -> str:
         return f"cupy ({self.device.describe()})"
+
+    @property
+    def lock(self) -> threading.RLock:
+        """One device, one stream of work: calls from several threads take turns."""
+        return self._lock
 
     def to_host(self, array) -> np.ndarray:
         return self.device.to_host(array)
@@ -336,7 +346,7 @@ class CupyBackend(Backend):
         kernels.check_launch(name, (blocks_x, blocks_y), (BLOCK,))
         self._kernels[name]((blocks_x, blocks_y), (BLOCK,), args)
 
-    # --- the array primitives of Backend.match ----------------------------------------------------------
+    # --- the array primitives of SearchBackend.match -----------------------------------------------------
     def on_columns(self, layout: DeviceLayout, cells, key_threshold):
         xp = self.xp
         mask = self.threshold_mask(layout, key_threshold)
@@ -403,9 +413,7 @@ class CupyBackend(Backend):
         edge = flags[where]
         a = where[(edge & 1) != 0]            # runs are disjoint and sorted: the i-th start pairs
         b = where[(edge & 2) != 0]            # with the i-th end
-        length = b - a + 1
-        keep = (length == query.phrase_length) if query.phrase_length > 0 else \
-            (length >= query.min_length)
+        keep = query.keeps_length(b - a + 1)
         runs = self.to_host(xp.stack([a[keep], b[keep]])).astype(np.int64, copy=False)
         return runs[0], runs[1]
 
@@ -454,7 +462,7 @@ class CupyBackend(Backend):
 
     # --- the search, with its fallbacks -----------------------------------------------------------------
     def match(self, layout: DeviceLayout, query: MatchQuery) -> list[MatchRow]:
-        """``Backend.match`` on the GPU. Out of memory: free the cached masks and retry; then stream the
+        """``SearchBackend.match`` on the GPU. Out of memory: free the cached masks and retry; then stream the
         keys instead of keeping them; then answer this query with NumPy. One log line each."""
         if layout.mode != HOST:
             for attempt in range(3):

@@ -23,23 +23,17 @@ import os
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
-import numpy as np
 
-from gpu_matcher.backends.base import Backend, MatchQuery, MatchRow
 from gpu_matcher.errors import ProjectError
-from gpu_matcher.sharded import (Call, MatchStats, ShardedSource, locate, plan_shards, shard_calls,
-                                 sharded_match)
+from gpu_matcher.sharded import HALO, SHARD_BYTES, BackendSpec, Call, Shard, ShardedBackend, shard_calls
 
 log = logging.getLogger("gpu_matcher")
 #: How long a query waits for a worker to register before it gives up.
 WAIT_FOR_WORKERS_S = 60
 
-#: Default shard size: about this many bytes of the source per shard.
-SHARD_BYTES = 512 * 2**20
-#: Default halo (steps read beyond each side of a shard; raised for queries with wider margins).
-HALO = 1024
+__all__ = ["DaskBackend", "DaskExecutor", "connect", "make_dask_backend", "HALO", "SHARD_BYTES"]
 
 
 def _distributed():
@@ -104,15 +98,15 @@ class DaskExecutor:
     one task per worker thread (so a round costs a few tasks, not one per shard); gathers the results
     in call order."""
 
-    def __init__(self, client, worker_backend: str | Callable[[], Backend], retries: int = 2):
+    def __init__(self, client, worker_backend: BackendSpec, retries: int = 2):
         self.client = client
-        self.worker_backend = worker_backend
+        self.backend_spec = worker_backend
         self.retries = retries
         self._owners: dict[tuple, str] = {}
         self._threads: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def refresh(self, shards: Sequence[Any]) -> None:
+    def refresh(self, shards: Sequence[Shard]) -> None:
         """Give every shard a live worker; keep the ones already placed on a live worker."""
         info = self.client.scheduler_info(n_workers=-1)["workers"]
         if not info:
@@ -169,7 +163,7 @@ class DaskExecutor:
     def _submit(self, owner: str | None, calls: list[Call]):
         op = calls[0][1]
         placement = {"workers": [owner], "allow_other_workers": True} if owner else {}
-        return self.client.submit(shard_calls, self.worker_backend, calls, pure=False,
+        return self.client.submit(shard_calls, self.backend_spec, calls, pure=False,
                                   key=f"lstmvis-{op}-{uuid.uuid4().hex[:16]}", **placement)
 
 
@@ -177,8 +171,8 @@ def _shard_key(shard) -> tuple:
     return (shard.locator, shard.t0, shard.t1)
 
 
-class DaskBackend(Backend):
-    """``Backend`` whose ``match`` runs the shard protocol on a Dask cluster.
+class DaskBackend(ShardedBackend):
+    """The sharded backend with its per-shard backends on a Dask cluster.
 
     ``prepare(source)`` cuts the source into shards (``shard_steps``, default about ``SHARD_BYTES`` per
     shard, whole Zarr chunks) and warms the workers (each builds its shards' layouts). ``match`` returns
@@ -187,41 +181,17 @@ class DaskBackend(Backend):
 
     name = "dask"
 
-    def __init__(self, client, cluster=None, worker_backend: str | Callable[[], Backend] = "auto",
+    def __init__(self, client, cluster=None, worker_backend: BackendSpec = "auto",
                  shard_steps: int | None = None, halo: int = HALO, retries: int = 2, warm: bool = True):
+        super().__init__(DaskExecutor(client, worker_backend, retries=retries), shard_steps=shard_steps,
+                         halo=halo, warm=warm)
         self.client, self.cluster = client, cluster
         self.worker_backend = worker_backend
-        self.shard_steps = shard_steps
-        self.halo = int(halo)
-        self.warm = warm
-        self.executor = DaskExecutor(client, worker_backend, retries=retries)
-        self.last_stats: MatchStats | None = None
 
     def describe(self) -> str:
         workers = len(self.client.scheduler_info(n_workers=-1)["workers"])
         wb = self.worker_backend if isinstance(self.worker_backend, str) else "custom"
         return f"dask ({workers} workers, {wb} backend on each, scheduler {self.client.scheduler.address})"
-
-    def prepare(self, source) -> ShardedSource:
-        loc = locate(source)
-        chunks = getattr(source.dataset, "chunks", None)
-        align = int(chunks[0]) if chunks else 1
-        steps = self.shard_steps or max(1, SHARD_BYTES // max(1, loc.D * loc.itemsize))
-        sharded = ShardedSource(name=source.name, locator=loc, edges=plan_shards(loc.T, steps, align))
-        if self.warm and sharded.shards:
-            shards = sharded.shard_list(self.halo)
-            self.executor.refresh(shards)
-            self.executor([(sh, "prepare", None, ()) for sh in shards])
-        log.info("source %s: %d shards of <= %d steps on the cluster", source.name, sharded.shards,
-                 int(np.diff(sharded.edges).max(initial=0)))
-        return sharded
-
-    def match(self, layout: ShardedSource, query: MatchQuery) -> list[MatchRow]:
-        stats = MatchStats()
-        self.executor.refresh(layout.shard_list(self.halo))
-        rows = sharded_match(layout, query, self.executor, halo=self.halo, stats=stats)
-        self.last_stats = stats
-        return rows
 
     def close(self) -> None:
         try:

@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpu_matcher.backends.base import Backend, batches, pack_bits_rows, pack_rows, segment_reduce
+from gpu_matcher.backends.base import Capability, batches, pack_bits_rows, pack_rows, segment_reduce
+from gpu_matcher.backends.search import LevelEvents, SearchBackend
+from gpu_matcher.source import Layout, Source
 
 #: Rows x cells gathered at once during verification (bounds the temporary memory to ~this many bytes).
 GATHER_BUDGET = 1 << 25
 
 
-class NumpyBackend(Backend):
+class NumpyBackend(SearchBackend[Layout, LevelEvents]):
+    """The search on the host: ``source.Layout`` (key arrays or memory maps) as the layout."""
+
     name = "numpy"
     xp = np
+    capabilities = frozenset({Capability.PER_CELL_KEYS, Capability.STREAMING})
 
-    def prepare(self, source):
+    def prepare(self, source: Source) -> Layout:
         return source.layout()
+
+    def row_keys(self, layout: Layout, source: Source, start: int, stop: int) -> np.ndarray:
+        return layout.keys_rows.block(start, stop)
 
     @staticmethod
     def _on_rows(layout, cells, key_threshold):
-        """Each selected cell's on-row over all T, one at a time (one key, or one per cell from
-        ``gpu_matcher.scaling``)."""
+        """Each selected cell's on-row over all T, one at a time (one key, or one per cell:
+        ``Capability.PER_CELL_KEYS``)."""
         cells = np.asarray(cells, dtype=np.int64)
         per_cell = np.ndim(key_threshold) > 0
         for i, c in enumerate(cells.tolist()):

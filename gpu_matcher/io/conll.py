@@ -17,10 +17,10 @@ from typing import Iterator, Sequence
 
 import h5py
 import numpy as np
-import yaml
 
 from gpu_matcher.errors import ProjectError
-from gpu_matcher.io.vocab import Vocabulary, write_dictionary
+from gpu_matcher.formats import CONFIG_NAME, load_config, write_config, write_dictionary
+from gpu_matcher.io.vocab import Vocabulary
 
 ANNOTATIONS_FILE, FILES_KEY = "annotations.h5", "annotations"
 SKIP_COLUMN = "_"
@@ -92,7 +92,7 @@ def annotate(conll_path: str | os.PathLike, project_dir: str | os.PathLike,
     token_col = names.index("token")
     tracks = {n: i for i, n in enumerate(names) if n not in ("token", SKIP_COLUMN)}
     project = open_project(project_dir)
-    config_path = project.path / "lstm.yml"
+    config_path = project.path / CONFIG_NAME
     try:
         if project.word_ids_dataset is None:
             raise ProjectError(f"{config_path}: the project has no word_sequence to align annotations with")
@@ -145,8 +145,7 @@ def _sequence_index(project, step: int) -> int:
 
 
 def _write_tracks(folder: Path, config_path: Path, values: dict, labels: dict) -> None:
-    with open(config_path, encoding="utf-8") as fh:
-        config = yaml.safe_load(fh)
+    config = load_config(config_path)
     files = config.setdefault("files", {})
     if files.get(FILES_KEY, ANNOTATIONS_FILE) != ANNOTATIONS_FILE:
         raise ProjectError(f"{config_path}: files key {FILES_KEY!r} already names {files[FILES_KEY]!r}")
@@ -165,6 +164,4 @@ def _write_tracks(folder: Path, config_path: Path, values: dict, labels: dict) -
             meta[name] = {"file": FILES_KEY, "path": name, "dict": dict_key,
                           "vis": {"type": "discrete", "range": "dict"}}
     config["meta"] = meta
-    tmp = config_path.with_name(config_path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False, default_flow_style=None), encoding="utf-8")
-    os.replace(tmp, config_path)
+    write_config(folder, config)

@@ -16,7 +16,8 @@ import h5py
 import numpy as np
 
 from gpu_matcher.errors import ProjectError
-from gpu_matcher.io.vocab import UNK, Vocabulary, write_dictionary
+from gpu_matcher.formats import read_dictionary, write_dictionary
+from gpu_matcher.io.vocab import UNK, Vocabulary
 
 TEXT_FILE, DICT_FILE = "train.h5", "words.dict"
 BLOCK = 1 << 16
@@ -51,8 +52,6 @@ def convert_text(text_path: str | os.PathLike, out: str | os.PathLike, *, level:
     corpus's tokens in order of first appearance. ``eos`` ends every sequence with ``</s>``. Empty lines
     are skipped (a sequence has at least one token).
     """
-    from gpu_matcher.project import read_dictionary
-
     text_path, folder = Path(text_path), Path(out)
     if level not in LEVELS:
         raise ProjectError(f"level {level!r}: expected one of {LEVELS}")
@@ -153,8 +152,6 @@ class Corpus:
     @classmethod
     def from_folder(cls, folder: str | os.PathLike) -> "Corpus":
         """What :func:`convert_text` wrote (``train.h5`` and ``words.dict``)."""
-        from gpu_matcher.project import read_dictionary
-
         folder = Path(folder)
         h5_path = folder / TEXT_FILE
         if not h5_path.is_file():

@@ -1,4 +1,4 @@
-"""Token dictionaries: the ``.dict`` file format (``token id`` per line) and a growing vocabulary.
+"""Token dictionaries: a growing vocabulary (the ``.dict`` file format itself is ``gpu_matcher.formats``).
 
 The original LSTMVis tools reserve ``<s>`` = 1, ``<unk>`` = 2, ``</s>`` = 3 and number the corpus's tokens
 from 4 in order of first appearance; :class:`Vocabulary` does the same, so a dictionary built here lines
@@ -7,42 +7,15 @@ up with a model trained on the original tools' output.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from gpu_matcher.errors import ProjectError
+from gpu_matcher.formats import check_token
 
 RESERVED = {1: "<s>", 2: "<unk>", 3: "</s>"}
 UNK = "<unk>"
-
-
-def check_token(token: str, where: str) -> None:
-    """A token must survive a round trip through a ``.dict`` file."""
-    if token == " ":
-        return                                   # the one white-space token the format allows
-    if token == "" or any(ch.isspace() for ch in token):
-        raise ProjectError(f"{where}: token {token!r} cannot be stored in a .dict file "
-                           "(empty, or holds white space other than the single-space token ' ')")
-
-
-def write_dictionary(path: str | os.PathLike, mapping: Mapping[int, str]) -> None:
-    """Write ``mapping`` (id -> token) as a ``.dict`` file, sorted by id; atomically replaces ``path``."""
-    path = Path(path)
-    lines = []
-    seen: dict[str, int] = {}
-    for idx in sorted(mapping):
-        token = str(mapping[idx])
-        check_token(token, f"{path}: id {idx}")
-        if token in seen:
-            raise ProjectError(f"{path}: token {token!r} has two ids ({seen[token]} and {idx})")
-        seen[token] = idx
-        lines.append(f"{token} {int(idx)}")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def as_id_map(dictionary: Mapping[int, str] | Sequence[str], where: str) -> dict[int, str]:

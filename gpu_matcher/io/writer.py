@@ -23,12 +23,11 @@ from typing import Any, Mapping, Sequence
 
 import h5py
 import numpy as np
-import yaml
 
 from gpu_matcher.errors import ProjectError
-from gpu_matcher.io.vocab import Vocabulary, as_id_map, write_dictionary
+from gpu_matcher.formats import CONFIG_NAME, load_config, read_dictionary, write_config, write_dictionary
+from gpu_matcher.io.vocab import Vocabulary, as_id_map
 
-CONFIG_NAME = "lstm.yml"
 JOURNAL_NAME = ".lstmvis-writer.json"
 STATES_FILE, TRAIN_FILE, WORDS_DICT = "states.h5", "train.h5", "words.dict"
 JOURNAL_VERSION = 1
@@ -451,7 +450,6 @@ class ProjectWriter:
             self.meta[m["name"]] = MetaSpec(labels=None if labels is None else
                                             {int(k): v for k, v in labels.items()}, **m)
         if self._tokens and (self.folder / WORDS_DICT).is_file() and self._vocab is None:
-            from gpu_matcher.project import read_dictionary
             self._vocab = Vocabulary(read_dictionary(self.folder / WORDS_DICT), where=str(self.folder))
             self._vocab.changed = False
         if journal.steps or journal.sources:
@@ -485,11 +483,10 @@ class ProjectWriter:
     def _remove_previous(self) -> None:
         names = {CONFIG_NAME, JOURNAL_NAME, JOURNAL_NAME + ".tmp", STATES_FILE, TRAIN_FILE, WORDS_DICT}
         try:
-            with open(self.folder / CONFIG_NAME, encoding="utf-8") as fh:
-                old = yaml.safe_load(fh) or {}
+            old = load_config(self.folder / CONFIG_NAME) if (self.folder / CONFIG_NAME).is_file() else {}
             names |= {str(v) for v in (old.get("files") or {}).values() if "/" not in str(v)}
-        except (OSError, yaml.YAMLError, AttributeError):
-            pass
+        except (ProjectError, AttributeError):
+            pass                                 # an unreadable old lstm.yml: remove only the known names
         for fname in names:
             path = self.folder / fname
             if path.is_file():
@@ -506,9 +503,7 @@ class ProjectWriter:
         self._commit(complete=True)
         self._close_files()
         config = self._config()
-        tmp = self.folder / (CONFIG_NAME + ".tmp")
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False, default_flow_style=None), encoding="utf-8")
-        os.replace(tmp, self.folder / CONFIG_NAME)
+        write_config(self.folder, config)
         return self.folder
 
     def abort(self) -> None:

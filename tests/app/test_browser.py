@@ -394,6 +394,29 @@ def test_hypothesis_panel_draws_and_applies_the_best_threshold(app_page, browser
     page.screenshot("hypothesis_panel")
 
 
+def test_long_jobs_of_the_panel_answer_through_the_worker(app_page, browser_data):
+    """Suggest, phrase map and compare run off the document lock on the server; their answers arrive."""
+    from gpu_matcher import stats
+
+    engine = engine_of(browser_data, "small")
+    page = app_page().open({"project": "small", "pos": 100, "threshold": 0.3, "brush": "110,112"})
+    page.wait_for_matches()
+    page.page.get_by_role("button", name="compare", exact=True).click()
+    page.wait_for("() => Bokeh.documents[0].get_model_by_name('stats_compare_info').text.includes('overlap')")
+    cmp = stats.compare(engine, S1, engine, "states::states2", 110, 112, 0.3, top=DEFAULTS.match.top, track="pos")
+    assert f"(Jaccard {cmp.jaccard:.3f})" in page.value("stats_compare_info", "text")
+    page.page.get_by_role("button", name="suggest cells").click()
+    want = [r.cell for r in stats.suggest_cells(engine, S1, 0.3, 110, 112)]
+    page.wait_for("(c) => JSON.stringify(window.__col('stats_suggestions', 'cell')) === JSON.stringify(c)", want)
+    page.page.get_by_role("button", name="phrase map").click()
+    spans = stats.phrase_patterns(engine, S1, "pos", 0.3).starts.size
+    # The points and the line under them are separate messages: wait for the later one.
+    page.wait_for("(t) => Bokeh.documents[0].get_model_by_name('stats_phrase_info').text.startsWith(t)",
+                  f"{spans:,} spans of")
+    assert len(page.column("stats_phrases", "start")) == spans
+    assert page.pixels("stats_phrase_plot")[0] > 1_000
+
+
 def test_threshold_line_can_be_dragged(app_page, browser_data):
     engine = engine_of(browser_data, "small")
     page = app_page().open({"project": "small", "pos": 100, "threshold": 0.3, "brush": "110,112"})

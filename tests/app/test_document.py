@@ -20,7 +20,7 @@ from bokeh.protocol import Protocol
 from bokeh_app.app import build_document
 from bokeh_app.catalogue import Catalogue
 from bokeh_app.config import load_defaults
-from bokeh_app.controller import ProjectSession
+from bokeh_app.session import ProjectSession
 from bokeh_app.state import ViewState, parse_query, to_query
 from bokeh_app.views.landing import LandingView
 from bokeh_app.views.select import PATTERN_BRUSH
@@ -449,13 +449,13 @@ def test_engine_errors_become_messages(catalogue, monkeypatch):
 def test_a_newer_match_replaces_an_older_one(catalogue):
     engine = catalogue.engine("small")
     doc, session = open_doc(catalogue, project="small", pos=100, threshold=0.3, brush="110,112")
-    old = session.match_job()
+    old = session.match.job()
     session.state = session.state.with_(threshold=0.5)
-    session._recompute_cells()
-    session._generation += 1                        # what request_match does for a newer query
-    newer = session.match_job()
-    session.show_matches(newer, session.compute_matches(newer))
-    session.show_matches(old, session.compute_matches(old))      # the older answer arrives late
+    session.select.recompute_cells()
+    session.worker.renew("match")                   # what MatchReceiver.request does for a newer query
+    newer = session.match.job()
+    session.match.show(newer, session.match.compute(newer))
+    session.match.show(old, session.match.compute(old))      # the older answer arrives late
     assert shown_matches(doc) == engine_matches(engine, S1, list(newer.cells), 0.5)
     assert list(newer.cells) != list(old.cells)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bokeh_app.catalogue import Catalogue
-from gpu_matcher import stats
+from gpu_matcher import ProjectError, stats
 
 from test_document import S1, click, model, open_doc, set_threshold, shown_matches, status_of
 
@@ -22,7 +22,7 @@ def test_enrichment_and_detector_follow_the_matches(catalogue):
     assert model(doc, "stats_track").value == "pos"
     cells = model(doc, "selection").data["cell"]
     assert cells and shown_matches(doc)
-    want = stats.enrichment(engine, S1, session._matches, "pos")
+    want = stats.enrichment(engine, S1, session.match.matches, "pos")
     shown = model(doc, "stats_enrichment").data
     assert shown["label"] == [r.label for r in want.labels] == model(doc, "stats_enrichment_plot").x_range.factors
     assert shown["matched"] == [r.matched for r in want.labels]
@@ -82,7 +82,6 @@ def test_no_panel_without_a_discrete_track(catalogue):
 
 
 def test_per_cell_scale_travels_in_the_url_and_drives_S_and_the_match(catalogue):
-    from gpu_matcher import scaling
     from test_document import url_of
 
     engine = catalogue.engine("small")
@@ -92,9 +91,9 @@ def test_per_cell_scale_travels_in_the_url_and_drives_S_and_the_match(catalogue)
     slider = model(doc, "threshold")
     assert (slider.start, slider.end, slider.value) == (-4.0, 4.0, 1.0)
     assert not model(doc, "threshold_line").visible
-    sel = scaling.select(engine, S1, 110, 112, 1.0, scale="zscore")
+    sel = engine.select(S1, 110, 112, 1.0, scale="zscore")
     assert model(doc, "selection").data["cell"] == sel.cells and sel.cells
-    want = scaling.match(engine, S1, sel.cells, 1.0, top=len(shown_matches(doc)) or 1, scale="zscore")
+    want = engine.match(S1, sel.cells, 1.0, top=len(shown_matches(doc)) or 1, scale="zscore")
     assert shown_matches(doc)[:len(want)] == [(m.start, m.end, m.length, m.inter, m.union) for m in want]
     assert url_of(doc)["scale"] == "zscore"
     det = stats.detector(engine, S1, sel.cells, 1.0, "pos", model(doc, "stats_label").value, scale="zscore")
@@ -102,7 +101,7 @@ def test_per_cell_scale_travels_in_the_url_and_drives_S_and_the_match(catalogue)
     # The widget switches to quantiles: the threshold resets to 0.9 within [0, 1].
     model(doc, "scale").value = "quantile"
     assert (slider.start, slider.end, slider.value) == (0.0, 1.0, 0.9)
-    sel = scaling.select(engine, S1, 110, 112, 0.9, scale="quantile")
+    sel = engine.select(S1, 110, 112, 0.9, scale="quantile")
     assert model(doc, "selection").data["cell"] == sel.cells
     assert url_of(doc)["scale"] == "quantile" and url_of(doc)["threshold"] == "0.9"
     model(doc, "scale").value = "none"
@@ -146,3 +145,32 @@ def test_compare_the_brush_in_another_source(catalogue):
     assert f"{len(cmp.a['cells'])} cells, {len(cmp.a['matches'])} matches" in text
     assert f"overlap: {cmp.overlap_steps:,} steps (Jaccard {cmp.jaccard:.3f})" in text
     assert f"<td>{cmp.enrichment[0]['difference']:+.2f}</td>" in text
+
+
+def test_compare_reads_the_threshold_on_the_sessions_scale(catalogue):
+    from test_document import S2
+
+    engine = catalogue.engine("small")
+    doc, session = open_doc(catalogue, project="small", source=S1, pos=100, threshold=1.0, scale="zscore",
+                            brush="110,112")
+    click(doc, "stats_compare")
+    top = session.defaults.match.top
+    scaled = stats.compare(engine, S1, engine, S2, 110, 112, 1.0, top=top, track="pos", scale="zscore")
+    plain = stats.compare(engine, S1, engine, S2, 110, 112, 1.0, top=top, track="pos")
+    assert scaled.a["cells"] != plain.a["cells"], "the scenario must tell the scales apart"
+    text = model(doc, "stats_compare_info").text
+    assert f"{len(scaled.a['cells'])} cells, {len(scaled.a['matches'])} matches" in text
+    assert f"(Jaccard {scaled.jaccard:.3f})" in text
+
+
+def test_a_failed_long_job_is_a_message(catalogue, monkeypatch):
+    doc, session = open_doc(catalogue, project="small", source=S1, pos=100, threshold=0.3, brush="110,112")
+
+    def broken(*args, **kwargs):
+        raise ProjectError("track 'pos' is unreadable")
+    monkeypatch.setattr(stats, "suggest_cells", broken)
+    click(doc, "stats_suggest")
+    assert "Suggest failed: track 'pos' is unreadable" in status_of(doc)
+    monkeypatch.setattr(stats, "compare", lambda *a, **k: 1 / 0)
+    click(doc, "stats_compare")
+    assert "Compare failed: internal error (ZeroDivisionError" in model(doc, "stats_compare_info").text

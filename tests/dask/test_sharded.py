@@ -1,5 +1,7 @@
 """The shard protocol (gpu_matcher.sharded) run in-process: the same answer as one process, for every
-shard size, halo and batch size, on the golden sets and on random inputs. No cluster needed."""
+shard size, halo and batch size, on the golden sets and on random inputs. No cluster needed. (Serial
+shards with NumPy and with CuPy-on-the-stand-in workers run every conformance scenario:
+``tests/engine/test_conformance.py``.)"""
 
 from __future__ import annotations
 
@@ -11,18 +13,17 @@ from gpu_matcher import open_project
 from gpu_matcher.backends.numpy import NumpyBackend
 from gpu_matcher.sharded import MatchStats, halo_for, plan_shards, reset_worker_states
 from tests.conftest import GOLDEN, golden_queries, golden_sets
-from tests.dask.common import (engine_rows, golden_query_args, random_case, serial_rows, standin_cupy,
-                               write_project)
+from tests.dask.common import engine_rows, golden_query_args, random_case, serial_rows, write_project
 
 SETS = golden_sets()
 
 
 @pytest.mark.skipif(not SETS, reason=f"no golden sets at {GOLDEN}")
 @pytest.mark.parametrize("name", SETS)
-@pytest.mark.parametrize("shard_steps", [7, 37, 500])
+@pytest.mark.parametrize("shard_steps", [37, 500])
 def test_golden_sets_for_any_shard_size(name, shard_steps):
-    """Shards of 7 steps (most runs and margins cross edges), 37 (runs, margins and sequence starts
-    straddle edges) and 500 steps give the stored answers."""
+    """Shards of 37 steps (runs, margins and sequence starts straddle edges) and 500 steps give the
+    stored answers (7 steps, where most runs and margins cross edges: the conformance tests)."""
     project = open_project(GOLDEN / name / "project")
     for q in golden_queries(name):
         got = serial_rows(project, golden_query_args(q), shard_steps, source=q["source"])
@@ -40,14 +41,6 @@ def test_random_inputs_equal_one_process(tmp_path_factory, seed, shard_steps, ha
     rng = np.random.default_rng(seed)
     project, q = random_case(rng, tmp_path_factory.mktemp("case"))
     assert serial_rows(project, q, shard_steps, halo, first_rows=first_rows) == engine_rows(project, q)
-
-
-def test_gpu_workers_code_path(tmp_path):
-    """A worker with the CuPy backend (on the NumPy stand-in device) answers the same."""
-    for seed in range(12):
-        rng = np.random.default_rng(1000 + seed)
-        project, q = random_case(rng, tmp_path / str(seed))
-        assert serial_rows(project, q, 7, backend_spec=standin_cupy) == engine_rows(project, q)
 
 
 def _one_cell_project(folder, on_steps, T, starts=()):
@@ -155,3 +148,34 @@ def test_workers_with_cells_only_layouts_on_disk(tmp_path, monkeypatch):
     reset_worker_states()
     assert any((tmp_path / "cache").rglob("keys_cells.npy"))
     assert not any((tmp_path / "cache").rglob("keys_rows.npy"))
+
+
+def test_the_sharded_backend_declares_what_its_shard_backends_declare(tmp_path):
+    """Per-cell keys travel to the shards only when the per-shard backends declare them (read from their
+    classes, nothing built); otherwise the engine answers the scaled query with NumPy. Same answer."""
+    from gpu_matcher import Engine
+    from gpu_matcher.backends import Capability
+    from gpu_matcher.sharded import SerialExecutor, ShardedBackend
+    from tests.dask.common import SOURCE, standin_cupy
+    from tests.engine.conformance import rows
+
+    numpy_shards = ShardedBackend(SerialExecutor("numpy"), shard_steps=9)
+    assert numpy_shards.supports(Capability.PER_CELL_KEYS) and numpy_shards.supports(Capability.STREAMING)
+    assert ShardedBackend(SerialExecutor(CountingNumpy), shard_steps=9).supports(Capability.PER_CELL_KEYS)
+    for spec in ("auto", "cupy", standin_cupy):
+        assert not ShardedBackend(SerialExecutor(spec)).supports(Capability.PER_CELL_KEYS), spec
+    rng = np.random.default_rng(8)
+    project = open_project(write_project(tmp_path, rng.normal(0, 1, (120, 6)).astype(np.float32),
+                                         starts=[50], transform="none"))
+    CountingNumpy.prepared = 0
+    reset_worker_states()
+    q = dict(cells=[0, 2, 5], threshold=0.6, left=1, right=1, top=10, min_length=2, phrase_length=0,
+             distinct=True, sequences=True, scale="quantile")
+    want = engine_rows(project, q)
+    assert want
+    plain = Engine(project, backend=ShardedBackend(SerialExecutor(counting_backend), shard_steps=9))
+    assert rows(plain, SOURCE, q) == want
+    assert CountingNumpy.prepared == 0              # a factory function declares nothing: NumPy answered
+    sharded = Engine(project, backend=ShardedBackend(SerialExecutor(CountingNumpy), shard_steps=9))
+    assert rows(sharded, SOURCE, q) == want
+    assert CountingNumpy.prepared > 0               # the class declares per-cell keys: the shards answered

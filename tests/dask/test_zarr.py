@@ -15,7 +15,8 @@ import pytest
 zarr = pytest.importorskip("zarr", minversion="3", reason="Zarr sources need zarr >= 3 (the dask extra)")
 
 from gpu_matcher import Engine, ProjectError, open_project  # noqa: E402
-from gpu_matcher.zarr_io import ZarrDataset, convert_project_to_zarr  # noqa: E402
+from gpu_matcher.io.zarr_convert import convert_project_to_zarr  # noqa: E402
+from gpu_matcher.storage import ZarrDataset  # noqa: E402
 from tests.conftest import GOLDEN, golden_queries, golden_sets  # noqa: E402
 from tests.dask.common import write_project  # noqa: E402
 

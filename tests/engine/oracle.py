@@ -77,3 +77,28 @@ def match(on, cells, left, right, starts, top=50, min_length=2, phrase_length=0,
         if len(kept) == top:
             break
     return [{"start": a, "end": b, "length": l, "inter": i, "union": u} for a, b, l, i, u in kept]
+
+
+def scaled_on_matrix(raw: np.ndarray, threshold: float, transform: str, scale: str) -> np.ndarray:
+    """On under a per-cell scale (``gpu_matcher.scaling``), elementwise in float64: ``z >= threshold``
+    with ``z`` the cell's z-score of the transformed value (0 for a constant cell) or its empirical CDF
+    over the stored values; NaN is never on."""
+    T, D = raw.shape
+    x = raw.astype(np.float64)
+    v = np.tanh(x) if transform == "tanh" else x
+    on = np.zeros((T, D), dtype=bool)
+    for c in range(D):
+        col = v[:, c]
+        good = col[~np.isnan(col)]
+        stored = x[:, c][~np.isnan(x[:, c])]
+        for t in range(T):
+            if math.isnan(col[t]):
+                continue
+            if scale == "zscore":
+                mu = float(good.mean())
+                sd = float(np.sqrt(np.mean((good - mu) ** 2)))
+                z = 0.0 if sd <= 0 else (col[t] - mu) / sd
+            else:
+                z = np.count_nonzero(stored <= x[t, c]) / stored.size
+            on[t, c] = z >= threshold
+    return on

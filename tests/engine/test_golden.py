@@ -1,4 +1,5 @@
-"""The golden sets of ../shared/golden: select and match must return exactly the stored answers."""
+"""The golden sets from a layout on disk: the cached, file-backed layouts answer exactly like the
+in-memory one (the golden sets on every implementation: ``test_conformance.py``)."""
 
 from __future__ import annotations
 
@@ -8,32 +9,8 @@ from gpu_matcher import Engine, open_project
 from tests.conftest import GOLDEN, golden_queries, golden_sets
 
 SETS = golden_sets()
-CASES = [(name, i) for name in SETS for i in range(len(golden_queries(name)))]
 
 pytestmark = pytest.mark.skipif(not SETS, reason=f"no golden sets at {GOLDEN}")
-
-
-@pytest.fixture(scope="module")
-def engines():
-    return {name: Engine(open_project(GOLDEN / name / "project"), backend="numpy") for name in SETS}
-
-
-@pytest.mark.parametrize("name,index", CASES)
-def test_golden_select(engines, name, index):
-    q = golden_queries(name)[index]
-    sel = engines[name].select(q["source"], q["start"], q["end"], q["threshold"], q["left"],
-                               q["right"], sequences=q["sequences"])
-    assert sel.cells == q["expected_cells"]
-
-
-@pytest.mark.parametrize("name,index", CASES)
-def test_golden_match(engines, name, index):
-    q = golden_queries(name)[index]
-    got = engines[name].match(q["source"], q["expected_cells"], q["threshold"], q["left"], q["right"],
-                              top=q["top"], min_length=q["min_length"],
-                              phrase_length=q["phrase_length"], distinct=q["distinct"],
-                              sequences=q["sequences"])
-    assert [m.as_dict() for m in got] == q["expected"]
 
 
 @pytest.mark.parametrize("store_rows", [True, False])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_matcher.backends.base import Backend, pack_rows, word_dtype
+from gpu_matcher.backends.base import pack_rows, word_dtype
 from gpu_matcher.backends.numpy import NumpyBackend
 from gpu_matcher.source import KeyStore, Layout, float_keys
 
@@ -15,7 +15,7 @@ def test_bit_j_of_word_j_div_64_is_cell_j(k):
     rng = np.random.default_rng(k)
     T = 257
     on = rng.random((k, T)) < 0.4
-    words = Backend().pack_steps(on)
+    words = NumpyBackend().pack_steps(on)   # the shared SearchBackend.pack_steps
     assert words.dtype == word_dtype(k) and words.shape == (T, -(-k // 64))
     bits = np.array([[(int(words[t, j // 64]) >> (j % 64)) & 1 for j in range(k)] for t in range(T)])
     assert np.array_equal(bits.T.astype(bool), on)

@@ -1,96 +1,17 @@
-"""Property tests: the engine against the brute-force oracle on random small inputs.
-
-Inputs draw values from a small pool so ties, equal runs at several levels and thresholds that hit
-stored values exactly are common; sequences, margins at the first/last step, float16/float32 sources
-and both transforms are covered.
+"""Property tests of the exact key machinery and of the NumPy search's batched verification, against
+the brute-force oracle. (Select, match and context against the oracle on every implementation:
+``test_conformance.py``; its scenarios are ``conformance.oracle_scenarios``.)
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-from pathlib import Path
-
-import h5py
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings
 
 from gpu_matcher import Engine
-from gpu_matcher.project import Project
-from gpu_matcher.source import Source
 from tests.engine import oracle
-
-_counter = itertools.count()
-POOL = [-3.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.3, 0.5, 0.75, 1.0, 2.0, 6.0]
-
-
-def project_from_array(raw: np.ndarray, transform: str, starts: list[int]) -> Project:
-    """A Project over an in-memory HDF5 file (nothing on disk)."""
-    f = h5py.File(f"mem-{next(_counter)}.h5", "w", driver="core", backing_store=False)
-    ds = f.create_dataset("states", data=raw)
-    src = Source(name="f::states", dataset=ds, file_path=Path("/nonexistent"), transform=transform)
-    T = raw.shape[0]
-    return Project(id="p", path=Path("."), name="p", description="p", T=T, sources={src.name: src},
-                   word_ids_dataset=None, dictionary={}, meta={},
-                   sequence_starts=np.asarray(sorted(starts), dtype=np.int64) if starts else None)
-
-
-@st.composite
-def scenarios(draw):
-    T = draw(st.integers(1, 40))
-    D = draw(st.integers(1, 9))
-    dtype = draw(st.sampled_from(["float16", "float32"]))
-    transform = draw(st.sampled_from(["tanh", "none"]))
-    values = draw(st.lists(st.one_of(st.sampled_from(POOL), st.floats(-4, 4, width=32)),
-                           min_size=T * D, max_size=T * D))
-    raw = np.asarray(values, dtype=np.float64).reshape(T, D).astype(dtype)
-    starts = sorted(draw(st.sets(st.integers(1, max(1, T - 1)), max_size=4))) if T > 1 else []
-    stored = float(raw.flat[draw(st.integers(0, raw.size - 1))])
-    exact = math.tanh(stored) if transform == "tanh" else stored       # a threshold at a stored value
-    threshold = draw(st.one_of(st.just(exact), st.sampled_from([-1.0, -0.3, 0.0, 0.2, 0.5, 1.0]),
-                               st.floats(-1.2, 1.2)))
-    return raw, transform, starts, float(threshold)
-
-
-def _as_dicts(matches):
-    return [m.as_dict() for m in matches]
-
-
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenarios(), st.data())
-def test_select_and_match_equal_the_oracle(scenario, data):
-    raw, transform, starts, threshold = scenario
-    T, D = raw.shape
-    use_sequences = data.draw(st.booleans())
-    seq_starts = starts if use_sequences else []
-    engine = Engine(project_from_array(raw, transform, starts), backend="numpy")
-    on = oracle.on_matrix(raw, threshold, transform)
-
-    s = data.draw(st.integers(0, T - 1))
-    lo, hi = oracle.sequence_of(s, seq_starts, T)
-    e = data.draw(st.integers(s, hi - 1))
-    left, right = data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))
-    sel = engine.select("f::states", s, e, threshold, left, right, sequences=use_sequences)
-    assert sel.cells == oracle.select(on, s, e, left, right, seq_starts)
-
-    cells = data.draw(st.lists(st.integers(0, D - 1), min_size=1, max_size=D, unique=True))
-    top = data.draw(st.integers(1, 12))
-    min_length = data.draw(st.integers(1, 3))
-    phrase_length = data.draw(st.sampled_from([0, 0, 1, 2, 3]))
-    distinct = data.draw(st.booleans())
-    got = engine.match("f::states", cells, threshold, left, right, top=top, min_length=min_length,
-                       phrase_length=phrase_length, distinct=distinct, sequences=use_sequences)
-    want = oracle.match(on, cells, left, right, seq_starts, top=top, min_length=min_length,
-                        phrase_length=phrase_length, distinct=distinct)
-    assert _as_dicts(got) == want
-    # Once the layout exists, select and context read from it: same answers.
-    assert engine.select("f::states", s, e, threshold, left, right, sequences=use_sequences).cells == sel.cells
-    ctx = engine.context("f::states", 0, T, cells, threshold)
-    assert np.array_equal(ctx.counts, on[:, cells].sum(axis=1))
-    expected_values = np.tanh(raw.astype(np.float32)) if transform == "tanh" else raw.astype(np.float32)
-    np.testing.assert_array_equal(ctx.values, expected_values)
-
+from tests.engine.conformance import oracle_scenarios as scenarios, project_from_array
 
 @settings(max_examples=60, deadline=None)
 @given(scenarios())
@@ -122,9 +43,9 @@ def test_special_values():
 def test_batched_verification_equals_the_oracle(monkeypatch, first):
     """Groups verified a few candidates at a time (longest first, walking those with the least
     possible union at once, stopping when the walk is full) give the oracle's answer."""
-    from gpu_matcher.backends import base
+    from gpu_matcher.backends import search
 
-    monkeypatch.setattr(base, "VERIFY_FIRST", first)
+    monkeypatch.setattr(search, "VERIFY_FIRST", first)
     rng = np.random.default_rng(first)
     for trial in range(6):
         T, D = 400, 14
@@ -137,4 +58,4 @@ def test_batched_verification_equals_the_oracle(monkeypatch, first):
             got = engine.match("f::states", cells, 0.0, left, right, top=top, distinct=distinct)
             want = oracle.match(on, cells, left, right, starts, top=top, min_length=2, phrase_length=0,
                                 distinct=distinct)
-            assert _as_dicts(got) == want, (trial, top, distinct)
+            assert [m.as_dict() for m in got] == want, (trial, top, distinct)

@@ -1,32 +1,23 @@
-"""Faiss-style parity on a real GPU: the CuPy backend beside the NumPy one, identical answers on the
-golden sets and on random inputs; and each kernel beside its NumPy stand-in. Skipped, with the reason,
-where CuPy or a device is missing."""
+"""Faiss-style parity on a real GPU: each kernel beside its NumPy stand-in, and the CuPy backend beside
+the NumPy one on LSTM-like states of a GPU's size. (The golden sets and random inputs on the GPU, keys
+resident and streamed: the ``cupy-gpu`` entries of ``tests/engine/test_conformance.py``.) Skipped, with
+the reason, where CuPy or a device is missing."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gpu_matcher import Engine, open_project
+from gpu_matcher import Engine
 from gpu_matcher.backends import cupy_unavailable_reason
-from gpu_matcher.backends.base import MatchQuery
-from gpu_matcher.backends.cupy import RESIDENT, STREAMED, CudaDevice, CupyBackend, layout_bytes
+from gpu_matcher.backends.cupy import CudaDevice, CupyBackend
+from gpu_matcher.query import MatchQuery
 from gpu_matcher.source import float_keys, key_threshold
-from tests.conftest import GOLDEN, golden_queries, golden_sets
-from tests.gpu.common import ar1_states, golden_match, match_both, project_from_array, scenarios
+from tests.engine.conformance import SOURCE, ar1_states, project_from_array, rows
 from tests.gpu.standin import StandInDevice
 
 REASON = cupy_unavailable_reason()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=f"no GPU: {REASON}")]
-SETS = golden_sets()
-
-
-def streamed_limit(T: int, D: int, itemsize: int) -> int:
-    size = layout_bytes(T, D, itemsize)
-    return math.ceil((size["mask"] + size["work"] + 2 * 32 * D * itemsize) / 0.9)
 
 
 @pytest.fixture(scope="module")
@@ -72,33 +63,7 @@ def test_each_primitive_equals_its_standin(gpu, dtype, T, D):
                                   ref.active_counts(lay_r, key, a, b, lo, hi))
 
 
-# --- the engine's answers ---------------------------------------------------------------------------------
-@pytest.mark.skipif(not SETS, reason=f"no golden sets at {GOLDEN}")
-@pytest.mark.parametrize("mode", [RESIDENT, STREAMED])
-@pytest.mark.parametrize("name", SETS)
-def test_golden_answers_on_the_gpu(name, mode):
-    project = open_project(GOLDEN / name / "project")
-    src = project.source(project.default_source)
-    limit = None if mode == RESIDENT else streamed_limit(src.T, src.D, 4)
-    engine = Engine(project, backend=CupyBackend(CudaDevice(memory_limit=limit)))
-    for q in golden_queries(name):
-        assert golden_match(engine, q) == q["expected"], q
-    assert {engine.layout(q["source"]).mode for q in golden_queries(name)} == {mode}
-
-
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenarios(), st.sampled_from([RESIDENT, STREAMED]))
-def test_gpu_equals_numpy_backend_on_random_inputs(scenario, mode):
-    raw, transform, starts, query = scenario
-    T, D = raw.shape
-    limit = None if mode == RESIDENT else streamed_limit(T, D, raw.dtype.itemsize)
-    project = project_from_array(raw, transform, starts)
-    gpu = Engine(project, backend=CupyBackend(CudaDevice(memory_limit=limit)))
-    cpu = Engine(project, backend="numpy")
-    got, want = match_both([gpu, cpu], query)
-    assert got == want
-
-
+# --- the engine's answers at a GPU's size (golden sets and random inputs: test_conformance.py) -----------
 def test_gpu_equals_numpy_backend_on_ar1_states(gpu):
     rng = np.random.default_rng(17)
     T, D = 100_000, 300                   # 60 MB of float16: the NumPy layout stays in memory
@@ -112,5 +77,5 @@ def test_gpu_equals_numpy_backend_on_ar1_states(gpu):
                  "right": int(rng.integers(0, 3)), "top": int(rng.choice([10, 50, 500])),
                  "min_length": int(rng.integers(1, 4)), "phrase_length": 0,
                  "distinct": bool(i % 2), "sequences": bool(i % 3)}
-        got, want = match_both(engines, query)
+        got, want = (rows(engine, SOURCE, query) for engine in engines)
         assert got == want and got

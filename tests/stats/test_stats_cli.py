@@ -62,11 +62,9 @@ def test_user_errors_are_one_line(capsys):
 
 
 def test_stats_carries_the_scale(capsys):
-    from gpu_matcher import scaling
-
     engine = Engine(open_project(PROJECT), backend="numpy")
     source = engine.project.default_source
-    sel = scaling.select(engine, source, 5, 7, 0.5, scale="zscore")
+    sel = engine.select(source, 5, 7, 0.5, scale="zscore")
     if not sel.cells:
         pytest.skip("the scenario selects nothing")
     label = engine.project.meta["pos"].label(int(stats.track_values(engine, "pos")[5]))

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 
+from gpu_matcher.cli.common import add_backend, add_scale, add_selection, find_project, parse_cells
 from gpu_matcher.errors import ProjectError
 
 
 def _open(path: str, backend: str):
-    from gpu_matcher.cli import _find_project
     from gpu_matcher.engine import Engine
 
-    return Engine(_find_project(path), backend=backend)
+    return Engine(find_project(path), backend=backend)
 
 
 def _source(engine, name: str | None) -> str:
@@ -25,16 +25,12 @@ def _source(engine, name: str | None) -> str:
 
 def _cells(engine, source: str, args) -> list[int]:
     if args.cells is not None:
-        from gpu_matcher.cli import _parse_cells
-
-        cells = _parse_cells(args.cells)
+        cells = parse_cells(args.cells)
     elif args.start is None or args.end is None:
         raise ProjectError("give --start and --end (a brushed range) or --cells")
     else:
-        from gpu_matcher import scaling
-
-        cells = scaling.select(engine, source, args.start, args.end, args.threshold, args.left, args.right,
-                               scale=args.scale).cells
+        cells = engine.select(source, args.start, args.end, args.threshold, args.left, args.right,
+                              scale=args.scale).cells
     if not cells:
         raise ProjectError(f"the selection [{args.start}, {args.end}] at threshold {args.threshold} picks no "
                            "cells; lower the threshold or change the margins")
@@ -42,13 +38,12 @@ def _cells(engine, source: str, args) -> list[int]:
 
 
 def cmd_stats(args) -> int:
-    from gpu_matcher import scaling, stats
+    from gpu_matcher import stats
 
     engine = _open(args.project_dir, args.backend)
     source = _source(engine, args.source)
     cells = _cells(engine, source, args)
-    matches = scaling.match(engine, source, cells, args.threshold, args.left, args.right, args.top,
-                            scale=args.scale)
+    matches = engine.match(source, cells, args.threshold, args.left, args.right, args.top, scale=args.scale)
     out = {"source": source, "cells": sorted(set(cells)), "threshold": args.threshold, "scale": args.scale,
            "matches": len(matches),
            "enrichment": stats.enrichment(engine, source, matches, args.track).as_dict()}
@@ -86,24 +81,16 @@ def cmd_compare(args) -> int:
     source_a = _source(engine_a, args.source)
     source_b = _source(engine_b, args.other_source)
     out = stats.compare(engine_a, source_a, engine_b, source_b, args.start, args.end, args.threshold,
-                        args.left, args.right, args.top, args.track)
+                        args.left, args.right, args.top, args.track, scale=args.scale)
     print(json.dumps(out.as_dict()))
     return 0
 
 
 def _common(p, range_required: bool = False, scale: bool = True) -> None:
-    p.add_argument("project_dir")
-    p.add_argument("--source", help="FILE::PATH (default: the first source)")
-    p.add_argument("--threshold", type=float, required=True)
-    p.add_argument("--start", type=int, required=range_required)
-    p.add_argument("--end", type=int, required=range_required)
-    p.add_argument("--left", type=int, default=0)
-    p.add_argument("--right", type=int, default=0)
-    p.add_argument("--top", type=int, default=50)
-    p.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
+    add_selection(p, range_required)
+    add_backend(p)
     if scale:
-        p.add_argument("--scale", default="none", choices=["none", "zscore", "quantile"],
-                       help="threshold a per-cell normalised value (gpu_matcher.scaling)")
+        add_scale(p, "threshold a per-cell normalised value (gpu_matcher.scaling)")
 
 
 def register(sub) -> None:
@@ -124,7 +111,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("compare", help="one selection in two sources (layers, cell vs hidden, two checkpoints "
                                        "over the same tokens): both match lists, their overlap, enrichments")
-    _common(p, range_required=True, scale=False)
+    _common(p, range_required=True)
     p.add_argument("--other-source", help="the second source (default: the first source of the other project)")
     p.add_argument("--other-project", help="a second project over the same token timeline")
     p.add_argument("--track", help="a discrete meta track whose enrichments to compare")

@@ -1,7 +1,7 @@
 """Subcommands that bring data in: ``demo``, ``convert-text``, ``annotate``, ``convert-zarr``, ``extract``.
 
-Imported by ``gpu_matcher.cli`` on every run, so nothing heavy (PyTorch) is imported here; each command
-imports what it needs when it runs.
+Imported on every run of ``lstmvis``, so nothing heavy (PyTorch) is imported here; each command imports
+what it needs when it runs.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def cmd_annotate(args) -> int:
 
 
 def cmd_convert_zarr(args) -> int:
-    from gpu_matcher.zarr_io import convert_project_to_zarr
+    from gpu_matcher.io.zarr_convert import convert_project_to_zarr
 
     s = convert_project_to_zarr(args.project_dir, args.out, chunk_steps=args.chunk_steps,
                                 compression=args.compression, overwrite=args.overwrite,

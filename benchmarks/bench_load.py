@@ -1,0 +1,292 @@
+"""Load benchmark: N concurrent browser-like sessions against one `lstmvis serve`, on localhost only.
+
+Each session opens the app at a scenario URL (project, source, brush, threshold) the way BokehJS does:
+a WebSocket with a fresh session token (the server builds the session's document), PULL-DOC, then the
+PATCH-DOC messages the server pushes, kept as JSON (``RawSession``). It waits for the match rows, checks
+them against ``lstmvis match`` for the same query, then moves the threshold slider (``value`` and
+``value_throttled``, as a released mouse sends) and waits for the new rows.
+Times are wall-clock from the session's first request to the rows on the client. The server's RSS is
+sampled before the load, during it (peak) and after every session closed and the server dropped them.
+
+Bounded by construction: a fixed number of sessions per round, each with a deadline; localhost only.
+All sessions run in one asyncio loop of this process, on the same machine: its CPU is part of what is
+measured (little: it parses JSON, it builds no Bokeh models).
+
+    python benchmarks/bench_load.py                       # the bundled demo, 5/10/20/40 sessions
+    python benchmarks/bench_load.py --data DIR --project P --source S --brush 100,102 --sessions 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "gpu_matcher.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, check=True)
+
+
+def expected_rows(project_dir: Path, source: str, brush: tuple[int, int], threshold: float) -> list[tuple]:
+    """The answer of ``lstmvis match`` for the app's default query (top 50, distinct)."""
+    out = json.loads(cli("match", str(project_dir), "--source", source, "--threshold", str(threshold),
+                         "--start", str(brush[0]), "--end", str(brush[1]), "--backend", "numpy").stdout)
+    return [(m["start"], m["end"], m["length"], m["inter"], m["union"]) for m in out["matches"]]
+
+
+class RawSession:
+    """A browser-like Bokeh WebSocket client that keeps the document as JSON: it pulls it once, then reads
+    the PATCH-DOC messages the server pushes (a Python ``bokeh.client`` session would turn the whole
+    document into Python models, seconds of client CPU per session on this machine)."""
+
+    def __init__(self, ws_url: str, arguments: dict):
+        self.ws_url, self.arguments = ws_url, arguments
+        self.ids: dict[str, str] = {}
+        self.rows: list[tuple] = []
+
+    async def open(self) -> None:
+        from bokeh.util.token import generate_jwt_token, generate_session_id
+        from tornado.httpclient import HTTPRequest
+        from tornado.websocket import websocket_connect
+        from urllib.parse import urlencode
+
+        token = generate_jwt_token(generate_session_id())
+        self.ws = await websocket_connect(HTTPRequest(f"{self.ws_url}?{urlencode(self.arguments)}"),
+                                          subprotocols=["bokeh", token], max_message_size=64 << 20)
+        await self.read()                                    # ACK
+        await self.send("PULL-DOC-REQ", {})
+        while True:
+            header, content, buffers = await self.read()
+            if header["msgtype"] == "PULL-DOC-REPLY":
+                break
+        self.find(content["doc"], buffers)
+
+    async def send(self, msgtype: str, content: dict) -> None:
+        import uuid
+        await self.ws.write_message(json.dumps({"msgid": uuid.uuid4().hex, "msgtype": msgtype}))
+        await self.ws.write_message("{}")
+        await self.ws.write_message(json.dumps(content))
+
+    async def read(self):
+        header = json.loads(await self.ws.read_message())
+        await self.ws.read_message()                          # metadata
+        content = json.loads(await self.ws.read_message())
+        buffers = {}
+        for _ in range(header.get("num_buffers", 0)):
+            ref = json.loads(await self.ws.read_message())["id"]
+            buffers[ref] = await self.ws.read_message()
+        return header, content, buffers
+
+    def find(self, node, buffers) -> None:
+        """Note the ids of the models named ``matches`` and ``threshold``, and the rows if present."""
+        if isinstance(node, dict):
+            attrs = node.get("attributes")
+            if node.get("type") == "object" and isinstance(attrs, dict) and attrs.get("name") in ("matches",
+                                                                                                  "threshold"):
+                self.ids[attrs["name"]] = node["id"]
+                if attrs["name"] == "matches" and "data" in attrs:
+                    self.set_rows(attrs["data"], buffers)
+            for value in node.values():
+                self.find(value, buffers)
+        elif isinstance(node, list):
+            for value in node:
+                self.find(value, buffers)
+
+    def set_rows(self, data, buffers) -> None:
+        import base64
+
+        import numpy as np
+
+        def column(value):
+            if isinstance(value, dict) and value.get("type") == "ndarray":
+                array = value["array"]
+                raw = buffers[array["id"]] if array.get("type") == "ref" else base64.b64decode(array["data"])
+                return np.frombuffer(raw, dtype=value["dtype"]).tolist()
+            return list(value)
+
+        entries = data.get("entries", data) if isinstance(data, dict) and data.get("type") == "map" else data
+        if isinstance(entries, list):
+            entries = dict(entries)
+        cols = {k: column(entries.get(k, [])) for k in ("start", "end", "length", "inter", "union")}
+        self.rows = list(zip(*cols.values()))
+
+    async def wait_rows(self, want: list[tuple], timeout: float) -> bool:
+        import asyncio
+
+        async def until():
+            while self.rows != want:
+                header, content, buffers = await self.read()
+                if header["msgtype"] != "PATCH-DOC":
+                    continue
+                for event in content.get("events", []):
+                    if event.get("model", {}).get("id") != self.ids.get("matches"):
+                        continue
+                    if event.get("kind") == "ColumnDataChanged":
+                        self.set_rows(event["data"], buffers)
+                    elif event.get("kind") == "ModelChanged" and event.get("attr") == "data":
+                        self.set_rows(event["new"], buffers)
+        try:
+            await asyncio.wait_for(until(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def set_threshold(self, value: float) -> None:
+        model = {"id": self.ids["threshold"]}
+        await self.send("PATCH-DOC", {"events": [
+            {"kind": "ModelChanged", "model": model, "attr": "value", "new": value},
+            {"kind": "ModelChanged", "model": model, "attr": "value_throttled", "new": value}]})
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+async def one_session(ws_url: str, args: dict, want1: list[tuple], theta2: float, want2: list[tuple],
+                      timeout: float) -> dict:
+    import time
+    record = {"first": None, "change": None, "ok1": False, "ok2": False, "error": None}
+    t0 = time.perf_counter()
+    session = RawSession(ws_url, args)
+    try:
+        await session.open()
+        record["ok1"] = await session.wait_rows(want1, timeout)
+        record["first"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        await session.set_threshold(theta2)
+        record["ok2"] = await session.wait_rows(want2, timeout)
+        record["change"] = time.perf_counter() - t1
+    except Exception as exc:                                 # reported, never hidden
+        record["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        if getattr(session, "ws", None) is not None:
+            session.close()
+    return record
+
+
+def run_sessions(ws_url: str, args: dict, want1, theta2, want2, n: int, timeout: float) -> list[dict]:
+    import asyncio
+
+    async def all_of():
+        return await asyncio.gather(*(one_session(ws_url, args, want1, theta2, want2, timeout)
+                                      for _ in range(n)))
+    return asyncio.run(all_of())
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    values = sorted(values)
+    p90 = values[min(len(values) - 1, int(round(0.9 * (len(values) - 1))))]
+    return f"{statistics.median(values):6.2f} s (p90 {p90:.2f}, max {values[-1]:.2f})"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", help="data folder (default: the bundled demo)")
+    ap.add_argument("--project", default="parens")
+    ap.add_argument("--source", default="states::cell_layer1")
+    ap.add_argument("--brush", default="24,26")
+    ap.add_argument("--threshold", type=float, default=0.3)
+    ap.add_argument("--new-threshold", type=float, default=0.35)
+    ap.add_argument("--sessions", default="5,10,20,40", help="comma-separated session counts, one round each")
+    ap.add_argument("--timeout", type=float, default=180, help="seconds a session may wait for its rows")
+    args = ap.parse_args()
+    if args.data:
+        data = Path(args.data)
+    else:
+        sys.path.insert(0, str(REPO))
+        from gpu_matcher.demo import ensure_demo
+        data = Path(ensure_demo())
+    project_dir = data / args.project if (data / args.project / "lstm.yml").is_file() else data
+    brush = tuple(int(x) for x in args.brush.split(","))
+    want1 = expected_rows(project_dir, args.source, brush, args.threshold)
+    want2 = expected_rows(project_dir, args.source, brush, args.new_threshold)
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "gpu_matcher.cli", "serve", str(data), "--port", str(port),
+                               "--backend", "numpy"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=env)
+    try:
+        deadline = time.time() + 120
+        for line in server.stdout:
+            if "open http" in line or time.time() > deadline:
+                break
+        threading.Thread(target=lambda: [None for _ in server.stdout], daemon=True).start()   # drain logs
+        url = f"http://127.0.0.1:{port}/"
+        query = {"project": args.project, "source": args.source, "brush": args.brush,
+                 "threshold": str(args.threshold)}
+        print(f"machine: {platform.machine()} {os.cpu_count()} cores, {platform.python_version()}; "
+              f"server backend numpy; data {data}; query {query}; rows expected {len(want1)} / {len(want2)}")
+        ws_url = f"ws://127.0.0.1:{port}/ws"
+        warm = run_sessions(ws_url, query, want1, args.new_threshold, want2, 1, args.timeout)
+        if warm[0]["error"] or not (warm[0]["ok1"] and warm[0]["ok2"]):
+            print(f"warm-up session failed: {warm[0]}")
+            return 1
+        print(f"warm-up session: first match {warm[0]['first']:.2f} s, threshold change "
+              f"{warm[0]['change']:.2f} s, answers equal: {warm[0]['ok1'] and warm[0]['ok2']}")
+        for n in (int(x) for x in args.sessions.split(",")):
+            time.sleep(2)
+            base = rss_mb(server.pid)
+            peak = [base]
+            done = threading.Event()
+
+            def sample():
+                while not done.wait(0.1):
+                    peak[0] = max(peak[0], rss_mb(server.pid))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            t0 = time.perf_counter()
+            out = run_sessions(ws_url, query, want1, args.new_threshold, want2, n, args.timeout)
+            wall = time.perf_counter() - t0
+            done.set()
+            # Closed sessions are dropped by the server after its unused-session lifetime (30 s, checked
+            # every 10 s); wait for that before reading memory back.
+            time.sleep(45)
+            after = rss_mb(server.pid)
+            errors = [r["error"] for r in out if r["error"]]
+            equal = sum(1 for r in out if r["ok1"] and r["ok2"])
+            print(f"{n:3d} sessions: first match {spread([r['first'] for r in out if r['first'] is not None])}; "
+                  f"threshold change {spread([r['change'] for r in out if r['change'] is not None])}; "
+                  f"answers equal to lstmvis match {equal}/{n}; errors {len(errors)}"
+                  f"{' (' + errors[0] + ')' if errors else ''}; round {wall:.1f} s; server RSS {base:.0f} MB "
+                  f"before, {peak[0]:.0f} peak, {after:.0f} after ({100 * (after - base) / base:+.0f}%)")
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

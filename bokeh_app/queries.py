@@ -1,0 +1,248 @@
+"""The app's questions to the engine, as plain functions returning plain answers (no Bokeh).
+
+Like ``select_movies()`` in Bokeh's movies example: a receiver asks one of these (on the document lock
+when it is quick, in the session's worker when it is long) and hands the answer to ``bokeh_app.columns``.
+Nothing here touches a model or a session, so a worker thread may run any of them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bokeh_app.columns import CATEGORY_COLORS, matrix_words, row_label
+from gpu_matcher import Engine, ProjectError
+from gpu_matcher import stats as hypothesis
+
+PHRASE_POINTS = 20_000                 # most phrases drawn in the phrase map (PCA uses all of them)
+
+
+# --- the match view -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MatchJob:
+    generation: int
+    source: str
+    cells: tuple[int, ...]
+    threshold: float
+    left: int
+    right: int
+    tracks: tuple[str, ...]
+    note: str = ""                     # the status message of the action that asked for it
+    asked: float = 0.0                 # time.monotonic() when it was asked for
+    scale: str = "none"                # the threshold's scale: the value, or per-cell zscore / quantile
+    stats: tuple[str, str] = ("", "")  # (track, label) of the hypothesis panel, "" when it is absent
+
+
+@dataclass
+class ColumnSummary:
+    """One heatmap column-wise over the top matches (the row under the word matrix)."""
+
+    kind: str              # "count", "discrete", "scalar" or "wordvec"
+    value: np.ndarray      # (columns,) float64: the mean (count, scalar, wordvec) or the majority
+                           # label's share (discrete); NaN where no match has a step at that offset
+    label: np.ndarray      # (columns,) float64: the majority label id (discrete), else NaN
+    text: list[str]        # (columns,) the cell's text: the majority label, or the mean
+
+
+@dataclass
+class MatchMatrix:
+    """The match view's word matrix and its aligned heatmaps, one row per match."""
+
+    words: dict[str, list]                  # x, y, word, color, style, pos, font, align
+    row_labels: dict[int, str]              # y -> "rank start len inter/union"
+    heatmaps: dict[str, np.ndarray]         # name -> (rows, columns) float32, NaN where no step
+    lows: dict[str, float]                  # colour-mapper bounds per heatmap
+    highs: dict[str, float]
+    summaries: dict = field(default_factory=dict)   # name -> ColumnSummary (the heatmap under the matrix)
+
+
+@dataclass
+class MatchResult:
+    matches: list
+    matrix: MatchMatrix
+    engine_ms: float
+    total_ms: float
+    stats: "StatsAnswer | None" = None         # the hypothesis panel's numbers, computed in the worker too
+
+
+def summarise_columns(values: np.ndarray, kind: str, label_of=None) -> ColumnSummary:
+    """``values`` (rows, columns), NaN where no step: the column means, or for a discrete track the
+    majority label of each column and its share of the rows with a step there."""
+    values = np.asarray(values, dtype=np.float64)
+    columns = values.shape[1] if values.ndim == 2 else 0
+    value = np.full(columns, np.nan)
+    label = np.full(columns, np.nan)
+    text = [""] * columns
+    for c in range(columns):
+        col = values[:, c]
+        col = col[np.isfinite(col)]
+        if col.size == 0:
+            continue
+        if kind == "discrete":
+            ids, counts = np.unique(col, return_counts=True)
+            best = int(np.argmax(counts))                    # ties: the smallest id
+            value[c], label[c] = counts[best] / col.size, ids[best]
+            text[c] = label_of(ids[best]) if label_of is not None else f"{ids[best]:g}"
+        else:
+            value[c] = col.mean()
+            text[c] = f"{value[c]:.1f}" if abs(value[c]) < 10 else f"{value[c]:.3g}"
+    return ColumnSummary(kind, value, label, text)
+
+
+def track_bounds(track, values: np.ndarray) -> tuple[float, float]:
+    """Colour-mapper bounds for a meta track: its declared range, else the data's."""
+    if track.kind == "discrete":
+        return -0.5, len(CATEGORY_COLORS) - 0.5       # ids are folded mod 10 (discrete_ids)
+    if track.value_range is not None:
+        return float(track.value_range[0]), float(track.value_range[1])
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def discrete_ids(values: np.ndarray) -> np.ndarray:
+    """Label ids folded onto the 10 category colours (NaN stays NaN)."""
+    out = np.asarray(values, dtype=np.float32).copy()
+    finite = np.isfinite(out)
+    out[finite] = np.mod(out[finite], len(CATEGORY_COLORS))
+    return out
+
+
+def track_window(track, a: int, b: int) -> np.ndarray:
+    """A meta track's values over ``[a, b)``: a wordvec track's top-1 weight, else its values."""
+    if track.kind == "wordvec":
+        weights = track.weights_for(a, b)
+        return weights[:, 0] if weights is not None else np.zeros(b - a)
+    return track.values(a, b)
+
+
+def match_matrix(engine: Engine, source: str, matches, cells: list[int], threshold: float,
+                 context_left: int, columns: int, tracks: list[str], word_px: int,
+                 scale: str = "none") -> MatchMatrix:
+    """Words around every match (aligned at its start) and the heatmaps ``n(t)`` and ``tracks``."""
+    project = engine.project
+    T = project.T
+    rows = len(matches)
+    windows, labels = [], {}
+    heat = {"n(t)": np.full((rows, columns), np.nan, dtype=np.float32)}
+    raw: dict[str, np.ndarray] = {}          # discrete tracks' label ids before folding onto 10 colours
+    for name in tracks:
+        heat[name] = np.full((rows, columns), np.nan, dtype=np.float32)
+        if project.meta[name].kind == "discrete":
+            raw[name] = np.full((rows, columns), np.nan, dtype=np.float64)
+    for row, m in enumerate(matches):
+        lo = m.start - context_left
+        a, b = max(0, lo), min(T, lo + columns)
+        if b <= a:
+            continue
+        windows.append((row, lo, a, project.tokens(a, b), m.start, m.end, *project.sequence_of(m.start)))
+        labels[row] = row_label(row, m)
+        heat["n(t)"][row, a - lo:b - lo] = engine.counts(source, cells, threshold, a, b, scale=scale)
+        for name in tracks:
+            track = project.meta[name]
+            vals = track_window(track, a, b)
+            if name in raw:
+                raw[name][row, a - lo:b - lo] = np.asarray(vals, dtype=np.float64)
+            vals = np.asarray(vals, dtype=np.float32)
+            heat[name][row, a - lo:b - lo] = discrete_ids(vals) if track.kind == "discrete" else vals
+    lows, highs = {"n(t)": 0.0}, {"n(t)": float(max(1, len(cells)))}
+    summaries = {"n(t)": summarise_columns(heat["n(t)"], "count")}
+    for name in tracks:
+        track = project.meta[name]
+        lows[name], highs[name] = track_bounds(track, heat[name])
+        summaries[name] = summarise_columns(raw.get(name, heat[name]), track.kind, track.label)
+    return MatchMatrix(matrix_words(windows, word_px), labels, heat, lows, highs, summaries)
+
+
+def match_answer(engine: Engine, job: MatchJob, md) -> MatchResult:
+    """The exact top-N of a job, the word matrix around each match and, when the panel is shown, its
+    numbers (``md``: the match view's defaults)."""
+    t0 = time.perf_counter()
+    matches = engine.match(job.source, list(job.cells), job.threshold, job.left, job.right, top=md.top,
+                           min_length=md.min_length, phrase_length=md.phrase_length, distinct=md.distinct,
+                           sequences=True, scale=job.scale)
+    t1 = time.perf_counter()
+    matrix = match_matrix(engine, job.source, matches, list(job.cells), job.threshold, md.context_left,
+                          md.columns, list(job.tracks), md.word_px, job.scale)
+    answer = None
+    if job.stats[0]:
+        answer = stats_answer(engine, job.source, matches, list(job.cells), job.threshold, job.scale, *job.stats)
+    return MatchResult(matches, matrix, (t1 - t0) * 1000, (time.perf_counter() - t0) * 1000, answer)
+
+
+# --- the hypothesis panel -----------------------------------------------------------------------------
+@dataclass
+class StatsAnswer:
+    """The hypothesis panel's numbers for one S, threshold, label and match list (gpu_matcher.stats)."""
+
+    track: str
+    label: str
+    threshold: float
+    cells: int
+    enrichment: list                            # LabelEnrichment rows
+    points: list                                # Detection over the threshold grid, by threshold
+    now: object = None                          # Detection at the current threshold
+    error: str = ""
+
+    @property
+    def best(self):
+        """The best-F1 point of the curve when its F1 is above 0 (ties: the lower threshold)."""
+        best = max(self.points, key=lambda p: (p.f1, -p.threshold)) if self.points else None
+        return best if best is not None and best.f1 > 0 else None
+
+
+def stats_answer(engine: Engine, source: str, matches: list, cells: list[int], threshold: float, scale: str,
+                 track: str, label: str) -> StatsAnswer:
+    """Enrichment of ``matches`` and S as a detector of ``track == label``; errors become ``error``."""
+    answer = StatsAnswer(track, label, float(threshold), len(cells), [], [])
+    try:
+        if matches and track:
+            answer.enrichment = hypothesis.enrichment(engine, source, matches, track).labels
+        if cells and track and label != "":
+            grid = hypothesis.default_thresholds(engine, source, scale=scale)
+            curve = hypothesis.detector_curve(engine, source, cells, grid + [float(threshold)], track, label,
+                                              scale)
+            answer.now = curve.points[-1]
+            answer.points = sorted(curve.points[:-1], key=lambda p: p.threshold)
+    except ProjectError as exc:
+        answer.error = str(exc)
+    return answer
+
+
+def track_labels(engine: Engine, name: str) -> list[str]:
+    """A discrete track's label names (its dictionary's, else the values that occur)."""
+    track = engine.project.meta[name]
+    if track.labels:
+        return [track.label(v) for v in sorted(track.labels)]
+    return [str(v) for v in np.unique(hypothesis.track_values(engine, name))]
+
+
+@dataclass
+class PhraseMap:
+    spans: int                  # every span of the track's labels
+    shown: np.ndarray           # the indices drawn (at most PHRASE_POINTS)
+    coords: np.ndarray          # (shown, k) PCA coordinates
+    values: list                # the drawn spans' label ids
+    texts: list[str]
+    starts: np.ndarray
+    ends: np.ndarray
+    explained: list[float]
+    ms: float
+
+
+def phrase_map(engine: Engine, source: str, track: str, threshold: float, left: int, right: int,
+               scale: str) -> PhraseMap:
+    """Fig. 9: S of every span of ``track``'s labels, projected by PCA (all spans; the drawn ones thinned)."""
+    t0 = time.perf_counter()
+    pp = hypothesis.phrase_patterns(engine, source, track, threshold, left=left, right=right, scale=scale)
+    proj = hypothesis.pca(pp.patterns, 2)
+    ms = (time.perf_counter() - t0) * 1000
+    P = pp.starts.size
+    shown = np.arange(P) if P <= PHRASE_POINTS else np.linspace(0, P - 1, PHRASE_POINTS).astype(np.int64)
+    return PhraseMap(P, shown, proj.coords[shown], pp.values[shown].tolist(),
+                     hypothesis.phrase_texts(engine, pp.starts[shown], pp.ends[shown]), pp.starts[shown],
+                     pp.ends[shown], list(proj.explained), ms)

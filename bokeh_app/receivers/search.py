@@ -1,0 +1,58 @@
+"""Phrase search: the occurrences of a typed phrase, each in context; a click moves the window there."""
+
+from __future__ import annotations
+
+from bokeh_app import columns
+from gpu_matcher import ProjectError
+
+
+class SearchReceiver:
+    def __init__(self, session):
+        self.s = session
+        self.hits: list[int] = []
+        self.length = 1                    # tokens in the searched phrase
+
+    def connect(self) -> None:
+        sv = self.s.sv
+        sv.search.on_change("value", lambda attr, old, new: self.on_search(new))
+        sv.search_hits.selected.on_change("indices", lambda attr, old, new: self.on_pick(new))
+
+    def on_search(self, phrase: str) -> None:
+        s, sv = self.s, self.s.sv
+        phrase = (phrase or "").strip()
+        if not phrase:
+            sv.search_hits.data = columns.search_columns([], [])
+            sv.search_info.text = ""
+            return
+        s.user_acted()
+        try:
+            tokens = s.engine.tokenize(phrase)
+            hits = s.engine.search(phrase)
+        except ProjectError as exc:
+            s.say(str(exc), "warn")
+            return
+        limit = s.defaults.search_max_results
+        shown = [int(h) for h in hits[:limit]]
+        n = max(1, len(tokens))
+        tok = s.project.tokens
+        contexts = [f"{' '.join(tok(h - 2, h))} [{' '.join(tok(h, h + n))}] {' '.join(tok(h + n, h + n + 3))}".strip()
+                    for h in shown]
+        phrase_text = " ".join(tokens)
+        with s.batch():
+            self.hits, self.length = shown, n
+            sv.search_hits.selected.indices = []
+            sv.search_hits.data = columns.search_columns(shown, contexts)
+            more = f" (first {limit} listed)" if len(hits) > limit else ""
+            sv.search_info.text = f"{len(hits):,} occurrence(s) of “{phrase_text}”{more}"
+            if len(hits):
+                s.say(f"{len(hits):,} occurrence(s) of “{phrase_text}”; click one to go there.")
+            else:
+                s.say(f"“{phrase}” does not occur in this project.", "warn")
+
+    def on_pick(self, indices: list[int]) -> None:
+        if self.s.quiet or not indices or not 0 <= indices[0] < len(self.hits):
+            return
+        i = indices[0]
+        hit = self.hits[i]
+        self.s.go(hit - self.s.window // 4, focus=(hit, hit + self.length - 1),
+                  message=f"Occurrence {i + 1} at step {hit:,}.")

@@ -1,0 +1,249 @@
+"""S in the select view: the brush, threshold (and its scale), off-margins, source and hand edits, and
+everything S draws (n(t), the highlighted traces, the S table, the pattern, the brush boxes)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from bokeh.events import PanEnd, SelectionGeometry, Tap
+
+from bokeh_app import columns
+from bokeh_app.state import default_threshold, threshold_range
+from bokeh_app.views.common import BRUSH_COLOR, COUNT_PALETTE, MARGIN_COLOR
+from bokeh_app.views.select import pattern_margin, pattern_x_range
+from gpu_matcher import ProjectError
+from gpu_matcher.threshold import SCALE_DEFAULTS, SCALES, Threshold
+
+SCALE_NAMES = {"none": "the value", "zscore": "the z-score within each cell",
+               "quantile": "the quantile within each cell"}
+
+
+class SelectReceiver:
+    def __init__(self, session):
+        self.s = session
+
+    def connect(self) -> None:
+        sv = self.s.sv
+        sv.threshold.on_change("value_throttled", lambda attr, old, new: self.on_threshold(new))
+        sv.scale.on_change("value", lambda attr, old, new: self.on_scale(new))
+        sv.left.on_change("value", lambda attr, old, new: self.on_margins())
+        sv.right.on_change("value", lambda attr, old, new: self.on_margins())
+        sv.plot.on_event(SelectionGeometry, self.on_selection_geometry)
+        sv.pattern_plot.on_event(Tap, lambda event: self.on_pattern_point(event.x))
+        sv.pattern_plot.on_event(PanEnd, lambda event: self.on_pattern_point(event.x))
+        sv.source_select.on_change("value", lambda attr, old, new: self.on_source(new))
+        sv.add_button.on_click(lambda: self.on_add_cells(sv.cell_input.value))
+        sv.remove_button.on_click(lambda: self.on_remove_cells(sv.cell_input.value))
+        sv.reset_button.on_click(self.on_reset_cells)
+
+    # --- S and what it draws ---------------------------------------------------------------------
+    def configure_source(self) -> None:
+        """The value axis and the threshold slider for the state's source and scale."""
+        s, sv, st = self.s, self.s.sv, self.s.state
+        lo, hi = s.src.value_range()
+        pad = 0.04 * (hi - lo)
+        sv.plot.y_range.update(start=lo - pad, end=hi + pad)
+        lo, hi = threshold_range((lo, hi), st.scale)
+        sv.threshold.update(start=lo, end=hi, step=float(f"{(hi - lo) / 200:.2g}"), value=st.threshold)
+        sv.threshold_line.location = st.threshold
+        sv.threshold_line.visible = not Threshold(st.threshold, st.scale).scaled   # a scaled θ is no value line
+        sv.scale.value = st.scale
+        sv.source_select.value = st.source
+        sv.plot.yaxis.axis_label = "tanh(state)" if s.src.transform == "tanh" else "value"
+        sv.position.high = s.project.T - 1
+
+    def recompute_cells(self) -> None:
+        """S = cells of the brush (MATCHING.md) plus hand additions minus hand removals."""
+        s, st = self.s, self.s.state
+        base: list[int] = []
+        if st.brush is not None:
+            try:
+                base = s.engine.select(st.source, st.brush[0], st.brush[1], st.threshold, st.left, st.right,
+                                       scale=st.scale).cells
+            except ProjectError as exc:
+                s.say(str(exc), "error")
+        s.base_cells = base
+        s.cells = sorted((set(base) | set(st.add)) - set(st.remove))
+
+    def apply(self) -> None:
+        """Everything that follows S: n(t), the highlighted traces, the pattern, the brush, the S table."""
+        s, sv, st = self.s, self.s.sv, self.s.state
+        W, cells = s.window, s.cells
+        on = s.engine.on_mask(st.source, st.pos, st.pos + W, st.threshold, st.scale)    # MATCHING.md
+        # Without S the strip stays blank rather than showing a row of zeros.
+        n = on[:, cells].sum(axis=1).astype(np.float32) if cells else np.full(on.shape[0], np.nan, np.float32)
+        sv.counts.data = columns.count_columns(columns.padded(n, W), len(cells), s.word_width >= 16, COUNT_PALETTE)
+        sv.highlight.args = {"cells": [int(c) for c in cells], "stride": W + 1}
+        sv.brush_boxes.data = columns.brush_box_columns(st.brush, st.pos, st.left, st.right, BRUSH_COLOR,
+                                                        MARGIN_COLOR)
+        sv.pattern.data = columns.pattern_columns(st.left, (st.brush[1] - st.brush[0] + 1) if st.brush else 0,
+                                                  st.right)
+        lo, hi = pattern_x_range(st.left, st.right, s.defaults.select.max_margin)
+        if (sv.pattern_plot.x_range.start, sv.pattern_plot.x_range.end) != (lo, hi):
+            sv.pattern_plot.x_range.update(start=lo, end=hi)
+        # The table last: it is the slowest part to update in the browser, the plots go first.
+        sv.selection.selected.indices = []
+        sv.selection.data = columns.selection_columns(cells, on[:, cells].sum(axis=0).tolist() if cells else [],
+                                                      st.add, s.base_cells)
+
+    def changed(self, message=None) -> None:
+        """S changed (brush, threshold, margins, hand edits): update the view and ask for matches.
+
+        ``message`` (a string, or a function of |S|) goes to the status line *first*: in the browser its
+        re-layout then happens before the plots' data arrives instead of delaying their repaint.
+        """
+        s = self.s
+        with s.batch():
+            self.recompute_cells()
+            if message is not None:
+                s.say(message(len(s.cells)) if callable(message) else message)
+            s.sync_url()
+            self.apply()
+        s.match.request()
+
+    def cells_text(self, k: int | None = None) -> str:
+        k = len(self.s.cells) if k is None else k
+        if self.s.state.brush is None and not k:
+            return "no brush yet."
+        return f"{k} cells selected."
+
+    # --- callbacks: brush, threshold, scale, margins, source -------------------------------------
+    def on_selection_geometry(self, event) -> None:
+        geometry = event.geometry
+        if not getattr(event, "final", True) or geometry.get("type") != "rect":
+            return
+        self.brush(float(geometry["x0"]), float(geometry["x1"]))
+
+    def brush(self, x0: float, x1: float) -> None:
+        """A brush from window x ``x0`` to ``x1``: the words whose centres it covers form the range."""
+        s = self.s
+        s.user_acted()
+        if x1 < x0:
+            x0, x1 = x1, x0
+        W = min(s.window, s.project.T - s.state.pos)
+        a, b = math.ceil(x0), math.floor(x1)
+        if a > b:
+            a = b = int(round((x0 + x1) / 2))
+        a, b = min(max(a, 0), W - 1), min(max(b, 0), W - 1)
+        start, end = s.state.pos + a, s.state.pos + b
+        seq_hi = s.project.sequence_of(start)[1]
+        note = ""
+        if end >= seq_hi:
+            end = seq_hi - 1
+            note = f" (cut at the sequence boundary at {seq_hi})"
+        s.state = s.state.with_(brush=(start, end), add=(), remove=())
+        words = " ".join(s.project.tokens(start, min(end + 1, start + 8)))
+        self.changed(lambda k: f"Brushed steps {start}–{end} “{words}{' …' if end - start >= 8 else ''}”"
+                               f"{note}: {k} cells selected.")
+
+    def on_threshold(self, value) -> None:
+        if value is None:
+            return
+        s = self.s
+        s.user_acted()
+        s.state = s.state.with_(threshold=round(float(value), 4))
+        s.sv.threshold_line.location = s.state.threshold
+        self.changed(lambda k: f"Threshold {s.state.threshold:g}: {self.cells_text(k)}")
+
+    def on_scale(self, value: str) -> None:
+        """Threshold the value or a per-cell normalised value; the threshold resets to the new range."""
+        s = self.s
+        if s.quiet or value == s.state.scale or value not in SCALES:
+            return
+        s.user_acted()
+        lo, hi = threshold_range(s.src.value_range(), value)
+        theta = SCALE_DEFAULTS.get(value) or default_threshold((lo, hi), s.defaults)
+        s.state = s.state.with_(scale=value, threshold=theta)
+        with s.batch():
+            self.configure_source()
+        self.changed(lambda k: f"Threshold on {SCALE_NAMES[value]} (threshold {theta:g}): {self.cells_text(k)}")
+
+    def on_margins(self) -> None:
+        s = self.s
+        if s.quiet:
+            return
+        s.user_acted()
+        left, right = int(s.sv.left.value or 0), int(s.sv.right.value or 0)
+        s.state = s.state.with_(left=max(0, left), right=max(0, right))
+        self.changed(lambda k: f"Off-margins L={s.state.left}, R={s.state.right}: {self.cells_text(k)}")
+
+    def on_pattern_point(self, x: float | None) -> None:
+        """A click, or the end of a drag, on the pattern plot at ``x``: left of the brush sets L, right
+        of it R, to the off steps between there and the brush (the spinners follow, and S with them)."""
+        hit = pattern_margin(float(x), self.s.defaults.select.max_margin) if x is not None else None
+        if hit is None:
+            return
+        side, steps = hit
+        spinner = self.s.sv.left if side == "left" else self.s.sv.right
+        if int(spinner.value or 0) != steps:
+            spinner.value = steps                  # fires on_margins, as a typed value would
+
+    def on_source(self, name: str) -> None:
+        s = self.s
+        if s.quiet or name == s.state.source or name not in s.project.sources:
+            return
+        s.user_acted()
+        src = s.project.source(name)
+        lo, hi = threshold_range(src.value_range(), s.state.scale)
+        theta = s.state.threshold
+        if theta is None or not lo <= theta <= hi:
+            theta = default_threshold((lo, hi), s.defaults)
+        s.state = s.state.with_(source=name, threshold=theta, add=(), remove=())
+        with s.batch():
+            self.recompute_cells()
+            s.say(f"Source {src.label}: {self.cells_text()}")
+            self.configure_source()
+            s.show_window()
+            s.sync_url()
+        s.match.request()
+
+    # --- callbacks: cells edited by hand ---------------------------------------------------------
+    def parse_cells(self, text: str) -> list[int] | None:
+        D = self.s.src.D
+        try:
+            cells = [int(c) for c in str(text or "").replace(";", ",").replace(" ", ",").split(",") if c]
+        except ValueError:
+            self.s.say(f"{text!r}: type cell numbers separated by commas, e.g. 3, 17", "warn")
+            return None
+        bad = [c for c in cells if not 0 <= c < D]
+        if bad:
+            self.s.say(f"cell {bad[0]} is out of range [0, {D})", "warn")
+            return None
+        return cells
+
+    def on_add_cells(self, text: str) -> None:
+        s = self.s
+        s.user_acted()
+        cells = self.parse_cells(text)
+        if not cells:
+            if cells == []:
+                s.say("Type the cells to add, e.g. 3, 17.", "warn")
+            return
+        add = set(s.state.add) | (set(cells) - set(s.base_cells))
+        remove = set(s.state.remove) - set(cells)
+        s.state = s.state.with_(add=tuple(sorted(add)), remove=tuple(sorted(remove)))
+        s.sv.cell_input.value = ""
+        self.changed(lambda k: f"Added cell(s) {', '.join(map(str, cells))}: {k} cells in S.")
+
+    def on_remove_cells(self, text: str) -> None:
+        s = self.s
+        s.user_acted()
+        ticked = [s.cells[i] for i in s.sv.selection.selected.indices if 0 <= i < len(s.cells)]
+        typed = self.parse_cells(text) if str(text or "").strip() else []
+        if typed is None:
+            return
+        cells = sorted(set(ticked) | set(typed))
+        if not cells:
+            s.say("Tick rows of the table (or type cells) to remove them from S.", "warn")
+            return
+        remove = set(s.state.remove) | (set(cells) & set(s.base_cells))
+        add = set(s.state.add) - set(cells)
+        s.state = s.state.with_(add=tuple(sorted(add)), remove=tuple(sorted(remove)))
+        s.sv.cell_input.value = ""
+        self.changed(lambda k: f"Removed cell(s) {', '.join(map(str, cells))}: {k} cells in S.")
+
+    def on_reset_cells(self) -> None:
+        self.s.user_acted()
+        self.s.state = self.s.state.with_(add=(), remove=())
+        self.changed(lambda k: f"Hand edits undone: {k} cells in S.")

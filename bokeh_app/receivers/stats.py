@@ -1,0 +1,172 @@
+"""The hypothesis panel (``gpu_matcher.stats``): enrichment of the shown matches, S as a detector of a
+label (best-F1 threshold in one click), suggested cells, the phrase map and the comparison of two
+sources. Suggest, phrase map and compare are long: they run in the session's worker, off the lock."""
+
+from __future__ import annotations
+
+import html
+
+from bokeh_app import columns, queries
+from bokeh_app.queries import MatchJob, PhraseMap, StatsAnswer
+from bokeh_app.views.stats import DEPLETED, ENRICHED
+from bokeh_app.worker import failure
+from gpu_matcher import stats as hypothesis
+
+class StatsReceiver:
+    def __init__(self, session):
+        self.s = session
+        self.best_threshold: float | None = None
+        self.suggested: list[int] = []
+        self.phrase_rows: list[tuple[int, int]] = []
+
+    def connect(self) -> None:
+        s, stv = self.s, self.s.stv
+        stv.track.on_change("value", lambda attr, old, new: self.on_track(new))
+        stv.label.on_change("value", lambda attr, old, new: None if s.quiet else self.update())
+        stv.apply_best.on_click(self.on_apply_best)
+        stv.suggest.on_click(self.on_suggest)
+        stv.add_suggested.on_click(lambda: s.select.on_add_cells(",".join(str(c) for c in self.suggested[:5])))
+        stv.phrase_map.on_click(self.on_phrase_map)
+        stv.compare.on_click(self.on_compare)
+        stv.phrases.selected.on_change("indices", lambda attr, old, new: self.on_phrase_pick(new))
+
+    # --- enrichment and detector -----------------------------------------------------------------
+    def update(self) -> None:
+        """Enrichment of the shown matches and S as a detector of the chosen label (exact counts)."""
+        s, st = self.s, self.s.state
+        self.apply(queries.stats_answer(s.engine, st.source, s.match.matches, s.cells, st.threshold, st.scale,
+                                        *s.stats_choice()))
+
+    def after_match(self, job: MatchJob, answer: StatsAnswer | None) -> None:
+        """A match arrived: its numbers were computed with it, unless the panel's choice changed since."""
+        if answer is not None and answer.track and job.stats == self.s.stats_choice():
+            self.apply(answer)
+        else:
+            self.update()
+
+    def apply(self, answer: StatsAnswer) -> None:
+        stv = self.s.stv
+        stv.enrichment_plot.x_range.factors = [r.label for r in answer.enrichment]
+        stv.enrichment.data = columns.enrichment_columns(answer.enrichment, ENRICHED, DEPLETED)
+        best = answer.best if answer.now is not None else None
+        self.best_threshold = best.threshold if best is not None else None
+        stv.apply_best.disabled = best is None
+        stv.curve.data = columns.curve_columns(answer.points if answer.now is not None else [])
+        stv.best.data = columns.best_columns(best)
+        if best is not None:
+            stv.apply_best.label = f"apply the best-F1 threshold ({best.threshold:g}, F1 {best.f1:.3f})"
+        stv.detector.text = self.detector_text(answer)
+
+    @staticmethod
+    def detector_text(answer: StatsAnswer) -> str:
+        now = answer.now
+        if now is None:
+            return html.escape(answer.error) if answer.error else "S as a detector: select cells first."
+        return (f"<b>{answer.cells} cells all on</b> &rArr; {html.escape(answer.track)} = "
+                f"{html.escape(answer.label)} at threshold {answer.threshold:g}: precision "
+                f"<b>{now.precision:.3f}</b> ({now.true_positives:,}/{now.predicted:,}), recall "
+                f"<b>{now.recall:.3f}</b> ({now.true_positives:,}/{now.positives:,}), F1 <b>{now.f1:.3f}</b>")
+
+    def on_track(self, name: str) -> None:
+        s = self.s
+        if name not in s.project.meta:
+            return
+        labels = queries.track_labels(s.engine, name)
+        with s.batch():
+            s.stv.label.options = labels
+            s.stv.label.value = labels[-1] if labels else ""
+        self.update()
+
+    def on_apply_best(self) -> None:
+        if self.best_threshold is None:
+            return
+        value = self.best_threshold
+        with self.s.batch():
+            self.s.sv.threshold.value = value
+        self.s.select.on_threshold(value)
+
+    # --- long jobs: suggest, phrase map, compare ---------------------------------------------------
+    def on_suggest(self) -> None:
+        s, st, stv = self.s, self.s.state, self.s.stv
+        engine = s.engine
+        if st.brush is not None:
+            target = f"the brush [{st.brush[0]:,}, {st.brush[1]:,}]"
+            where = dict(start=st.brush[0], end=st.brush[1])
+        else:
+            target = f"{stv.track.value} = {stv.label.value}"
+            where = dict(track=stv.track.value, label=stv.label.value)
+        s.say(f"Ranking the cells that separate {target}…", "busy")
+        s.worker.submit("suggest", lambda: hypothesis.suggest_cells(engine, st.source, st.threshold, **where,
+                                                                    scale=st.scale),
+                        lambda ranked: self.show_suggestions(target, ranked))
+
+    def show_suggestions(self, target: str, ranked) -> None:
+        s, stv = self.s, self.s.stv
+        if isinstance(ranked, Exception):
+            s.say(failure("Suggest", ranked), "error")
+            return
+        self.suggested = [r.cell for r in ranked]
+        stv.suggestions.data = columns.suggestion_columns(ranked)
+        stv.add_suggested.disabled = not ranked
+        s.say(f"Cells that best separate {target} from the rest (on-rate inside minus outside): "
+              f"{', '.join(str(c) for c in self.suggested[:5])}.")
+
+    def on_phrase_map(self) -> None:
+        """Fig. 9: S of every span of the chosen track's labels, PCA, a scatter coloured by label."""
+        s, st = self.s, self.s.state
+        engine, track = s.engine, s.stv.track.value
+        s.stv.phrase_info.text = f"Computing the phrase map of <b>{html.escape(track)}</b>…"
+        s.worker.submit("phrase_map", lambda: queries.phrase_map(engine, st.source, track, st.threshold, st.left,
+                                                                 st.right, st.scale),
+                        lambda pm: self.show_phrase_map(track, st.threshold, pm))
+
+    def show_phrase_map(self, track: str, threshold: float, pm: PhraseMap) -> None:
+        s, stv = self.s, self.s.stv
+        if isinstance(pm, Exception):
+            stv.phrase_info.text = html.escape(failure("Phrase map", pm))
+            return
+        with s.batch():
+            stv.phrases.selected.indices = []
+            stv.phrases.data = columns.phrase_columns(pm.coords, pm.values, s.project.meta[track].label, pm.texts,
+                                                      pm.starts, pm.ends)
+        self.phrase_rows = list(zip(stv.phrases.data["start"], stv.phrases.data["end"]))
+        drawn = pm.shown.size
+        explained = ", ".join(f"{100 * e:.1f}%" for e in pm.explained)
+        stv.phrase_info.text = (f"{pm.spans:,} spans of <b>{html.escape(track)}</b> at threshold {threshold:g}"
+                                f"{'' if pm.spans == drawn else f' ({drawn:,} drawn)'}; PCA explains "
+                                f"{explained} of the variance; {pm.ms:.0f} ms.")
+
+    def on_phrase_pick(self, indices: list[int]) -> None:
+        if self.s.quiet or not indices or not 0 <= indices[0] < len(self.phrase_rows):
+            return
+        a, b = self.phrase_rows[indices[0]]
+        self.s.go(a - self.s.window // 4, focus=(a, b), message=f"Span {a:,}–{b:,}, marked in orange above.")
+
+    def on_compare(self) -> None:
+        """The brush selected and matched in another source: both lists, their overlap, enrichments."""
+        s, st, stv = self.s, self.s.state, self.s.stv
+        other, track, engine, top = stv.compare_source.value, stv.track.value, s.engine, s.defaults.match.top
+        if st.brush is None or other not in s.project.sources:
+            stv.compare_info.text = "Brush a range first: the comparison selects it in both sources."
+            return
+        stv.compare_info.text = "Comparing…"
+        s.worker.submit("compare", lambda: hypothesis.compare(engine, st.source, engine, other, st.brush[0],
+                                                              st.brush[1], st.threshold, st.left, st.right, top,
+                                                              track, scale=st.scale),
+                        lambda cmp: self.show_comparison(st.source, other, track, cmp))
+
+    def show_comparison(self, source: str, other: str, track: str, cmp) -> None:
+        stv = self.s.stv
+        if isinstance(cmp, Exception):
+            stv.compare_info.text = html.escape(failure("Compare", cmp))
+            return
+        rows = "".join(f"<tr><td>{html.escape(r['label'])}</td><td>{r['ratio_a']:.2f}</td><td>{r['ratio_b']:.2f}"
+                       f"</td><td>{r['difference']:+.2f}</td></tr>" for r in cmp.enrichment[:6])
+        names = {name: src.label for name, src in self.s.project.sources.items()}
+        stv.compare_info.text = (
+            f"<b>A</b> {html.escape(names[source])}: {len(cmp.a['cells'])} cells, {len(cmp.a['matches'])} matches"
+            f" · <b>B</b> {html.escape(names[other])}: {len(cmp.b['cells'])} cells, {len(cmp.b['matches'])} "
+            f"matches<br>overlap: {cmp.overlap_steps:,} steps (Jaccard {cmp.jaccard:.3f}); {cmp.shared_matches} "
+            f"matches of A overlap a match of B"
+            + (f"<table><tr><th>{html.escape(track)}</th><th>ratio A</th><th>ratio B</th>"
+               f"<th>A - B</th></tr>{rows}</table>" if rows else ""))

@@ -1,0 +1,121 @@
+"""The select view's window: values, words, sequence boundaries and meta tracks at ``state.pos``, and
+moving it (back, forward, go to step, word width, shown tracks)."""
+
+from __future__ import annotations
+
+from bokeh_app import columns
+from bokeh_app.views.common import SCALAR_PALETTE
+from bokeh_app.views.select import label_orientation
+
+
+class WindowReceiver:
+    def __init__(self, session):
+        self.s = session
+        self._trace_layout: tuple[int, int] | None = None     # (W, D) of the sent trace x column
+
+    def connect(self) -> None:
+        s, sv = self.s, self.s.sv
+        sv.back.on_click(lambda: self.go(s.state.pos - s.window))
+        sv.forward.on_click(lambda: self.go(s.state.pos + s.window))
+        sv.position.on_change("value", lambda attr, old, new: self.go(new, user=True))
+        sv.word_width.on_change("value", lambda attr, old, new: self.on_word_width(new))
+        sv.track_toggle.on_change("active", lambda attr, old, new: self.on_tracks(new))
+
+    # --- showing the window ----------------------------------------------------------------------
+    def apply(self) -> None:
+        """Values, words, boundaries and tracks for the window at ``state.pos``."""
+        s, sv, st = self.s, self.s.sv, self.s.state
+        W = s.window
+        start, stop = st.pos, st.pos + W
+        ctx = s.engine.context(st.source, start, stop, cells=(), threshold=st.threshold, meta=s.shown_tracks,
+                               scale=st.scale)
+        D = ctx.values.shape[1]
+        y = columns.trace_y(columns.padded(ctx.values, W))
+        if self._trace_layout != (W, D):
+            sv.traces.data = {"x": columns.trace_x(W, D), "y": y}
+            self._trace_layout = (W, D)
+            sv.x_range.update(start=-0.5, end=W - 0.5)
+            sv.plot.xaxis.ticker.ticks = list(range(W))
+            angle, size = label_orientation(s.word_width)
+            sv.plot.xaxis.major_label_orientation = angle
+            sv.plot.xaxis.major_label_text_font_size = size
+        else:
+            sv.traces.data.update(y=y)
+        sv.plot.xaxis.major_label_overrides = columns.word_labels(ctx.words, s.word_width if s.word_width >= 48
+                                                                  else 90)
+        sv.boundaries.data = columns.boundary_columns(s.project.sequence_bounds(), start, stop)
+        room = max(s.word_width, 16)
+        for name in s.shown_tracks:
+            track = s.project.meta[name]
+            sv.tracks[name].source.data = columns.track_columns(
+                track.kind, ctx.meta[name], W, room, track.label, weights=ctx.meta_weights.get(name),
+                value_range=track.value_range, palette=SCALAR_PALETTE)
+        with s.batch():
+            sv.position.value = st.pos
+        self.update_title()
+
+    def update_title(self) -> None:
+        s, st = self.s, self.s.state
+        stop = min(st.pos + s.window, s.project.T)
+        seq_lo, seq_hi = s.project.sequence_of(st.pos)
+        # The title follows the window only: a title change re-lays out the plot (a full repaint).
+        s.sv.plot.title.text = (f"steps {st.pos:,}–{stop - 1:,} of {s.project.T:,} · sequence "
+                                f"{seq_lo:,}–{seq_hi - 1:,} · {s.src.label} · D = {s.src.D}")
+
+    def show_tracks(self) -> None:
+        shown = set(self.s.shown_tracks)
+        for name, tv in self.s.sv.tracks.items():
+            tv.plot.visible = name in shown
+
+    # --- callbacks -------------------------------------------------------------------------------
+    def go(self, pos, user: bool = False, focus: tuple[int, int] | None = None,
+           message: str | None = None) -> None:
+        """Move the window to start at ``pos`` (clamped); ``focus`` marks a range (a match, a hit)."""
+        s = self.s
+        if pos is None or (user and s.quiet):
+            return
+        pos = s.clamp_pos(int(pos))
+        if user and pos == s.state.pos:
+            return
+        s.user_acted()
+        with s.batch():
+            s.say(message or f"Steps {pos:,}–{min(pos + s.window, s.project.T) - 1:,}.")
+            if pos != s.state.pos:
+                s.state = s.state.with_(pos=pos)
+                s.show_window()
+                s.sync_url()
+            if focus is not None:
+                s.sv.focus_box.update(left=focus[0] - pos - 0.5, right=focus[1] - pos + 0.5, visible=True)
+            else:
+                s.sv.focus_box.visible = False
+
+    def on_word_width(self, value) -> None:
+        s = self.s
+        if s.quiet:
+            return
+        try:
+            ww = int(value)
+        except (TypeError, ValueError):
+            return
+        s.user_acted()
+        s.state = s.state.with_(word_width=ww)
+        with s.batch():
+            s.say(f"Word width {ww} px: {s.window} steps in view.")
+            s.state = s.state.with_(pos=s.clamp_pos(s.state.pos))
+            s.show_window()
+            s.sync_url()
+
+    def on_tracks(self, active: list[int]) -> None:
+        s = self.s
+        if s.quiet:
+            return
+        s.user_acted()
+        names = list(s.project.meta)
+        shown = tuple(names[i] for i in sorted(active) if 0 <= i < len(names))
+        s.state = s.state.with_(tracks=None if len(shown) == len(names) else shown)
+        with s.batch():
+            s.say(f"Meta tracks shown: {', '.join(shown) or 'none'}.")
+            s.show_tracks()
+            s.show_window()
+            s.sync_url()
+        s.match.request()

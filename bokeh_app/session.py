@@ -1,0 +1,177 @@
+"""One browser session on one project: its state, URL and status line, and ``connect(doc)``.
+
+The session holds what every receiver shares (the ``ViewState``, S, the status line, the URL holder,
+the off-lock worker) and wires the receivers (``bokeh_app.receivers``: window, select, search, match,
+statistics), each a handful of short callbacks that ask the engine (``bokeh_app.queries``) and write
+columns (``bokeh_app.columns``) into its view's sources. Methods that follow a computation are plain
+methods, so document tests drive them on a bare ``Document``, where jobs run inline.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from bokeh.models import Column
+
+from bokeh_app.config import UIDefaults
+from bokeh_app.queries import track_labels
+from bokeh_app.receivers import MatchReceiver, SearchReceiver, SelectReceiver, StatsReceiver, WindowReceiver
+from bokeh_app.state import ViewState, to_query
+from bokeh_app.views.common import follow_on_load, header, set_url_query, status_div, status_html, url_holder
+from bokeh_app.views.match import build_match_view
+from bokeh_app.views.select import build_select_view
+from bokeh_app.views.stats import build_stats_view
+from bokeh_app.worker import Worker
+from gpu_matcher import Engine
+
+
+class ProjectSession:
+    """One browser session on one project."""
+
+    def __init__(self, engine: Engine, state: ViewState, defaults: UIDefaults, notices: list[str] = (),
+                 follow_address_bar: bool = True, synchronous: bool | None = None):
+        self.engine = engine
+        self.project = engine.project
+        self.defaults = defaults
+        self.state = state
+        self.notices = list(notices)
+        self.doc = None
+        self.cells: list[int] = []                             # S after hand edits
+        self.base_cells: list[int] = []                        # S from the brush alone
+        self.worker = Worker(synchronous)
+        self._quiet = 0                                        # >0 while we set widgets ourselves
+        self._last_message: tuple[str, str] = ("info", "")
+        self._follow = follow_address_bar
+        meta, sources = self.project.meta, [(name, src.label) for name, src in self.project.sources.items()]
+        tracks = [(name, t.kind, (t.dataset.shape[1] if t.kind == "wordvec" and t.dataset.ndim == 2 else 1))
+                  for name, t in meta.items()]
+        self.sv = build_select_view(sources=sources, tracks=tracks, defaults=defaults)
+        self.mv = build_match_view(tracks=[(name, t.kind) for name, t in meta.items()], defaults=defaults)
+        discrete = {name: track_labels(engine, name) for name, t in meta.items() if t.kind == "discrete"}
+        self.stv = build_stats_view(tracks=discrete, sources=sources) if discrete else None
+        self.status = status_div(defaults.select.window_px + 280)
+        self.url = url_holder(follow_address_bar)
+        self.header = header(self.project.name, f"{self.project.description} · project {self.project.id}", True)
+        self.layout = Column(self.sv.layout, self.mv.layout, *([self.stv.layout] if self.stv else []),
+                             name="project_view")
+        self.navigate = WindowReceiver(self)
+        self.select = SelectReceiver(self)
+        self.search = SearchReceiver(self)
+        self.match = MatchReceiver(self)
+        self.stats = StatsReceiver(self) if self.stv is not None else None
+
+    @property
+    def synchronous(self) -> bool | None:
+        return self.worker.synchronous
+
+    @property
+    def receivers(self) -> list:
+        return [r for r in (self.navigate, self.select, self.search, self.match, self.stats) if r is not None]
+
+    def connect(self, doc) -> None:
+        """Wire every receiver's callbacks, show the state (running its match) and add the roots."""
+        self.doc = doc
+        self.worker.attach(doc)
+        for receiver in self.receivers:
+            receiver.connect()
+        self.restore()
+        # The status line is a root of its own: a change of its text then re-lays out only itself.
+        for root in (self.header, self.status, self.layout, self.url):
+            doc.add_root(root)
+        follow_on_load(doc, self.url, self._follow)
+        doc.title = f"LSTMVis · {self.project.name}"
+
+    @contextmanager
+    def batch(self):
+        """Changes we make ourselves: widget callbacks they fire (synchronously) do nothing.
+
+        (No ``doc.hold()``: a held document defers Python callbacks too, past this guard; the server
+        sends the burst of patches once the callback returns anyway.)
+        """
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
+
+    @property
+    def quiet(self) -> bool:
+        return self._quiet > 0
+
+    # --- derived quantities ----------------------------------------------------------------------
+    @property
+    def src(self):
+        return self.project.source(self.state.source)
+
+    @property
+    def word_width(self) -> int:
+        return self.state.word_width or self.defaults.select.word_width
+
+    @property
+    def window(self) -> int:
+        return max(1, min(self.project.T, self.defaults.select.window_px // self.word_width))
+
+    @property
+    def shown_tracks(self) -> list[str]:
+        if self.state.tracks is None:
+            return list(self.project.meta)
+        return [t for t in self.project.meta if t in self.state.tracks]
+
+    def clamp_pos(self, pos: int) -> int:
+        return int(min(max(0, pos), max(0, self.project.T - self.window)))
+
+    def stats_choice(self) -> tuple[str, str]:
+        """(track, label) of the hypothesis panel; ("", "") without one."""
+        stv = self.stv
+        return ("", "") if stv is None else (stv.track.value or "", stv.label.value or "")
+
+    # --- status line and URL ----------------------------------------------------------------------
+    def say(self, text: str, level: str = "info") -> None:
+        self._last_message = (level, text)
+        lines = [("warn", n) for n in self.notices]
+        if text:
+            lines.append(self._last_message)
+        self.status.text = status_html(lines)
+
+    @property
+    def last_note(self) -> str:
+        """The last informational message (a match's status line repeats it)."""
+        level, text = self._last_message
+        return text if level == "info" else ""
+
+    def user_acted(self) -> None:
+        """The first action after loading retires the URL's fallback notices."""
+        self.notices = []
+
+    def sync_url(self) -> None:
+        set_url_query(self.url, to_query(self.state, self.defaults))
+
+    # --- showing a state -------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Show ``self.state`` (already validated by ``state.resolve``) and run its match."""
+        st = self.state
+        with self.batch():
+            self.state = st.with_(pos=self.clamp_pos(st.pos))
+            self.select.configure_source()
+            self.sv.left.value, self.sv.right.value = st.left, st.right
+            self.sv.word_width.value = str(self.word_width)
+            self.sv.track_toggle.active = [i for i, t in enumerate(self.project.meta) if t in self.shown_tracks]
+            self.show_tracks()
+            self.select.recompute_cells()
+            self.show_window()
+            self.sync_url()
+            self.say("Brush a range of words in the plot to select cells." if not st.brush and not self.cells
+                     else "")
+        self.match.request()
+
+    def show_window(self) -> None:
+        """The window at ``state.pos`` and everything S draws on it."""
+        self.navigate.apply()
+        self.select.apply()
+
+    def show_tracks(self) -> None:
+        self.navigate.show_tracks()
+        self.match.show_tracks()
+
+    def go(self, pos, user: bool = False, focus: tuple[int, int] | None = None, message: str | None = None) -> None:
+        self.navigate.go(pos, user=user, focus=focus, message=message)

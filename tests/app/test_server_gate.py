@@ -1,0 +1,91 @@
+"""Every HTTP request and WebSocket upgrade is checked against the server's host and origin allowlist
+before any Bokeh handler runs (DNS rebinding, foreign pages asking for /autoload.js)."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+
+import pytest
+
+from conftest import running_server
+
+
+@pytest.fixture(scope="module")
+def server(app_data):
+    with running_server(app_data, start_timeout=30) as srv:
+        yield srv
+
+
+def request(port: int, path: str, headers: dict) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def sessions(srv) -> int:
+    return len(srv.get_sessions())
+
+
+def test_loopback_names_are_served(server):
+    port = server.port
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        status, page = request(port, "/", {"Host": host})
+        assert status == 200 and "<title>LSTMVis</title>" in page
+
+
+def test_rebound_host_gets_403_and_no_session(server):
+    port = server.port
+    before = sessions(server)
+    for path in ("/", "/?project=small&brush=110,112", f"/autoload.js?bokeh-autoload-element=x&bokeh-app-path=/"
+                 f"&bokeh-absolute-url=http://rebind.example:{port}/"):
+        status, body = request(port, path, {"Host": f"rebind.example:{port}"})
+        assert status == 403 and "does not answer for this host" in body
+    key = base64.b64encode(os.urandom(16)).decode()
+    status, _ = request(port, "/ws", {"Host": f"rebind.example:{port}", "Origin": f"http://rebind.example:{port}",
+                                      "Upgrade": "websocket", "Connection": "Upgrade",
+                                      "Sec-WebSocket-Key": key, "Sec-WebSocket-Version": "13"})
+    assert status == 403
+    assert sessions(server) == before
+
+
+def test_foreign_origin_gets_403_and_no_session(server):
+    port = server.port
+    before = sessions(server)
+    status, _ = request(port, f"/autoload.js?bokeh-autoload-element=x&bokeh-app-path=/&bokeh-absolute-url="
+                              f"http://127.0.0.1:{port}/", {"Host": f"127.0.0.1:{port}",
+                                                            "Origin": "http://evil.example"})
+    assert status == 403
+    assert sessions(server) == before
+    # The same request from the server's own origin is answered.
+    status, body = request(port, f"/autoload.js?bokeh-autoload-element=x&bokeh-app-path=/&bokeh-absolute-url="
+                                 f"http://127.0.0.1:{port}/", {"Host": f"127.0.0.1:{port}",
+                                                               "Origin": f"http://127.0.0.1:{port}"})
+    assert status == 200 and "Bokeh" in body
+
+
+def test_catalogue_keeps_a_bounded_number_of_projects_open(tmp_path):
+    from bokeh_app.catalogue import Catalogue
+    from conftest import make_app_project
+
+    for i in range(40):
+        make_app_project(tmp_path / f"p{i:02d}", 200, 8, seed=i, tracks=False, second_source=False,
+                         mean_sequence=50)
+    fds = lambda: len(os.listdir("/proc/self/fd"))        # noqa: E731
+    before = fds()
+    catalogue = Catalogue(tmp_path, "numpy", max_open=4)
+    summaries = catalogue.summaries()
+    assert len(summaries) == 40 and all("error" not in s for s in summaries)
+    assert catalogue.open_count == 0 and fds() - before <= 2        # the landing view opened and closed each
+    engines = [catalogue.engine(f"p{i:02d}") for i in range(10)]
+    assert catalogue.open_count == 4
+    assert engines[-1].project.summary() == summaries[9]
+    del engines
+    import gc
+    gc.collect()
+    assert fds() - before <= 4 * 3 + 2                               # a few files per open project

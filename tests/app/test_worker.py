@@ -1,0 +1,120 @@
+"""The session's off-lock worker, driven the way the server drives it: a locked next-tick callback runs
+inline, an unlocked one (``@without_document_lock``) as a task on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+
+import numpy as np
+import pytest
+from bokeh.document import Document
+
+from bokeh_app.app import build_document
+from bokeh_app.catalogue import Catalogue
+from bokeh_app.worker import Worker
+from gpu_matcher import stats
+
+from test_document import S1, S2, click, engine_matches, model, set_threshold, shown_matches
+
+
+@pytest.fixture(scope="module")
+def catalogue(app_data) -> Catalogue:
+    return Catalogue(app_data, "numpy")
+
+
+async def drain(doc: Document, timeout: float = 60) -> None:
+    """Run ``doc``'s next-tick callbacks until none is left and no unlocked one is still running."""
+    tasks: list = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending = list(doc.session_callbacks)
+        for cb in pending:
+            doc.remove_next_tick_callback(cb)
+            result = cb.callback()
+            if inspect.isawaitable(result):
+                tasks.append(asyncio.ensure_future(result))
+        tasks = [t for t in tasks if not t.done()]
+        if not pending and not tasks:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("callbacks still pending")
+
+
+def test_a_kind_keeps_only_its_newest_job_and_errors_reach_apply():
+    doc = Document()
+    worker = Worker(synchronous=False)
+    worker.attach(doc)
+    applied = []
+
+    def slow(tag):
+        def compute():
+            time.sleep(0.3)
+            return tag
+        return compute
+
+    async def scenario():
+        worker.submit("match", slow("A"), applied.append)
+        runner = asyncio.ensure_future(drain(doc))
+        await asyncio.sleep(0.1)                       # A is running in a worker thread now
+        worker.submit("match", lambda: "B", applied.append)
+        worker.submit("match", lambda: "C", applied.append)
+        worker.submit("suggest", lambda: "D", applied.append)
+        worker.submit("compare", lambda: 1 / 0, applied.append)
+        await runner
+
+    asyncio.run(scenario())
+    # (The order across kinds is the callbacks' order, which a bare Document does not keep.)
+    assert sorted(a for a in applied if isinstance(a, str)) == ["C", "D"] and len(applied) == 3
+    assert any(isinstance(a, ZeroDivisionError) for a in applied)
+    assert worker.generation("match") == 3 and not worker.is_current("match", 1)
+
+
+def test_compare_runs_off_the_document_lock(catalogue, monkeypatch):
+    """Clicking compare returns at once; the comparison's two matches run in a worker thread while
+    the event loop stays free and a threshold change meanwhile gets its own match."""
+    real, seen = stats.compare, {}
+
+    def slow_compare(*args, **kwargs):
+        seen["thread"] = threading.current_thread().name
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(stats, "compare", slow_compare)
+    engine = catalogue.engine("small")
+    doc = Document()
+    session = build_document(doc, catalogue, {"project": [b"small"], "source": [S1.encode()], "pos": [b"100"],
+                                              "threshold": [b"0.3"], "brush": [b"110,112"]}, synchronous=False)
+    asyncio.run(drain(doc))
+    assert shown_matches(doc) == engine_matches(engine, S1, session.cells, 0.3)
+
+    t0 = time.perf_counter()
+    click(doc, "stats_compare")
+    on_lock = time.perf_counter() - t0
+    assert on_lock < 0.5, f"the click held the document for {on_lock:.2f} s"
+    assert model(doc, "stats_compare_info").text == "Comparing…"
+
+    async def scenario():
+        ticks = []
+
+        async def ticker():
+            while True:
+                ticks.append(time.perf_counter())
+                await asyncio.sleep(0.02)
+        tick = asyncio.ensure_future(ticker())
+        runner = asyncio.ensure_future(drain(doc))
+        await asyncio.sleep(0.2)                       # the compare is running in a worker thread
+        set_threshold(doc, 0.35)                       # the page answers meanwhile
+        await runner
+        tick.cancel()
+        return ticks
+
+    ticks = asyncio.run(scenario())
+    assert seen["thread"].startswith("lstmvis-work")
+    assert len(ticks) > 20 and float(np.diff(ticks).max()) < 0.5, "the event loop was blocked"
+    assert shown_matches(doc) == engine_matches(engine, S1, session.cells, 0.35)
+    cmp = real(engine, S1, engine, S2, 110, 112, 0.3, top=session.defaults.match.top, track="pos")
+    text = model(doc, "stats_compare_info").text
+    assert f"{len(cmp.a['cells'])} cells, {len(cmp.a['matches'])} matches" in text
+    assert f"overlap: {cmp.overlap_steps:,} steps (Jaccard {cmp.jaccard:.3f})" in text
