@@ -10,10 +10,11 @@ What lives on the device, and why:
   threshold pass reads whole rows (coalesced) and a selection is a handful of whole rows. One copy
   only: T=1e8 x D=256 is 51 GB, a row-major twin would not fit. ``T_pad`` is T rounded up to 32 steps,
   padded with key 0 (a NaN's key), which is never on.
-- **packed on-masks**, per threshold, ``(D, T_pad / 32)`` uint32 (bit j of word w = step 32w + j), made
-  from the keys in one pass (the threshold-change cost) and kept for the last few thresholds. The
-  selected rows are unpacked from them, and verifying a candidate over all D cells reads one or two
-  words per cell.
+- **packed on-masks**, per threshold (one key, or one key per cell for a per-cell scale), ``(D, T_pad /
+  32)`` uint32 (bit j of word w = step 32w + j), made from the keys in one pass (the threshold-change
+  cost) and kept for the last few thresholds. A query's step words are gathered from the selected rows
+  (``gather_steps``: no booleans, however many cells), and verifying a candidate over all D cells reads
+  one or two words per cell.
 - A source whose keys do not fit stays on the host; each new threshold then streams its keys through
   the GPU in chunks of steps to build the mask (``plan_layout``). When not even the mask fits, NumPy
   answers. A query moves no states over PCIe: cell lists and candidates go up, results come back.
@@ -43,8 +44,8 @@ from gpu_matcher.source import KEY_DTYPES, float_keys
 log = logging.getLogger("gpu_matcher")
 
 RESIDENT, STREAMED, HOST = "resident", "streamed", "host"
-#: Device bytes per step that a typical query (k <= 16 cells) needs besides the layout: the unpacked
-#: selected rows, step words, n(t), run flags, sequence marks and CuPy's compaction scratch.
+#: Device bytes per step that a typical query (k <= 16 cells) needs besides the layout: step words,
+#: n(t), run flags, sequence marks and CuPy's compaction scratch (and the rows ``on_columns`` unpacks).
 QUERY_BYTES_PER_STEP = 64
 #: Host keys moved per chunk when uploading or streaming a source (bounds host and staging memory).
 CHUNK_BYTES = 256 * 2**20

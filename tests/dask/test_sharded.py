@@ -5,15 +5,19 @@ shards with NumPy and with CuPy-on-the-stand-in workers run every conformance sc
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gpu_matcher import open_project
+from gpu_matcher.backends.cupy import CupyBackend
 from gpu_matcher.backends.numpy import NumpyBackend
 from gpu_matcher.sharded import MatchStats, halo_for, plan_shards, reset_worker_states
 from tests.conftest import GOLDEN, golden_queries, golden_sets
 from tests.dask.common import engine_rows, golden_query_args, random_case, serial_rows, write_project
+from tests.gpu.standin import StandInDevice
 
 SETS = golden_sets()
 
@@ -96,6 +100,18 @@ def counting_backend():
     return CountingNumpy()
 
 
+class StandInCupy(CupyBackend):
+    """A CuPy backend on the stand-in device, as a class (a class declares its capabilities); every
+    instance counts its kernel calls in ``StandInCupy.calls``."""
+
+    calls: Counter = Counter()
+
+    def __init__(self):
+        device = StandInDevice()
+        device.calls = StandInCupy.calls
+        super().__init__(device)
+
+
 def test_workers_keep_layouts_between_queries(tmp_path):
     """Windows (and their layouts) are built once per worker; later queries reuse them."""
     reset_worker_states()
@@ -162,8 +178,9 @@ def test_the_sharded_backend_declares_what_its_shard_backends_declare(tmp_path):
     numpy_shards = ShardedBackend(SerialExecutor("numpy"), shard_steps=9)
     assert numpy_shards.supports(Capability.PER_CELL_KEYS) and numpy_shards.supports(Capability.STREAMING)
     assert ShardedBackend(SerialExecutor(CountingNumpy), shard_steps=9).supports(Capability.PER_CELL_KEYS)
-    for spec in ("auto", "cupy", standin_cupy):
-        assert not ShardedBackend(SerialExecutor(spec)).supports(Capability.PER_CELL_KEYS), spec
+    for spec in ("auto", "cupy"):                   # both backends declare per-cell keys
+        assert ShardedBackend(SerialExecutor(spec)).supports(Capability.PER_CELL_KEYS), spec
+    assert not ShardedBackend(SerialExecutor(standin_cupy)).supports(Capability.PER_CELL_KEYS)
     rng = np.random.default_rng(8)
     project = open_project(write_project(tmp_path, rng.normal(0, 1, (120, 6)).astype(np.float32),
                                          starts=[50], transform="none"))
@@ -179,3 +196,7 @@ def test_the_sharded_backend_declares_what_its_shard_backends_declare(tmp_path):
     sharded = Engine(project, backend=ShardedBackend(SerialExecutor(CountingNumpy), shard_steps=9))
     assert rows(sharded, SOURCE, q) == want
     assert CountingNumpy.prepared > 0               # the class declares per-cell keys: the shards answered
+    StandInCupy.calls.clear()
+    gpu_shards = Engine(project, backend=ShardedBackend(SerialExecutor(StandInCupy), shard_steps=9))
+    assert rows(gpu_shards, SOURCE, q) == want
+    assert StandInCupy.calls["pack_cells_rows_u32"] > 0     # CuPy shards packed the per-cell keys
