@@ -88,7 +88,7 @@ class Backend:
         T = int(bounds[-1])
         words = self.selected_words(layout, cells, query.key_threshold)    # (T, W) uint: S bits
         n = self.step_counts(words)
-        events = self.level_events(n, bounds)
+        events = self.match_levels(words, n, bounds)
 
         walk = DistinctWalk(top=query.top, distinct=query.distinct)
         pool = _Pool()
@@ -149,6 +149,11 @@ class Backend:
         host = self.to_host
         return (host(rise).astype(np.int64), host(rise_from), host(n[rise]),
                 host(fall).astype(np.int64), host(fall_to), host(n[fall]))
+
+    def match_levels(self, words, n, bounds: np.ndarray):
+        """What ``level_runs`` reads, once per query: ``level_events(n, bounds)``, unless a backend
+        reads the runs from ``words`` directly (NumPy: from bit-sliced counts)."""
+        return self.level_events(n, bounds)
 
     @staticmethod
     def level_runs(events, level: int, query: MatchQuery):
