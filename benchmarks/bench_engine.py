@@ -3,7 +3,9 @@
     python benchmarks/bench_engine.py [--T 1000000] [--D 650] [--dtype float16] [--data DIR] [--backend numpy]
 
 Generates the synthetic project (benchmarks/synth.py) once under --data, builds the derived layout
-(timed separately), then measures on brushed ranges that select 4-10 cells. Peak RSS is measured on a
+(timed separately), then measures the exact match per selection size (4, 10, 27, 53 and 163 cells:
+brushed selections cut to k cells; medians and spreads over runs, first queries, a never-used threshold
+and the switch back), and on brushed ranges that select 4-10 cells. Peak RSS is measured on a
 separate `lstmvis match` process. Prints the machine, backend and sizes with every figure.
 """
 
@@ -67,6 +69,65 @@ def pick_selections(engine: Engine, source: str, T: int, want: int, rng) -> list
     return picks
 
 
+
+SIZES = (4, 10, 27, 53, 163)
+
+
+def pick_sized(engine: Engine, source: str, T: int, sizes, per_size: int, rng) -> dict[int, list[tuple]]:
+    """For each size k, brushed ranges whose S has at least k cells, cut to its first k cells (the
+    user removing cells by hand). The highest threshold that selects enough cells is used."""
+    out: dict[int, list[tuple]] = {k: [] for k in sizes}
+    thetas = (0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)
+    tries = 0
+    while any(len(v) < per_size for v in out.values()) and tries < 20000:
+        tries += 1
+        start = int(rng.integers(100, T - 100))
+        end = start + int(rng.integers(0, 3))
+        left, right = int(rng.integers(0, 2)), int(rng.integers(0, 2))
+        for theta in thetas:
+            try:
+                cells = engine.select(source, start, end, theta, left, right).cells
+            except Exception:
+                break
+            fits = [k for k in sizes if len(out[k]) < per_size and len(cells) >= k
+                    and (k == max(s for s in sizes if s <= len(cells)))]
+            if fits:
+                k = fits[0]
+                out[k].append((start, end, theta, left, right, cells[:k]))
+                break
+    return out
+
+
+def spread(values) -> str:
+    return f"{statistics.median(values):7.2f} ms (min {min(values):.1f}, max {max(values):.1f})"
+
+
+def bench_sizes(engine: Engine, source: str, T: int, per_size: int, repeat: int, rng) -> None:
+    """Per selection size: first query, median of repeats per selection, and a threshold never used
+    before followed by a switch back to the previous one (should cost a repeat)."""
+    sized = pick_sized(engine, source, T, SIZES, per_size, rng)
+    for k in SIZES:
+        picks = sized[k]
+        if not picks:
+            print(f"match k={k:3d}: no brushed selection found")
+            continue
+        firsts, meds, alls, news, backs, tops = [], [], [], [], [], []
+        for i, (start, end, theta, left, right, cells) in enumerate(picks):
+            first, med, res = timed(lambda: engine.match(source, cells, theta, left, right), repeat)
+            runs = [timed(lambda: engine.match(source, cells, theta, left, right), 1)[0]
+                    for _ in range(repeat)]
+            firsts.append(first)
+            meds.append(statistics.median(runs))
+            alls.extend(runs)
+            tops.append(res[0].inter if res else 0)
+            fresh = round(theta + 0.0113 * (k % 7 + 1) + 0.0031 * i, 4)   # never used before
+            news.append(timed(lambda: engine.match(source, cells, fresh, left, right), 1)[0])
+            backs.append(timed(lambda: engine.match(source, cells, theta, left, right), 1)[0])
+        print(f"match k={k:3d} ({len(picks)} selections x {repeat} runs, top inter {tops}): "
+              f"median {spread(alls)}; per-selection medians {min(meds):.1f}..{max(meds):.1f}")
+        print(f"      k={k:3d} first query of a selection {spread(firsts)}; "
+              f"new threshold {spread(news)}; back to the previous threshold {spread(backs)}")
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--T", type=int, default=1_000_000)
@@ -77,6 +138,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=12)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--no-rss", action="store_true")
+    ap.add_argument("--per-size", type=int, default=3, help="selections per size k in %s" % (SIZES,))
+    ap.add_argument("--only-sizes", action="store_true", help="only the per-size match figures")
     args = ap.parse_args()
 
     folder = Path(args.data) / f"synth-{args.T}x{args.D}-{args.dtype}"
@@ -95,6 +158,9 @@ def main() -> None:
     print(f"derived layout (build or load): {time.perf_counter() - t0:.2f} s")
 
     rng = np.random.default_rng(7)
+    bench_sizes(engine, source, args.T, args.per_size, args.repeat, np.random.default_rng(11))
+    if args.only_sizes:
+        return
     picks = pick_selections(engine, source, args.T, args.queries, rng)
     # Fresh places (not the picks, whose rows HDF5 has cached): the first read of each is timed.
     fresh = [int(x) for x in rng.integers(100, args.T - 200, 40)]
