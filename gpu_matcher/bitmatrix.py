@@ -75,26 +75,31 @@ def step_bits(steps: np.ndarray, T: int) -> np.ndarray:
     return out
 
 
+#: ``set_positions`` peels words with at most this many set bits a bit at a time, else unpacks them.
+PEEL_BITS = 16
+
+
 def set_positions(words: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
     """Sorted steps whose bit is set in a bit row (int64); ``at``: the word index of each word given
-    (default ``arange``). Lowest set bit first, every word at once: as many passes as the fullest word
-    has bits (its index read off the float64 exponent, exact for a power of two)."""
+    (default ``arange``). Sparse words are peeled lowest bit first (its index read off the float64
+    exponent, exact for a power of two), so a word's bits come out in order; dense ones are unpacked."""
     nz = np.flatnonzero(words)
     if nz.size == 0:
         return np.zeros(0, dtype=np.int64)
     x = words[nz]
     base = (nz if at is None else np.asarray(at, dtype=np.int64)[nz]) * 64
-    found = []
-    while x.size:
+    passes = int(np.bitwise_count(x).max())
+    if passes > PEEL_BITS:
+        idx = np.flatnonzero(np.unpackbits(x.astype("<u8").view(np.uint8), bitorder="little"))
+        return base[idx >> 6] + (idx & 63)
+    out = np.empty((nz.size, passes), dtype=np.int64)
+    found = np.empty((nz.size, passes), dtype=bool)
+    for p in range(passes):
         low = x & (~x + np.uint64(1))
-        found.append(base + ((low.astype(np.float64).view(np.int64) >> 52) - 1023))
+        out[:, p] = base + ((low.astype(np.float64).view(np.int64) >> 52) - 1023)
+        np.not_equal(low, 0, out=found[:, p])
         x ^= low
-        more = x != 0
-        if not more.all():
-            x, base = x[more], base[more]
-    out = np.concatenate(found)
-    out.sort()
-    return out
+    return out[found]                                       # word by word, each lowest bit first
 
 
 # --- n(t) as bit planes ------------------------------------------------------------------------------

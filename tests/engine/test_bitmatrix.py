@@ -23,7 +23,9 @@ def brute_runs(on: np.ndarray, starts: list[int]):
 
 @pytest.mark.parametrize("T", [1, 63, 64, 65, 200, 1000])
 @pytest.mark.parametrize("density", [0.0, 0.05, 0.5, 0.97, 1.0])
-def test_pack_unpack_and_positions(T, density):
+@pytest.mark.parametrize("peel", [0, 16, 64])               # unpacked / mixed / peeled bit by bit
+def test_pack_unpack_and_positions(T, density, peel, monkeypatch):
+    monkeypatch.setattr(bm, "PEEL_BITS", peel)
     on = np.random.default_rng(T).random((3, T)) < density
     words = bm.pack_bits(on)
     assert words.shape == (3, bm.n_words(T)) and words.dtype == np.uint64
