@@ -103,16 +103,23 @@ def set_positions(words: np.ndarray, at: np.ndarray | None = None) -> np.ndarray
 
 
 # --- n(t) as bit planes ------------------------------------------------------------------------------
-def bit_sliced_counts(rows: np.ndarray) -> np.ndarray:
-    """``(k, W)`` bit rows -> ``(B, W)`` planes of ``n`` (B = k.bit_length()): bit ``b`` of ``n(t)`` is
+def _columns(rows, cols) -> np.ndarray:
+    """``rows[:, cols]`` of a ``(k, W)`` array or of a list of ``k`` rows (any index or slice)."""
+    if isinstance(rows, np.ndarray):
+        return rows[:, cols]
+    return np.stack([r[cols] for r in rows])
+
+
+def bit_sliced_counts(rows) -> np.ndarray:
+    """``(k, W)`` bit rows (an array or a list of rows) -> ``(B, W)`` planes of ``n`` (B = k.bit_length()): bit ``b`` of ``n(t)`` is
     bit ``t`` of plane ``b``. A tree of carry-save adders: each full adder turns three rows of one weight
     into a sum row of that weight and a carry row of twice it, a few words at a time."""
-    k, W = rows.shape
+    k, W = len(rows), int(rows[0].shape[-1]) if len(rows) else 0
     B = max(1, int(k).bit_length())
     planes = np.zeros((B, W), dtype=np.uint64)
     for c0 in range(0, W, ADDER_BLOCK):
         c1 = min(W, c0 + ADDER_BLOCK)
-        pending: list[list[np.ndarray]] = [[rows[:, c0:c1]]] + [[] for _ in range(B)]
+        pending: list[list[np.ndarray]] = [[_columns(rows, slice(c0, c1))]] + [[] for _ in range(B)]
         for b in range(B):
             parts = pending[b]
             if not parts:
@@ -196,12 +203,12 @@ def _span(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return _LOW[np.minimum(np.maximum(y, 0), 64)] & ~_LOW[np.minimum(np.maximum(x, 0), 64)]
 
 
-def window_counts(rows: np.ndarray, a: np.ndarray, b: np.ndarray, lo: np.ndarray,
+def window_counts(rows, a: np.ndarray, b: np.ndarray, lo: np.ndarray,
                   hi: np.ndarray) -> np.ndarray:
     """Per candidate, how many of the ``k`` bit rows are set over all of ``[a, b]`` and clear over
     ``[lo, a)`` and ``(b, hi)`` (``lo <= a <= b < hi``). int64."""
     a, b, lo, hi = (np.asarray(x, dtype=np.int64) for x in (a, b, lo, hi))
-    k = rows.shape[0]
+    k = len(rows)
     out = np.zeros(a.size, dtype=np.int64)
     if a.size == 0 or k == 0:
         return out
@@ -216,7 +223,7 @@ def _window_misses(rows, a, b1, lo, hi) -> np.ndarray:
     """Rows that miss each window: a clear bit in ``[a, b1)`` or a set bit in ``[lo, a)``/``[b1, hi)``."""
     w0 = lo >> 6
     nw = ((hi - 1) >> 6) - w0 + 1
-    bad = np.zeros((rows.shape[0], a.size), dtype=np.uint64)
+    bad = np.zeros((len(rows), a.size), dtype=np.uint64)
     sel = np.arange(a.size)
     j = 0
     while sel.size:
@@ -226,7 +233,7 @@ def _window_misses(rows, a, b1, lo, hi) -> np.ndarray:
         base = w * 64
         run = _span(a[sel] - base, b1[sel] - base)
         window = _span(lo[sel] - base, hi[sel] - base)
-        miss = (rows[:, w] ^ run) & window
+        miss = (_columns(rows, w) ^ run) & window
         if j == 0:
             bad |= miss
         else:
@@ -236,7 +243,7 @@ def _window_misses(rows, a, b1, lo, hi) -> np.ndarray:
     for i in sel.tolist():                      # a few long windows, one at a time, from word j on
         w = np.arange(w0[i] + j, w0[i] + nw[i])
         base = w * 64
-        miss = (rows[:, w] ^ _span(a[i] - base, b1[i] - base)) & _span(lo[i] - base, hi[i] - base)
+        miss = (_columns(rows, w) ^ _span(a[i] - base, b1[i] - base)) & _span(lo[i] - base, hi[i] - base)
         bad[:, i] |= np.bitwise_or.reduce(miss, axis=1)
     return np.count_nonzero(bad, axis=0)
 
@@ -282,16 +289,16 @@ class BitRowCache:
                 _, old = self._rows.popitem(last=False)
                 self.nbytes -= old.nbytes
 
-    def rows(self, store, cells: np.ndarray, key_threshold) -> np.ndarray:
-        """``(k, n_words(T))`` bit rows of ``cells`` of a cell-major key store (``keys_cells``,
-        ``(D, T)``, with ``rows_at_least``), on where ``key >= key_threshold`` (one key, or one per
-        cell of the store)."""
+    def rows(self, store, cells: np.ndarray, key_threshold) -> list[np.ndarray]:
+        """The bit rows (read-only, ``n_words(T)`` words each) of ``cells`` of a cell-major key store
+        (``keys_cells``, ``(D, T)``, with ``rows_at_least``), on where ``key >= key_threshold`` (one
+        key, or one per cell of the store)."""
         cells = np.asarray(cells, dtype=np.int64)
         T = int(store.shape[1])
         tok = self._token(store)
         per_cell = np.ndim(key_threshold) > 0
         keys = [key_threshold[c] if per_cell else key_threshold for c in cells.tolist()]
-        out = np.empty((cells.size, n_words(T)), dtype=np.uint64)
+        out: list = [None] * cells.size
         missing: list[int] = []
         with self._lock:
             for i, c in enumerate(cells.tolist()):
@@ -305,9 +312,11 @@ class BitRowCache:
         while missing:
             key = keys[missing[0]]
             group = [i for i in missing[:self.PACK_CELLS] if int(keys[i]) == int(key)]
-            out[group] = pack_bits(store.rows_at_least(cells[group], key))
-            for i in group:
-                self._put((tok, int(key), int(cells[i])), out[i].copy())
+            packed = pack_bits(store.rows_at_least(cells[group], key))
+            for j, i in enumerate(group):
+                row = out[i] = packed[j].copy()
+                row.flags.writeable = False                    # shared by every query that asks
+                self._put((tok, int(key), int(cells[i])), row)
             self.packed += len(group)
             taken = set(group)
             missing = [i for i in missing if i not in taken]
@@ -319,21 +328,34 @@ BIT_ROWS = BitRowCache()
 
 
 # --- what the NumPy backend passes between its steps ----------------------------------------------
+#: Selected rows up to this many bytes are copied into one array (faster gathers); larger selections
+#: (long timelines) use the cached rows in place, so a query never copies hundreds of MB.
+STACK_BYTES = 64 * 2**20
+
+
 @dataclass
 class SelectedBits:
-    """The selected cells' bit rows ``(k, W)`` over ``T`` steps, and their count planes once made."""
+    """The selected cells' bit rows over ``T`` steps (a ``(k, W)`` array, or a list of the cache's
+    rows when that would be large), and their count planes once made."""
 
-    rows: np.ndarray
+    rows: np.ndarray | list
     T: int
     planes: np.ndarray | None = field(default=None, repr=False)
 
+    @classmethod
+    def of(cls, rows: list, T: int) -> "SelectedBits":
+        if not rows or len(rows) * rows[0].nbytes <= STACK_BYTES:
+            return cls(np.stack(rows) if rows else np.zeros((0, n_words(T)), dtype=np.uint64), T)
+        return cls(list(rows), T)
+
     @property
     def k(self) -> int:
-        return int(self.rows.shape[0])
+        return len(self.rows)
 
     @property
     def nbytes(self) -> int:
-        return int(self.rows.nbytes) + (int(self.planes.nbytes) if self.planes is not None else 0)
+        own = int(self.rows.nbytes) if isinstance(self.rows, np.ndarray) else 0
+        return own + (int(self.planes.nbytes) if self.planes is not None else 0)
 
     def count_planes(self) -> np.ndarray:
         if self.planes is None:
