@@ -17,7 +17,6 @@ import os
 import platform
 import statistics
 import subprocess
-import tempfile
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.synth import make_project  # noqa: E402
 from gpu_matcher import Engine, open_project  # noqa: E402
+
+
+#: Runs ``lstmvis ARGS`` and prints its own peak RSS (``VmHWM`` of /proc/self/status) to stderr.
+PEAK_WRAPPER = """
+import runpy, sys
+sys.argv = ["lstmvis", *sys.argv[1:]]
+try:
+    runpy.run_module("gpu_matcher.cli", run_name="__main__")
+finally:
+    print(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).strip(), file=sys.stderr)
+"""
 
 
 def machine() -> str:
@@ -77,7 +87,7 @@ def pick_sized(engine: Engine, source: str, T: int, sizes, per_size: int, rng) -
     """For each size k, brushed ranges whose S has at least k cells, cut to its first k cells (the
     user removing cells by hand). The highest threshold that selects enough cells is used."""
     out: dict[int, list[tuple]] = {k: [] for k in sizes}
-    thetas = (0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)
+    thetas = (0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.0, -0.2, -0.4)
     tries = 0
     while any(len(v) < per_size for v in out.values()) and tries < 20000:
         tries += 1
@@ -201,24 +211,19 @@ def main() -> None:
 
     if not args.no_rss:
         start, end, theta, left, right, cells = picks[0]
-        cmd = [sys.executable, "-m", "gpu_matcher.cli", "match", str(folder), "--threshold", str(theta),
-               "--start", str(start), "--end", str(end), "--left", str(left), "--right", str(right),
-               "--backend", args.backend, "--repeat", "5"]
-        # That one process's own peak (wait4), not the largest of every child this script has had.
-        with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
-            proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f)
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            out_f.seek(0)
-            err_f.seek(0)
-            stdout, stderr = out_f.read().decode(), err_f.read().decode()
-        peak = usage.ru_maxrss / 1024
-        if proc.returncode != 0:
-            print(f"lstmvis match failed: {stderr.strip()}")
+        cli = ["match", str(folder), "--threshold", str(theta), "--start", str(start), "--end", str(end),
+               "--left", str(left), "--right", str(right), "--backend", args.backend, "--repeat", "5"]
+        # The process's own high-water mark (VmHWM), read by itself as it exits: a child's ru_maxrss
+        # (wait4) starts from this script's RSS at the fork, so it reported the parent's size.
+        cmd = [sys.executable, "-c", PEAK_WRAPPER, *cli]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        peak = [line for line in proc.stderr.splitlines() if line.startswith("VmHWM:")]
+        if proc.returncode != 0 or not peak:
+            print(f"lstmvis match failed: {proc.stderr.strip()}")
         else:
-            out = json.loads(stdout)
-            print(f"lstmvis match process: peak RSS {peak:.0f} MB, timing {out['timing_ms']}")
-
+            out = json.loads(proc.stdout)
+            print(f"lstmvis match process: peak RSS {int(peak[-1].split()[1]) / 1024:.0f} MB, "
+                  f"timing {out['timing_ms']}")
 
 if __name__ == "__main__":
     main()
