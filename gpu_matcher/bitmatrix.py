@@ -158,6 +158,20 @@ def counts_from_planes(planes: np.ndarray, T: int, k: int) -> np.ndarray:
     return n[:T]
 
 
+def word_max(planes: np.ndarray) -> np.ndarray:
+    """The largest ``n(t)`` within each word (int64 per word), from the planes: bit by bit from the
+    top, keeping the steps that can still hold the maximum."""
+    B, W = planes.shape
+    out = np.zeros(W, dtype=np.int64)
+    keep = np.full(W, _ONES, dtype=np.uint64)
+    for b in range(B - 1, -1, -1):
+        both = keep & planes[b]
+        has = both != 0
+        out[has] += 1 << b
+        keep = np.where(has, both, keep)
+    return out
+
+
 def at_least(planes: np.ndarray, m: int) -> np.ndarray:
     """Bit row of ``n(t) >= m`` (``m >= 1``), a bit-sliced comparison with the constant ``m``."""
     B, W = planes.shape
@@ -363,6 +377,49 @@ class SelectedBits:
         return self.planes
 
 
+class StepCounts:
+    """``n(t)`` of a selection, kept as its bit planes: ``max()`` and the per-word maxima come from the
+    planes; the integers are made (``counts_from_planes``) only when something reads them (the Dask
+    shards' summaries, tests), so a one-process query never unpacks the planes."""
+
+    def __init__(self, selected: SelectedBits):
+        self.selected = selected
+        self._n: np.ndarray | None = None
+        self._word_max: np.ndarray | None = None
+        self.dtype = count_dtype(selected.k)
+        self.shape = (selected.T,)
+
+    def array(self) -> np.ndarray:
+        if self._n is None:
+            self._n = counts_from_planes(self.selected.count_planes(), self.selected.T, self.selected.k)
+        return self._n
+
+    def __array__(self, dtype=None, copy=None):
+        return self.array() if dtype is None else self.array().astype(dtype)
+
+    def __getitem__(self, index):
+        return self.array()[index]
+
+    def __len__(self) -> int:
+        return self.selected.T
+
+    @property
+    def size(self) -> int:
+        return self.selected.T
+
+    @property
+    def nbytes(self) -> int:
+        return self.selected.T * self.dtype.itemsize
+
+    def word_max(self) -> np.ndarray:
+        if self._word_max is None:
+            self._word_max = word_max(self.selected.count_planes())
+        return self._word_max
+
+    def max(self) -> int:
+        return int(self.word_max().max()) if self.selected.T else 0
+
+
 @dataclass
 class LevelBits:
     """What ``level_runs`` needs to read runs of ``n >= m`` from the count planes: the planes, the
@@ -378,15 +435,12 @@ class LevelBits:
         return int(self.planes.nbytes + self.starts.nbytes + self.ends.nbytes + self.word_max.nbytes)
 
 
-def level_bits(selected: SelectedBits, n: np.ndarray, bounds: np.ndarray) -> LevelBits:
-    """``LevelBits`` of a selection whose counts ``n`` (``counts_from_planes``) are known."""
+def level_bits(counts: StepCounts, bounds: np.ndarray) -> LevelBits:
+    """``LevelBits`` of a selection's counts, for sequences starting at ``bounds[:-1]``."""
     bounds = np.asarray(bounds, dtype=np.int64)
-    T = selected.T
-    planes = selected.count_planes()
-    padded = np.zeros(planes.shape[1] * 64, dtype=n.dtype)
-    padded[:T] = n
-    return LevelBits(planes, step_bits(bounds[:-1], T), step_bits(bounds[1:] - 1, T),
-                     padded.reshape(-1, 64).max(axis=1))
+    T = counts.selected.T
+    return LevelBits(counts.selected.count_planes(), step_bits(bounds[:-1], T),
+                     step_bits(bounds[1:] - 1, T), counts.word_max())
 
 
 #: A level visits only the words that reach it when they are at most this share of all words.

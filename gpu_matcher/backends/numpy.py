@@ -35,12 +35,12 @@ class NumpyBackend(Backend):
 
     def step_counts(self, words):
         if isinstance(words, bitmatrix.SelectedBits):
-            return bitmatrix.counts_from_planes(words.count_planes(), words.T, words.k)
+            return bitmatrix.StepCounts(words)         # integers made only if read
         return super().step_counts(words)
 
     def match_levels(self, words, n, bounds):
-        if isinstance(words, bitmatrix.SelectedBits):
-            return bitmatrix.level_bits(words, np.asarray(n), bounds)
+        if isinstance(n, bitmatrix.StepCounts):
+            return bitmatrix.level_bits(n, bounds)
         return super().match_levels(words, n, bounds)
 
     @staticmethod

@@ -49,6 +49,7 @@ def test_bit_sliced_counts_are_popcount_sums(k, monkeypatch):
     want = on.sum(axis=0)
     n = bm.counts_from_planes(planes, T, k)
     assert n.dtype == bm.count_dtype(k) and np.array_equal(n, want)
+    assert np.array_equal(bm.word_max(planes), np.pad(want, (0, -T % 64)).reshape(-1, 64).max(axis=1))
     for m in sorted({1, 2, k // 2 + 1, k, k + 1, 2 * k + 5}):
         assert np.array_equal(bm.unpack_bits(bm.at_least(planes, m), T), want >= m), m
 
@@ -64,8 +65,11 @@ def test_runs_from_counts_equal_brute_force(data):
     starts = sorted({0} | set(rng.integers(0, T, size=data.draw(st.integers(0, 6))).tolist()))
     bounds = np.array(starts + [T], dtype=np.int64)
     selected = bm.SelectedBits(bm.pack_bits(on), T)
-    n = bm.counts_from_planes(selected.count_planes(), T, k)
-    levels = bm.level_bits(selected, n, bounds)
+    counts = bm.StepCounts(selected)
+    levels = bm.level_bits(counts, bounds)
+    n = np.asarray(counts)
+    assert np.array_equal(n, on.sum(axis=0)) and counts.max() == n.max()
+    assert np.array_equal(counts.word_max(), np.pad(n, (0, -T % 64)).reshape(-1, 64).max(axis=1))
     for m in range(1, k + 2):
         a, b = bm.level_runs_from_bits(levels, m)
         wa, wb = brute_runs(n >= m, starts)
@@ -78,8 +82,9 @@ def test_sparse_level_words_equal_the_dense_path(monkeypatch):
     on = rng.random((k, T)) < 0.45
     starts = sorted({0} | set(rng.integers(0, T, 20).tolist()))
     selected = bm.SelectedBits(bm.pack_bits(on), T)
-    n = bm.counts_from_planes(selected.count_planes(), T, k)
-    levels = bm.level_bits(selected, n, np.array(starts + [T]))
+    counts = bm.StepCounts(selected)
+    levels = bm.level_bits(counts, np.array(starts + [T]))
+    n = counts[:]
     for share in (0.0, 1.0):                 # only the words reaching the level / every word
         monkeypatch.setattr(bm, "SPARSE_SHARE", share)
         for m in range(1, k + 1):
