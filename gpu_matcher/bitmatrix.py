@@ -103,18 +103,37 @@ def set_positions(words: np.ndarray, at: np.ndarray | None = None) -> np.ndarray
 
 
 # --- n(t) as bit planes ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RowSet:
+    """Rows ``index`` of a bit matrix, read in place (a selection never copies its k rows whole)."""
+
+    matrix: np.ndarray
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.index.size)
+
+    def columns(self, cols) -> np.ndarray:
+        if isinstance(cols, slice):
+            return self.matrix[self.index, cols]
+        return self.matrix[self.index[:, None], np.asarray(cols)[None, :]]
+
+    def array(self) -> np.ndarray:
+        return self.matrix[self.index]
+
+
 def _columns(rows, cols) -> np.ndarray:
-    """``rows[:, cols]`` of a ``(k, W)`` array or of a list of ``k`` rows (any index or slice)."""
-    if isinstance(rows, np.ndarray):
-        return rows[:, cols]
-    return np.stack([r[cols] for r in rows])
+    """``rows[:, cols]`` (a copy) of a ``(k, W)`` array or a ``RowSet`` (any index array or slice)."""
+    if isinstance(rows, RowSet):
+        return rows.columns(cols)
+    return np.array(rows[:, cols])
 
 
 def bit_sliced_counts(rows) -> np.ndarray:
-    """``(k, W)`` bit rows (an array or a list of rows) -> ``(B, W)`` planes of ``n`` (B = k.bit_length()): bit ``b`` of ``n(t)`` is
+    """``(k, W)`` bit rows (an array or a ``RowSet``) -> ``(B, W)`` planes of ``n`` (B = k.bit_length()): bit ``b`` of ``n(t)`` is
     bit ``t`` of plane ``b``. A tree of carry-save adders: each full adder turns three rows of one weight
     into a sum row of that weight and a carry row of twice it, a few words at a time."""
-    k, W = len(rows), int(rows[0].shape[-1]) if len(rows) else 0
+    k, W = len(rows), int((rows.matrix if isinstance(rows, RowSet) else rows).shape[-1])
     B = max(1, int(k).bit_length())
     planes = np.zeros((B, W), dtype=np.uint64)
     for c0 in range(0, W, ADDER_BLOCK):
@@ -124,14 +143,17 @@ def bit_sliced_counts(rows) -> np.ndarray:
             parts = pending[b]
             if not parts:
                 continue
-            x = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            x = parts[0] if len(parts) == 1 else np.concatenate(parts)     # a copy we may write
             while x.shape[0] > 2:
-                t = x.shape[0] // 3 * 3
-                p, q, r = x[0:t:3], x[1:t:3], x[2:t:3]
+                third = x.shape[0] // 3
+                p, q, r = x[:third], x[third:2 * third], x[2 * third:3 * third]
                 pq = p ^ q
-                pending[b + 1].append((p & q) | (r & pq))
-                total = pq ^ r
-                x = total if t == x.shape[0] else np.concatenate([total, x[t:]])
+                np.bitwise_and(p, q, out=p)
+                np.bitwise_xor(pq, r, out=q)                   # q: the sums
+                np.bitwise_and(r, pq, out=r)
+                np.bitwise_or(p, r, out=p)                     # p: the carries
+                pending[b + 1].append(p)
+                x = q if 3 * third == x.shape[0] else np.concatenate([q, x[3 * third:]])
             if x.shape[0] == 2:
                 pending[b + 1].append(x[0:1] & x[1:2])
                 planes[b, c0:c1] = x[0] ^ x[1]
@@ -263,78 +285,79 @@ def _window_misses(rows, a, b1, lo, hi) -> np.ndarray:
 
 
 # --- the cache --------------------------------------------------------------------------------------
+class _Threshold:
+    """One (key store, threshold) of the cache: a ``(D, W)`` bit matrix whose rows are packed when
+    first asked for (untouched rows are never written, so they take no memory)."""
+
+    def __init__(self, D: int, W: int):
+        self.matrix = np.zeros((D, W), dtype=np.uint64)
+        self.filled = np.zeros(D, dtype=bool)
+        self.row_bytes = W * 8
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.filled.sum()) * self.row_bytes
+
+
 class BitRowCache:
-    """Bit rows of (key store, threshold key, cell), least recently used dropped first, at most
-    ``budget`` bytes in all. Thread-safe; a row is packed outside the lock."""
+    """Bit matrices per (key store, threshold key), least recently used dropped first; their packed
+    rows take at most ``budget`` bytes in all between queries (a query's own rows may exceed it while
+    it runs, and are then not kept). Thread-safe."""
 
     PACK_CELLS = 16             # cells compared and packed at once when they share a key
 
     def __init__(self, budget: int = CACHE_BYTES):
         self.budget = int(budget)
-        self.nbytes = 0
         self.packed = 0                                   # rows packed so far (tests, benchmarks)
-        self._rows: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+        self._entries: "OrderedDict[tuple, _Threshold]" = OrderedDict()
         self._tokens: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
         self._next_token = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(e.nbytes for e in self._entries.values())
 
     def _token(self, store) -> int:
-        with self._lock:
-            tok = self._tokens.get(store)
-            if tok is None:
-                tok = self._tokens[store] = self._next_token
-                self._next_token += 1
-            return tok
+        tok = self._tokens.get(store)
+        if tok is None:
+            tok = self._tokens[store] = self._next_token
+            self._next_token += 1
+        return tok
 
     def clear(self) -> None:
         with self._lock:
-            self._rows.clear()
-            self.nbytes = 0
+            self._entries.clear()
 
-    def _put(self, key: tuple, row: np.ndarray) -> None:
-        if row.nbytes > self.budget:
-            return
-        with self._lock:
-            if key in self._rows:
-                return
-            self._rows[key] = row
-            self.nbytes += row.nbytes
-            while self.nbytes > self.budget:
-                _, old = self._rows.popitem(last=False)
-                self.nbytes -= old.nbytes
-
-    def rows(self, store, cells: np.ndarray, key_threshold) -> list[np.ndarray]:
-        """The bit rows (read-only, ``n_words(T)`` words each) of ``cells`` of a cell-major key store
-        (``keys_cells``, ``(D, T)``, with ``rows_at_least``), on where ``key >= key_threshold`` (one
-        key, or one per cell of the store)."""
+    def rows(self, store, cells: np.ndarray, key_threshold) -> RowSet:
+        """The bit rows of ``cells`` of a cell-major key store (``keys_cells``, ``(D, T)``, with
+        ``rows_at_least``), on where ``key >= key_threshold`` (one key, or one per cell of the store)."""
         cells = np.asarray(cells, dtype=np.int64)
-        T = int(store.shape[1])
-        tok = self._token(store)
+        D, T = (int(x) for x in store.shape)
         per_cell = np.ndim(key_threshold) > 0
-        keys = [key_threshold[c] if per_cell else key_threshold for c in cells.tolist()]
-        out: list = [None] * cells.size
-        missing: list[int] = []
         with self._lock:
-            for i, c in enumerate(cells.tolist()):
-                row = self._rows.get((tok, int(keys[i]), c))
-                if row is None:
-                    missing.append(i)
-                else:
-                    self._rows.move_to_end((tok, int(keys[i]), c))
-                    out[i] = row
-        # Cells sharing a key are compared and packed a few at a time (fewer, larger NumPy calls).
-        while missing:
-            key = keys[missing[0]]
-            group = [i for i in missing[:self.PACK_CELLS] if int(keys[i]) == int(key)]
-            packed = pack_bits(store.rows_at_least(cells[group], key))
-            for j, i in enumerate(group):
-                row = out[i] = packed[j].copy()
-                row.flags.writeable = False                    # shared by every query that asks
-                self._put((tok, int(key), int(cells[i])), row)
-            self.packed += len(group)
-            taken = set(group)
-            missing = [i for i in missing if i not in taken]
-        return out
+            name = (self._token(store), np.asarray(key_threshold).tobytes() if per_cell else int(key_threshold))
+            entry = self._entries.get(name)
+            if entry is None:
+                entry = self._entries[name] = _Threshold(D, n_words(T))
+            self._entries.move_to_end(name)
+            missing = np.unique(cells[~entry.filled[cells]])
+            # Cells sharing a key are compared and packed a few at a time (fewer, larger NumPy calls).
+            groups = ([missing[i:i + 1] for i in range(missing.size)] if per_cell else
+                      [missing[i:i + self.PACK_CELLS] for i in range(0, missing.size, self.PACK_CELLS)])
+            for group in groups:
+                key = key_threshold[group[0]] if per_cell else key_threshold
+                entry.matrix[group] = pack_bits(store.rows_at_least(group, key))
+                entry.filled[group] = True
+                self.packed += group.size
+            total = sum(e.nbytes for e in self._entries.values())
+            while total > self.budget and len(self._entries) > 1:
+                _, old = self._entries.popitem(last=False)
+                total -= old.nbytes
+            if total > self.budget:                      # this threshold alone: not kept
+                del self._entries[name]
+            return RowSet(entry.matrix, cells)
 
 
 #: The process's cache (a Dask worker's too): every NumPy-backend query shares it.
@@ -342,25 +365,14 @@ BIT_ROWS = BitRowCache()
 
 
 # --- what the NumPy backend passes between its steps ----------------------------------------------
-#: Selected rows up to this many bytes are copied into one array (faster gathers); larger selections
-#: (long timelines) use the cached rows in place, so a query never copies hundreds of MB.
-STACK_BYTES = 64 * 2**20
-
-
 @dataclass
 class SelectedBits:
-    """The selected cells' bit rows over ``T`` steps (a ``(k, W)`` array, or a list of the cache's
-    rows when that would be large), and their count planes once made."""
+    """The selected cells' bit rows over ``T`` steps (a ``RowSet`` of the cache's matrix, or a
+    ``(k, W)`` array), and their count planes once made."""
 
-    rows: np.ndarray | list
+    rows: "RowSet | np.ndarray"
     T: int
     planes: np.ndarray | None = field(default=None, repr=False)
-
-    @classmethod
-    def of(cls, rows: list, T: int) -> "SelectedBits":
-        if not rows or len(rows) * rows[0].nbytes <= STACK_BYTES:
-            return cls(np.stack(rows) if rows else np.zeros((0, n_words(T)), dtype=np.uint64), T)
-        return cls(list(rows), T)
 
     @property
     def k(self) -> int:
@@ -368,7 +380,7 @@ class SelectedBits:
 
     @property
     def nbytes(self) -> int:
-        own = int(self.rows.nbytes) if isinstance(self.rows, np.ndarray) else 0
+        own = int(self.rows.nbytes) if isinstance(self.rows, np.ndarray) else 0   # a RowSet: the cache's
         return own + (int(self.planes.nbytes) if self.planes is not None else 0)
 
     def count_planes(self) -> np.ndarray:

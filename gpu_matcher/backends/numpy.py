@@ -24,14 +24,13 @@ class NumpyBackend(Backend):
 
     def on_columns(self, layout, cells, key_threshold):
         store = layout.keys_cells
-        rows = self.bit_rows.rows(store, cells, key_threshold)
-        return bitmatrix.unpack_bits(np.stack(rows), store.shape[1])
+        return bitmatrix.unpack_bits(self.bit_rows.rows(store, cells, key_threshold).array(), store.shape[1])
 
     # --- the selected cells as bit rows (bitmatrix); base.Backend's (T, W) words are not made ------
     def selected_words(self, layout, cells, key_threshold):
         """The selected cells' cached bit rows (``bitmatrix.SelectedBits``), not per-step words."""
         store = layout.keys_cells
-        return bitmatrix.SelectedBits.of(self.bit_rows.rows(store, cells, key_threshold), int(store.shape[1]))
+        return bitmatrix.SelectedBits(self.bit_rows.rows(store, cells, key_threshold), int(store.shape[1]))
 
     def step_counts(self, words):
         if isinstance(words, bitmatrix.SelectedBits):
