@@ -305,10 +305,12 @@ class BitRowCache:
     it runs, and are then not kept). Thread-safe."""
 
     PACK_CELLS = 16             # cells compared and packed at once when they share a key
+    MAX_ENTRIES = 64            # thresholds kept at most, however few bytes they hold
 
     def __init__(self, budget: int = CACHE_BYTES):
         self.budget = int(budget)
         self.packed = 0                                   # rows packed so far (tests, benchmarks)
+        self._bytes = 0
         self._entries: "OrderedDict[tuple, _Threshold]" = OrderedDict()
         self._tokens: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
         self._next_token = 0
@@ -316,19 +318,28 @@ class BitRowCache:
 
     @property
     def nbytes(self) -> int:
-        with self._lock:
-            return sum(e.nbytes for e in self._entries.values())
+        return self._bytes
 
     def _token(self, store) -> int:
         tok = self._tokens.get(store)
         if tok is None:
             tok = self._tokens[store] = self._next_token
             self._next_token += 1
+            weakref.finalize(store, self._forget, tok)    # a closed source's rows go with it
         return tok
+
+    def _drop(self, name: tuple) -> None:
+        self._bytes -= self._entries.pop(name).nbytes
+
+    def _forget(self, tok: int) -> None:
+        with self._lock:
+            for name in [n for n in self._entries if n[0] == tok]:
+                self._drop(name)
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._bytes = 0
 
     def rows(self, store, cells: np.ndarray, key_threshold) -> RowSet:
         """The bit rows of ``cells`` of a cell-major key store (``keys_cells``, ``(D, T)``, with
@@ -351,12 +362,12 @@ class BitRowCache:
                 entry.matrix[group] = pack_bits(store.rows_at_least(group, key))
                 entry.filled[group] = True
                 self.packed += group.size
-            total = sum(e.nbytes for e in self._entries.values())
-            while total > self.budget and len(self._entries) > 1:
-                _, old = self._entries.popitem(last=False)
-                total -= old.nbytes
-            if total > self.budget:                      # this threshold alone: not kept
-                del self._entries[name]
+                self._bytes += group.size * entry.row_bytes
+            while len(self._entries) > 1 and (self._bytes > self.budget
+                                              or len(self._entries) > self.MAX_ENTRIES):
+                self._drop(next(iter(self._entries)))
+            if self._bytes > self.budget:                # this threshold alone: not kept
+                self._drop(name)
             return RowSet(entry.matrix, cells)
 
 

@@ -161,6 +161,9 @@ def test_cache_respects_its_byte_budget_and_keeps_recent_thresholds():
     other, other_keys = _store(T=640, D=30, seed=9)
     got = cache.rows(other, cells, thresholds[0])
     assert np.array_equal(bm.unpack_bits(got.array(), 640), other_keys.T[cells] >= thresholds[0])
+    assert cache.nbytes == sum(e.nbytes for e in cache._entries.values())
+    del other                                             # a store that is gone takes its rows along
+    assert cache.nbytes == 10 * row_bytes and len(cache._entries) == 1
     tiny = bm.BitRowCache(budget=row_bytes - 1)           # a row over the budget is not kept
     tiny.rows(store, cells, thresholds[0])
     assert tiny.nbytes == 0
