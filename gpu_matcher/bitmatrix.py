@@ -12,12 +12,15 @@ search needs from ``S`` is computed on words, 64 steps per operation:
   from the planes (a bit-sliced comparison with the constant ``m``, then run edges);
 - ``window_counts``: ``inter`` per candidate (cells on over ``[a, b]``, off over the margins).
 
-``BitRowCache`` is a byte-bounded LRU of bit rows keyed by (key store, threshold key, cell), so a
-threshold switched back to is as fast as a repeat, and per-cell keys (``gpu_matcher.scaling``) are
-cached the same way. Rows are packed when first asked for (1.4 ms per cell at ``T = 10^6``): packing
-all ``D`` cells of a new threshold at once measured 0.9 s on a 2-core VM, over the 0.5 s first-query
-budget. The budget is ``LSTMVIS_BIT_CACHE_BYTES`` (default 256 MiB: two thousand rows at ``T = 10^6``,
-three full thresholds of a 650-cell source).
+``BitRowCache`` holds one ``(D, W)`` bit matrix per (key store, threshold key), least recently used
+dropped first, so a threshold switched back to is as fast as a repeat; per-cell keys
+(``gpu_matcher.scaling``) are one entry too. A row is packed when first asked for (about 1.4 ms per
+cell at ``T = 10^6`` on a quiet 2-core VM): packing all ``D`` cells of a new threshold at once measured
+0.9 s there, over the 0.5 s first-query budget, so only the rows queries ask for are made (the
+verification over all ``D`` cells reads the row-major keys instead). The budget,
+``LSTMVIS_BIT_CACHE_BYTES`` (default 512 MiB), counts packed rows: four thousand at ``T = 10^6``
+(six full thresholds of a 650-cell source), four hundred at ``T = 10^7`` (two thresholds of a
+163-cell selection). A Dask worker has its own.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 #: Bytes of bit rows the process keeps (all sources, all thresholds together).
-CACHE_BYTES = int(os.environ.get("LSTMVIS_BIT_CACHE_BYTES", 256 * 2**20))
+CACHE_BYTES = int(os.environ.get("LSTMVIS_BIT_CACHE_BYTES", 512 * 2**20))
 #: Words per block of the carry-save adder tree (rows x block stay in the CPU cache).
 ADDER_BLOCK = 2048
 #: Cells x candidates of one batch of ``window_counts`` (bounds its temporaries to ~8 bytes x this).
