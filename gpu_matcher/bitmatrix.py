@@ -129,7 +129,7 @@ def _columns(rows, cols) -> np.ndarray:
     """``rows[:, cols]`` (a copy) of a ``(k, W)`` array or a ``RowSet`` (any index array or slice)."""
     if isinstance(rows, RowSet):
         return rows.columns(cols)
-    return np.array(rows[:, cols])
+    return rows[:, cols].copy() if isinstance(cols, slice) else np.take(rows, cols, axis=1)
 
 
 def bit_sliced_counts(rows) -> np.ndarray:
@@ -379,14 +379,24 @@ BIT_ROWS = BitRowCache()
 
 
 # --- what the NumPy backend passes between its steps ----------------------------------------------
+#: Selected rows up to this many bytes are copied into one ``(k, W)`` array (a query's many column
+#: gathers are several times faster there); larger ones (long timelines) are read in place.
+STACK_BYTES = 64 * 2**20
+
+
 @dataclass
 class SelectedBits:
-    """The selected cells' bit rows over ``T`` steps (a ``RowSet`` of the cache's matrix, or a
-    ``(k, W)`` array), and their count planes once made."""
+    """The selected cells' bit rows over ``T`` steps (a ``(k, W)`` array, or a ``RowSet`` of the
+    cache's matrix when a copy would be large), and their count planes once made."""
 
     rows: "RowSet | np.ndarray"
     T: int
     planes: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, rows: RowSet, T: int) -> "SelectedBits":
+        small = len(rows) * n_words(T) * 8 <= STACK_BYTES
+        return cls(rows.array() if small else rows, T)
 
     @property
     def k(self) -> int:

@@ -30,7 +30,7 @@ class NumpyBackend(Backend):
     def selected_words(self, layout, cells, key_threshold):
         """The selected cells' cached bit rows (``bitmatrix.SelectedBits``), not per-step words."""
         store = layout.keys_cells
-        return bitmatrix.SelectedBits(self.bit_rows.rows(store, cells, key_threshold), int(store.shape[1]))
+        return bitmatrix.SelectedBits.of(self.bit_rows.rows(store, cells, key_threshold), int(store.shape[1]))
 
     def step_counts(self, words):
         if isinstance(words, bitmatrix.SelectedBits):

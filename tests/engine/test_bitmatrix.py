@@ -169,10 +169,11 @@ def test_cache_respects_its_byte_budget_and_keeps_recent_thresholds():
     assert tiny.nbytes == 0
 
 
-@pytest.mark.parametrize("sparse_share", [0.0, 0.5, 1.0])
-def test_match_over_many_words_equals_the_oracle(sparse_share, monkeypatch):
+@pytest.mark.parametrize("sparse_share, stack_bytes", [(0.0, 64 * 2**20), (0.5, 0), (1.0, 64 * 2**20)])
+def test_match_over_many_words_equals_the_oracle(sparse_share, stack_bytes, monkeypatch):
     """The whole search over a timeline of several words (runs and margins crossing word edges), with
-    levels visiting only the words that reach them or all words."""
+    levels visiting only the words that reach them or all words, the rows copied or read in place."""
+    monkeypatch.setattr(bm, "STACK_BYTES", stack_bytes)
     from gpu_matcher import Engine
     from tests.engine import oracle
     from tests.engine.test_properties import project_from_array

@@ -39,5 +39,5 @@ def test_numpy_backend_packs_straight_from_the_cell_rows(per_cell):
     key = key if per_cell else key[5]
     want = keys.T[cells] >= (key[cells, None] if per_cell else key)
     got = backend.selected_words(layout, cells, key)
-    assert np.array_equal(unpack_bits(got.rows.array(), 500), want)
+    assert np.array_equal(unpack_bits(np.asarray(got.rows), 500), want)
     assert np.array_equal(backend.on_columns(layout, cells, key), want)
