@@ -164,10 +164,7 @@ class Backend:
         rise, rise_from, rise_to, fall, fall_to, fall_from = events
         a = rise[(rise_from < level) & (rise_to >= level)]
         b = fall[(fall_to < level) & (fall_from >= level)]
-        length = b - a + 1
-        keep = (length == query.phrase_length) if query.phrase_length > 0 else \
-            (length >= query.min_length)
-        return a[keep], b[keep]
+        return keep_lengths(a, b, query)
 
     # --- array primitives with NumPy implementations (a GPU backend overrides them) ------------
     def selected_words(self, layout, cells: np.ndarray, key_threshold) -> Any:
@@ -226,6 +223,13 @@ class Backend:
         rest = np.flatnonzero(union > k)
         order = rest[group_order(union[rest], length[rest], a[rest])]
         walk.feed(a[order], b[order], inter[order], union[order])
+
+
+def keep_lengths(a: np.ndarray, b: np.ndarray, query: MatchQuery):
+    """The runs ``[a, b]`` whose length the query asks for (``phrase_length``, else ``min_length``)."""
+    length = b - a + 1
+    keep = (length == query.phrase_length) if query.phrase_length > 0 else (length >= query.min_length)
+    return a[keep], b[keep]
 
 
 def _positions_of(xp, few, many):

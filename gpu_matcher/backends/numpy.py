@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpu_matcher import bitmatrix
-from gpu_matcher.backends.base import Backend, batches, pack_bits_rows, segment_reduce
+from gpu_matcher.backends.base import Backend, batches, keep_lengths, pack_bits_rows, segment_reduce
 
 #: Rows x cells gathered at once during verification (bounds the temporary memory to ~this many bytes).
 GATHER_BUDGET = 1 << 25
@@ -16,8 +16,11 @@ class NumpyBackend(Backend):
     name = "numpy"
     xp = np
 
+    bit_rows: bitmatrix.BitRowCache = bitmatrix.BIT_ROWS      # the process's cache, unless given one
+
     def __init__(self, bit_rows: bitmatrix.BitRowCache | None = None):
-        self.bit_rows = bitmatrix.BIT_ROWS if bit_rows is None else bit_rows
+        if bit_rows is not None:
+            self.bit_rows = bit_rows
 
     def prepare(self, source):
         return source.layout()
@@ -46,11 +49,7 @@ class NumpyBackend(Backend):
     def level_runs(events, level, query):
         if not isinstance(events, bitmatrix.LevelBits):
             return Backend.level_runs(events, level, query)
-        a, b = bitmatrix.level_runs_from_bits(events, level)
-        length = b - a + 1
-        keep = (length == query.phrase_length) if query.phrase_length > 0 else \
-            (length >= query.min_length)
-        return a[keep], b[keep]
+        return keep_lengths(*bitmatrix.level_runs_from_bits(events, level), query)
 
     def inter_counts(self, words, a, b, lo, hi):
         if isinstance(words, bitmatrix.SelectedBits):
