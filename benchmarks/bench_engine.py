@@ -3,7 +3,9 @@
     python benchmarks/bench_engine.py [--T 1000000] [--D 650] [--dtype float16] [--data DIR] [--backend numpy]
 
 Generates the synthetic project (benchmarks/synth.py) once under --data, builds the derived layout
-(timed separately), then measures on brushed ranges that select 4-10 cells. Peak RSS is measured on a
+(timed separately), then measures the exact match per selection size (4, 10, 27, 53 and 163 cells:
+brushed selections cut to k cells; medians and spreads over runs, first queries, a never-used threshold
+and the switch back), and on brushed ranges that select 4-10 cells. Peak RSS is measured on a
 separate `lstmvis match` process. Prints the machine, backend and sizes with every figure.
 """
 
@@ -15,7 +17,6 @@ import os
 import platform
 import statistics
 import subprocess
-import tempfile
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.synth import make_project  # noqa: E402
 from gpu_matcher import Engine, open_project  # noqa: E402
+
+
+#: Runs ``lstmvis ARGS`` and prints its own peak RSS (``VmHWM`` of /proc/self/status) to stderr.
+PEAK_WRAPPER = """
+import runpy, sys
+sys.argv = ["lstmvis", *sys.argv[1:]]
+try:
+    runpy.run_module("gpu_matcher.cli", run_name="__main__")
+finally:
+    print(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).strip(), file=sys.stderr)
+"""
 
 
 def machine() -> str:
@@ -67,6 +79,65 @@ def pick_selections(engine: Engine, source: str, T: int, want: int, rng) -> list
     return picks
 
 
+
+SIZES = (4, 10, 27, 53, 163)
+
+
+def pick_sized(engine: Engine, source: str, T: int, sizes, per_size: int, rng) -> dict[int, list[tuple]]:
+    """For each size k, brushed ranges whose S has at least k cells, cut to its first k cells (the
+    user removing cells by hand). The highest threshold that selects enough cells is used."""
+    out: dict[int, list[tuple]] = {k: [] for k in sizes}
+    thetas = (0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.0, -0.2, -0.4)
+    tries = 0
+    while any(len(v) < per_size for v in out.values()) and tries < 20000:
+        tries += 1
+        start = int(rng.integers(100, T - 100))
+        end = start + int(rng.integers(0, 3))
+        left, right = int(rng.integers(0, 2)), int(rng.integers(0, 2))
+        for theta in thetas:
+            try:
+                cells = engine.select(source, start, end, theta, left, right).cells
+            except Exception:
+                break
+            fits = [k for k in sizes if len(out[k]) < per_size and len(cells) >= k
+                    and (k == max(s for s in sizes if s <= len(cells)))]
+            if fits:
+                k = fits[0]
+                out[k].append((start, end, theta, left, right, cells[:k]))
+                break
+    return out
+
+
+def spread(values) -> str:
+    return f"{statistics.median(values):7.2f} ms (min {min(values):.1f}, max {max(values):.1f})"
+
+
+def bench_sizes(engine: Engine, source: str, T: int, per_size: int, repeat: int, rng) -> None:
+    """Per selection size: first query, median of repeats per selection, and a threshold never used
+    before followed by a switch back to the previous one (should cost a repeat)."""
+    sized = pick_sized(engine, source, T, SIZES, per_size, rng)
+    for k in SIZES:
+        picks = sized[k]
+        if not picks:
+            print(f"match k={k:3d}: no brushed selection found")
+            continue
+        firsts, meds, alls, news, backs, tops = [], [], [], [], [], []
+        for i, (start, end, theta, left, right, cells) in enumerate(picks):
+            first, med, res = timed(lambda: engine.match(source, cells, theta, left, right), repeat)
+            runs = [timed(lambda: engine.match(source, cells, theta, left, right), 1)[0]
+                    for _ in range(repeat)]
+            firsts.append(first)
+            meds.append(statistics.median(runs))
+            alls.extend(runs)
+            tops.append(res[0].inter if res else 0)
+            fresh = round(theta + 0.0113 * (k % 7 + 1) + 0.0031 * i, 4)   # never used before
+            news.append(timed(lambda: engine.match(source, cells, fresh, left, right), 1)[0])
+            backs.append(timed(lambda: engine.match(source, cells, theta, left, right), 1)[0])
+        print(f"match k={k:3d} ({len(picks)} selections x {repeat} runs, top inter {tops}): "
+              f"median {spread(alls)}; per-selection medians {min(meds):.1f}..{max(meds):.1f}")
+        print(f"      k={k:3d} first query of a selection {spread(firsts)}; "
+              f"new threshold {spread(news)}; back to the previous threshold {spread(backs)}")
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--T", type=int, default=1_000_000)
@@ -77,6 +148,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=12)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--no-rss", action="store_true")
+    ap.add_argument("--per-size", type=int, default=3, help="selections per size k in %s" % (SIZES,))
+    ap.add_argument("--only-sizes", action="store_true", help="only the per-size match figures")
     args = ap.parse_args()
 
     folder = Path(args.data) / f"synth-{args.T}x{args.D}-{args.dtype}"
@@ -95,6 +168,9 @@ def main() -> None:
     print(f"derived layout (build or load): {time.perf_counter() - t0:.2f} s")
 
     rng = np.random.default_rng(7)
+    bench_sizes(engine, source, args.T, args.per_size, args.repeat, np.random.default_rng(11))
+    if args.only_sizes:
+        return
     picks = pick_selections(engine, source, args.T, args.queries, rng)
     # Fresh places (not the picks, whose rows HDF5 has cached): the first read of each is timed.
     fresh = [int(x) for x in rng.integers(100, args.T - 200, 40)]
@@ -135,24 +211,19 @@ def main() -> None:
 
     if not args.no_rss:
         start, end, theta, left, right, cells = picks[0]
-        cmd = [sys.executable, "-m", "gpu_matcher.cli", "match", str(folder), "--threshold", str(theta),
-               "--start", str(start), "--end", str(end), "--left", str(left), "--right", str(right),
-               "--backend", args.backend, "--repeat", "5"]
-        # That one process's own peak (wait4), not the largest of every child this script has had.
-        with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
-            proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f)
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            out_f.seek(0)
-            err_f.seek(0)
-            stdout, stderr = out_f.read().decode(), err_f.read().decode()
-        peak = usage.ru_maxrss / 1024
-        if proc.returncode != 0:
-            print(f"lstmvis match failed: {stderr.strip()}")
+        cli = ["match", str(folder), "--threshold", str(theta), "--start", str(start), "--end", str(end),
+               "--left", str(left), "--right", str(right), "--backend", args.backend, "--repeat", "5"]
+        # The process's own high-water mark (VmHWM), read by itself as it exits: a child's ru_maxrss
+        # (wait4) starts from this script's RSS at the fork, so it reported the parent's size.
+        cmd = [sys.executable, "-c", PEAK_WRAPPER, *cli]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        peak = [line for line in proc.stderr.splitlines() if line.startswith("VmHWM:")]
+        if proc.returncode != 0 or not peak:
+            print(f"lstmvis match failed: {proc.stderr.strip()}")
         else:
-            out = json.loads(stdout)
-            print(f"lstmvis match process: peak RSS {peak:.0f} MB, timing {out['timing_ms']}")
-
+            out = json.loads(proc.stdout)
+            print(f"lstmvis match process: peak RSS {int(peak[-1].split()[1]) / 1024:.0f} MB, "
+                  f"timing {out['timing_ms']}")
 
 if __name__ == "__main__":
     main()

@@ -1,10 +1,12 @@
-"""The NumPy backend: key layouts as host arrays or memory maps; verification by gathered rows."""
+"""The NumPy backend: key layouts as host arrays or memory maps; the selected cells as cached bit rows
+(``gpu_matcher.bitmatrix``); verification by gathered rows."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from gpu_matcher.backends.base import Capability, batches, pack_bits_rows, pack_rows, segment_reduce
+from gpu_matcher import bitmatrix
+from gpu_matcher.backends.base import Capability, batches, pack_bits_rows, segment_reduce
 from gpu_matcher.backends.search import LevelEvents, SearchBackend
 from gpu_matcher.source import Layout, Source
 
@@ -19,31 +21,49 @@ class NumpyBackend(SearchBackend[Layout, LevelEvents]):
     xp = np
     capabilities = frozenset({Capability.PER_CELL_KEYS, Capability.STREAMING})
 
+    bit_rows: bitmatrix.BitRowCache = bitmatrix.BIT_ROWS      # the process's cache, unless given one
+
+    def __init__(self, bit_rows: bitmatrix.BitRowCache | None = None):
+        if bit_rows is not None:
+            self.bit_rows = bit_rows
+
     def prepare(self, source: Source) -> Layout:
         return source.layout()
 
     def row_keys(self, layout: Layout, source: Source, start: int, stop: int) -> np.ndarray:
         return layout.keys_rows.block(start, stop)
 
-    @staticmethod
-    def _on_rows(layout, cells, key_threshold):
-        """Each selected cell's on-row over all T, one at a time (one key, or one per cell:
-        ``Capability.PER_CELL_KEYS``)."""
-        cells = np.asarray(cells, dtype=np.int64)
-        per_cell = np.ndim(key_threshold) > 0
-        for i, c in enumerate(cells.tolist()):
-            yield layout.keys_cells.rows_at_least(cells[i:i + 1], key_threshold[c] if per_cell
-                                                  else key_threshold)[0]
-
     def on_columns(self, layout, cells, key_threshold):
-        out = np.empty((len(cells), layout.keys_cells.shape[1]), dtype=bool)
-        for i, row in enumerate(self._on_rows(layout, cells, key_threshold)):
-            out[i] = row
-        return out
+        store = layout.keys_cells
+        return bitmatrix.unpack_bits(self.bit_rows.rows(store, cells, key_threshold).array(), store.shape[1])
 
+    # --- the selected cells as bit rows (bitmatrix); base.Backend's (T, W) words are not made ------
     def selected_words(self, layout, cells, key_threshold):
-        """The selected cells compared and packed one cell row at a time (no (k, T) array)."""
-        return pack_rows(self._on_rows(layout, cells, key_threshold), len(cells), layout.keys_cells.shape[1])
+        """The selected cells' cached bit rows (``bitmatrix.SelectedBits``), not per-step words."""
+        store = layout.keys_cells
+        return bitmatrix.SelectedBits.of(self.bit_rows.rows(store, cells, key_threshold), int(store.shape[1]))
+
+    def step_counts(self, words):
+        if isinstance(words, bitmatrix.SelectedBits):
+            return bitmatrix.StepCounts(words)         # integers made only if read
+        return super().step_counts(words)
+
+    def match_levels(self, words, n, bounds):
+        if isinstance(n, bitmatrix.StepCounts):
+            return bitmatrix.level_bits(n, bounds)
+        return super().match_levels(words, n, bounds)
+
+    def level_runs(self, events, level, query):
+        if not isinstance(events, bitmatrix.LevelBits):
+            return super().level_runs(events, level, query)
+        a, b = bitmatrix.level_runs_from_bits(events, level)
+        keep = query.keeps_length(b - a + 1)
+        return a[keep], b[keep]
+
+    def inter_counts(self, words, a, b, lo, hi):
+        if isinstance(words, bitmatrix.SelectedBits):
+            return bitmatrix.window_counts(words.rows, a, b, lo, hi)
+        return super().inter_counts(words, a, b, lo, hi)
 
     def active_counts(self, layout, key_threshold, start, end, margin_lo, margin_hi):
         D = layout.keys_rows.shape[1]

@@ -110,6 +110,11 @@ class SearchBackend(Backend[LayoutT], Generic[LayoutT, EventsT]):
         return LevelEvents(host(rise).astype(np.int64), host(rise_from), host(n[rise]),  # type: ignore
                            host(fall).astype(np.int64), host(fall_to), host(n[fall]))
 
+    def match_levels(self, words, n, bounds: np.ndarray) -> Any:
+        """What ``level_runs`` reads, once per query: ``level_events(n, bounds)``, unless a backend reads
+        the runs from ``words`` directly (NumPy: from bit-sliced counts, ``gpu_matcher.bitmatrix``)."""
+        return self.level_events(n, bounds)
+
     def level_runs(self, events: EventsT, level: int, query: MatchQuery) -> tuple[np.ndarray, np.ndarray]:
         """Maximal runs ``[a, b]`` of ``n >= level``, cut at sequence edges, filtered by length.
 
@@ -203,7 +208,7 @@ class LevelWalk:
         with backend.lock:
             self.words = backend.selected_words(layout, cells, query.key_threshold)
             self.n = backend.step_counts(self.words)
-            self.events = backend.level_events(self.n, self.bounds)
+            self.events = backend.match_levels(self.words, self.n, self.bounds)
             T = int(self.bounds[-1])
             self.max_n = int(backend.to_host(self.n.max())) if T else 0
         self.next_level = self.k            # the next level to process

@@ -133,12 +133,16 @@ def test_per_cell_scales_equal_the_oracle(impl):
 
 
 # --- against the NumPy backend --------------------------------------------------------------------------------
-@pytest.fixture
-def compared(impl) -> Implementation:
+COMPARED = [impl for impl in IMPLEMENTATIONS if not impl.reference]
+
+
+@pytest.fixture(params=COMPARED, ids=[impl.name for impl in COMPARED])
+def compared(request) -> Implementation:
     """An implementation other than the reference (NumPy), for the comparisons with it."""
-    if impl.reference:
-        pytest.skip("the reference of this comparison")
-    return impl
+    reason = request.param.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    return request.param
 
 
 def _numpy_rows(raw, transform, starts, q) -> list[dict]:

@@ -7,6 +7,7 @@ import pytest
 
 from gpu_matcher.backends.base import pack_rows, word_dtype
 from gpu_matcher.backends.numpy import NumpyBackend
+from gpu_matcher.bitmatrix import unpack_bits
 from gpu_matcher.source import KeyStore, Layout, float_keys
 
 
@@ -26,7 +27,8 @@ def test_bit_j_of_word_j_div_64_is_cell_j(k):
 
 @pytest.mark.parametrize("per_cell", [False, True])
 def test_numpy_backend_packs_straight_from_the_cell_rows(per_cell):
-    """The fused compare-and-pack equals on_columns then pack_steps, with one key or a key per cell."""
+    """The selected cells' bit rows are the keys compared with the threshold key (one, or one per cell),
+    and on_columns unpacks the same bits."""
     rng = np.random.default_rng(3)
     raw = rng.normal(size=(500, 70)).astype(np.float16)
     keys = float_keys(raw)
@@ -35,5 +37,7 @@ def test_numpy_backend_packs_straight_from_the_cell_rows(per_cell):
     cells = np.array(sorted(rng.choice(70, size=67, replace=False)))
     key = float_keys(rng.normal(size=70).astype(np.float16))
     key = key if per_cell else key[5]
-    want = backend.pack_steps(backend.on_columns(layout, cells, key))
-    assert np.array_equal(backend.selected_words(layout, cells, key), want)
+    want = keys.T[cells] >= (key[cells, None] if per_cell else key)
+    got = backend.selected_words(layout, cells, key)
+    assert np.array_equal(unpack_bits(np.asarray(got.rows), 500), want)
+    assert np.array_equal(backend.on_columns(layout, cells, key), want)
