@@ -110,11 +110,12 @@ def key_thresholds(source: Source, params: CellScale | None, threshold: Threshol
         # Binary search over the keys of -inf..+inf: the smallest key whose value has z >= θ (the NaN
         # keys at both ends are never on, so the search stays inside the numbers, where z is monotone).
         bottom, top = (int(k) for k in float_keys(np.array([-np.inf, np.inf], dtype=source.dtype)))
-        lo = np.full(D, bottom, dtype=np.int64)
-        hi = np.full(D, top + 1, dtype=np.int64)                 # top + 1: nothing is on
+        # Unsigned 64-bit search bounds: float64 keys reach 2**64 - 2**52 (int64 would overflow).
+        lo = np.full(D, bottom, dtype=np.uint64)
+        hi = np.full(D, top + 1, dtype=np.uint64)                # top + 1: nothing is on
         with np.errstate(divide="ignore", invalid="ignore"):
             while np.any(lo < hi):
-                mid = (lo + hi) // 2
+                mid = lo + (hi - lo) // np.uint64(2)
                 v = _transformed(source, mid.astype(kdt))
                 ok = (v - params.center) / params.spread >= theta
                 ok &= ~np.isnan(v)

@@ -145,7 +145,7 @@ def scaled_scenarios(draw):
     """Small sources for per-cell scales (NaN and infinities included), a scale and a threshold on it."""
     T = draw(st.integers(2, 30))
     D = draw(st.integers(1, 6))
-    dtype = draw(st.sampled_from(["float16", "float32"]))
+    dtype = draw(st.sampled_from(["float16", "float32", "float64"]))
     pool = POOL + [float("nan"), float("inf"), -float("inf")]
     raw = np.asarray(draw(st.lists(st.one_of(st.sampled_from(pool), st.floats(-4, 4, width=32)),
                                    min_size=T * D, max_size=T * D)), dtype=np.float64).reshape(T, D).astype(dtype)
