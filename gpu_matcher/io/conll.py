@@ -1,8 +1,8 @@
 """``lstmvis annotate``: CoNLL-style columns (token, tag, ...) to meta tracks aligned with a timeline.
 
-One token per line, columns separated by tabs or spaces; blank lines (sentence breaks), ``#`` comment
-lines, ``-DOCSTART-`` lines and CoNLL-U multi-word / empty-node lines (ids ``3-4``, ``5.1``) are
-skipped. The token column must spell the project's timeline, step by step; the first step where they
+One token per line, columns separated by tabs or spaces; blank lines (sentence breaks), comment lines
+(``#`` then a space, or a lone ``#``; ``##ing`` and tab-separated rows starting ``#`` are tokens),
+``-DOCSTART-`` lines and CoNLL-U multi-word / empty-node lines (ids ``3-4``, ``5.1``) are skipped. The token column must spell the project's timeline, step by step; the first step where they
 disagree is an error that names the line and the step. Each other named column becomes a discrete
 meta track (labels in ``<name>.dict``) in ``annotations.h5``, and lstm.yml gains its ``meta`` entry.
 """
@@ -42,7 +42,7 @@ def _conll_rows(path: Path, width: int, encoding: str) -> Iterator[tuple[int, li
         with open(path, encoding=encoding) as fh:
             for lineno, line in enumerate(fh, 1):
                 line = line.rstrip("\r\n")
-                if not line.strip() or line.startswith("#") or line.startswith("-DOCSTART-"):
+                if not line.strip() or line.startswith("-DOCSTART-") or _is_comment(line, width):
                     continue
                 cols = line.split("\t") if "\t" in line else line.split()
                 cols = [c.strip() for c in cols]
@@ -56,6 +56,16 @@ def _conll_rows(path: Path, width: int, encoding: str) -> Iterator[tuple[int, li
         raise ProjectError(f"{path}: not {encoding} text ({exc.reason})") from None
     except OSError as exc:
         raise ProjectError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _is_comment(line: str, width: int) -> bool:
+    """``# sent_id = 1`` or a lone ``#`` is a comment; ``##bu`` (a WordPiece token) or a tab-separated
+    row with every column (``#<TAB>SYM``) is a token."""
+    if not line.startswith("#"):
+        return False
+    if "\t" in line and len(line.split("\t")) >= width:
+        return False
+    return line.rstrip() == "#" or line[1].isspace()
 
 
 def parse_columns(spec: str | Sequence[str]) -> list[str]:
