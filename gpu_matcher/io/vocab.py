@@ -64,7 +64,7 @@ class Vocabulary:
             unk = unknown_token(self.token_to_id)
             if unk is None:
                 raise ProjectError(f"{where or self.where}: token {token!r} is not in the dictionary, "
-                                   f"which has no unknown token ({', '.join(UNK_TOKENS)}) to stand for it")
+                                   f"which has no {UNK} entry (nor {', '.join(UNK_TOKENS[1:])}) to stand for it")
             return self.token_to_id[unk]
         check_token(token, where or self.where)
         idx = self._next
