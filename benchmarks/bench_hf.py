@@ -6,8 +6,10 @@ The text is CPython's ``pydoc_data.topics`` (the first ``--topics`` topics, one 
 pass runs ``model(input_ids, attention_mask)`` on exactly the batches extract-hf runs, and nothing else;
 extract-hf's figure covers its forward passes, hooks, copies to NumPy and HDF5 writes (not the model load).
 The machine is shared, so the two are also timed interleaved, batch by batch on one loaded model
-(a plain forward pass, then extract-hf's forward pass with hooks, copies and the block's HDF5 write):
-that ratio is the one to trust; the whole runs (plain, extract-hf end to end, plain) are printed too.
+(a plain forward pass and extract-hf's forward pass with hooks, copies and the block's HDF5 write,
+in alternating order):
+that ratio is the one to trust, in wall time and in this process's CPU time (which other jobs on the
+machine disturb less); the whole runs (plain, extract-hf end to end, plain) are printed too.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 
 def plain_forward(model_dir: Path, texts: list[Path], batch_size: int) -> tuple[int, float]:
@@ -42,8 +46,8 @@ def plain_forward(model_dir: Path, texts: list[Path], batch_size: int) -> tuple[
 
 
 def interleaved(model_dir: Path, texts: list[Path], batch_size: int, hooks: str, layers: str,
-                folder: Path) -> tuple[int, float, float]:
-    """Steps, plain seconds, extraction seconds, alternating per batch."""
+                folder: Path, dtype: str) -> tuple[int, np.ndarray, np.ndarray]:
+    """Steps, plain and extraction (wall, CPU) seconds, alternating per batch."""
     import torch
 
     from gpu_matcher.extract import hf
@@ -56,19 +60,30 @@ def interleaved(model_dir: Path, texts: list[Path], batch_size: int, hooks: str,
     tok = hf.tokenize(docs, tokenizer, length, min(128, capacity // 4), causal)
     pad = tokenizer.pad_token_id or 0
     probes = hf.probes_for(model, hf.parse_layers(layers, model.config.num_hidden_layers), hf.parse_hooks(hooks), ())
-    steps, plain, ext = 0, 0.0, 0.0
-    with ProjectWriter(folder, dictionary=hf.vocabulary_dictionary(tokenizer)) as writer:
+    steps, plain, ext = 0, np.zeros(2), np.zeros(2)
+    with ProjectWriter(folder, dictionary=hf.vocabulary_dictionary(tokenizer), dtype=dtype) as writer:
         for i in range(0, len(tok.windows), batch_size):
             batch = hf.make_batch(tok, tok.windows[i:i + batch_size], pad)
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-            t1 = time.perf_counter()
-            capture = hf.Capture(model, probes)
-            writer.append(**hf.run_batch(model, capture, batch, causal=causal, topk=5 if causal else 0))
-            capture.remove()
-            t2 = time.perf_counter()
-            plain, ext, steps = plain + t1 - t0, ext + t2 - t1, steps + int(batch.b_idx.numel())
+
+            def run_plain() -> np.ndarray:
+                t0 = np.array([time.perf_counter(), time.process_time()])
+                with torch.inference_mode():
+                    model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+                return np.array([time.perf_counter(), time.process_time()]) - t0
+
+            def run_extract() -> np.ndarray:
+                t0 = np.array([time.perf_counter(), time.process_time()])
+                capture = hf.Capture(model, probes)
+                writer.append(**hf.run_batch(model, capture, batch, causal=causal, topk=5 if causal else 0,
+                                             dtype=dtype))
+                capture.remove()
+                return np.array([time.perf_counter(), time.process_time()]) - t0
+
+            if (i // batch_size) % 2:                  # alternate which goes first
+                e, p = run_extract(), run_plain()
+            else:
+                p, e = run_plain(), run_extract()
+            plain, ext, steps = plain + p, ext + e, steps + int(batch.b_idx.numel())
     return steps, plain, ext
 
 
@@ -97,15 +112,16 @@ def main() -> None:
                           progress=False)
         _, plain2 = plain_forward(args.model_dir, [text], args.batch_size)
         _, t_plain, t_ext = interleaved(args.model_dir, [text], args.batch_size, args.hooks, args.layers,
-                                        Path(tmp) / "interleaved")
+                                        Path(tmp) / "interleaved", "float16" if args.float16 else "float32")
     plain = steps / plain1, steps / plain2
     ext = s.new_steps / s.seconds
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.__version__} ({torch.get_num_threads()} threads), CPU")
     print(f"{steps} tokens in {s.windows} windows, batch {args.batch_size}, hooks {args.hooks} of layers "
           f"{args.layers} ({len(s.sources)} sources, D = {sorted(set(s.sources.values()))})")
-    print(f"interleaved per batch: plain forward {steps / t_plain:,.0f} tokens/s, extract-hf "
-          f"{steps / t_ext:,.0f} tokens/s = {t_plain / t_ext:.0%} of plain")
+    for i, clock in enumerate(("wall", "CPU")):          # CPU time: this process's, whatever else runs
+        print(f"interleaved per batch, {clock} time: plain forward {steps / t_plain[i]:,.0f} tokens/s, "
+              f"extract-hf {steps / t_ext[i]:,.0f} tokens/s = {t_plain[i] / t_ext[i]:.0%} of plain")
     print(f"whole runs: plain forward: {plain[0]:,.0f} and {plain[1]:,.0f} tokens/s; extract-hf: {ext:,.0f} tokens/s "
           f"= {ext / max(plain):.0%} of the faster plain run, {ext / min(plain):.0%} of the slower")
 

@@ -37,9 +37,11 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -233,27 +235,25 @@ def find_blocks(model: Any) -> tuple[str, list]:
 
 
 def parse_layers(spec: str, n_layers: int) -> list[int]:
-    """``all``, ``2,5``, ``0-3`` or a mix, layers counted from 0 (negative: from the end)."""
+    """``all``, ``2,5``, ``0-3`` or a mix, layers counted from 0 (negative: from the end, ``-1`` the last)."""
     if spec.strip() == "all":
         return list(range(n_layers))
     out: list[int] = []
     for part in spec.replace(" ", "").split(","):
-        try:
-            if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else (part[:part.index("-", 1)],
-                                                                             part[part.index("-", 1) + 1:])
-                picked = list(range(int(a), int(b) + 1))
-            else:
-                picked = [int(part)]
-        except ValueError:
-            raise ProjectError(f"--layers {spec!r}: expected 'all', or layers such as 2,5 or 0-3") from None
-        for layer in picked:
-            real = layer + n_layers if layer < 0 else layer
-            if not 0 <= real < n_layers:
+        found = re.fullmatch(r"(-?\d+)(?:-(-?\d+))?", part)
+        if found is None:
+            raise ProjectError(f"--layers {spec!r}: expected 'all', or layers such as 2,5 or 0-3")
+        a, b = (int(g) if g is not None else None for g in found.groups())
+        a = a + n_layers if a < 0 else a
+        b = a if b is None else (b + n_layers if b < 0 else b)
+        if b < a:
+            raise ProjectError(f"--layers {spec!r}: the range {part} runs backwards")
+        for layer in range(a, b + 1):
+            if not 0 <= layer < n_layers:
                 raise ProjectError(f"--layers {spec!r}: layer {layer} does not exist (the model has "
                                    f"{n_layers}, counted from 0)")
-            if real not in out:
-                out.append(real)
+            if layer not in out:
+                out.append(layer)
     return out
 
 
@@ -520,26 +520,37 @@ def forward(model: Any, batch: Batch, attention: bool):
 
 
 def run_batch(model: Any, capture: Capture, batch: Batch, *, attention_layers: Sequence[int] = (),
-              window: int = 8, causal: bool = False, topk: int = 0) -> dict:
-    """One forward pass; the kept steps of every probe, attention band and top-K, in timeline order."""
+              window: int = 8, causal: bool = False, topk: int = 0, dtype: str = "float32") -> dict:
+    """One forward pass; the kept steps of every probe, attention band and top-K, in timeline order,
+    as ``dtype`` (converted by PyTorch, on all threads: NumPy's float16 cast is single-threaded)."""
     import torch
 
     B, L = batch.input_ids.shape
+    store = getattr(torch, dtype)
+
+    def rows(name: str, tensor) -> np.ndarray:
+        out = tensor.to(store)
+        if store == torch.float16 and torch.isinf(out).any() and not torch.isinf(tensor).any():
+            worst = float(tensor[torch.isfinite(tensor)].abs().max())
+            raise ProjectError(f"source {name!r} holds |x| = {worst:.4g}, beyond float16's 65504; "
+                               "store this model without --float16")
+        return out.cpu().numpy()
+
     capture.clear()
     with torch.inference_mode():
         output = forward(model, batch, bool(attention_layers))
         states = {}
         for probe in capture.probes:
             tensor = capture.take(probe, B, L)
-            states[probe.name] = tensor[batch.b_idx, batch.r_idx].float().cpu().numpy()
+            states[probe.name] = rows(probe.name, tensor[batch.b_idx, batch.r_idx])
         if attention_layers:
             patterns = getattr(output, "attentions", None)
             if not patterns:
                 raise ProjectError(f"{type(model).__name__} returned no attention patterns "
                                    "(output_attentions is not supported by this model)")
             for layer in attention_layers:
-                states[f"blocks.{layer}.attn.hook_pattern"] = attention_band(
-                    patterns[layer], batch.b_idx, batch.r_idx, window, causal).float().cpu().numpy()
+                name = f"blocks.{layer}.attn.hook_pattern"
+                states[name] = rows(name, attention_band(patterns[layer], batch.b_idx, batch.r_idx, window, causal))
         meta = {}
         if topk:
             logits = output.logits[batch.b_idx, batch.r_idx]
@@ -630,9 +641,9 @@ def extract_hf(model_dir: str | os.PathLike, texts: Sequence[str | os.PathLike],
                     "max_length": length, "stride": stride, "batch_size": batch_size, "dtype": dtype}
         existed = out.exists()
         dictionary = vocabulary_dictionary(tokenizer)
-        writer = ProjectWriter(out, name=name or model_dir.resolve().name,
-                               description=f"{type(model).__name__} from {model_dir.resolve().name}, "
-                                           "extracted with lstmvis extract-hf",
+        writer = ProjectWriter(out, name=name,             # default: the project folder's name
+                               description=f"{type(model).__name__} ({n_layers} layers) from "
+                                           f"{model_dir.resolve()}, extracted with lstmvis extract-hf",
                                dictionary=dictionary, dtype=dtype, overwrite=overwrite, resume=resume,
                                fingerprint=_fingerprint(model_dir, docs, settings))
         bar = None
@@ -650,15 +661,35 @@ def extract_hf(model_dir: str | os.PathLike, texts: Sequence[str | os.PathLike],
                 total = int(sum(ids.size for ids in tok.ids))
                 bar = tqdm(total=total, initial=writer.T, unit="tok", unit_scale=True,
                            desc=f"extract-hf {out.name}", disable=not progress or None, file=sys.stderr)
-                for lo in range(done, len(tok.windows), batch_size):
-                    hi = min(len(tok.windows), lo + batch_size)
-                    batch = make_batch(tok, tok.windows[lo:hi], pad_id, device_t)
-                    block = run_batch(model, capture, batch, attention_layers=attention_layers,
-                                      window=attention_window, causal=causal, topk=k)
-                    writer.append(**block, cursor=hi)
-                    bar.update(int(block["tokens"].size))
-                    if on_block is not None:
-                        on_block(writer.T)
+                # block i is written on a second thread while block i + 1 runs (a GPU is not kept
+                # waiting on HDF5); blocks are appended in order, at most one waits
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstmvis-write") as pool:
+                    pending: Future | None = None
+
+                    def settle() -> None:
+                        n = pending.result()          # re-raises the writer's error here
+                        bar.update(n)
+                        if on_block is not None:
+                            on_block(writer.T)
+
+                    def write(block: dict, cursor: int) -> int:
+                        writer.append(**block, cursor=cursor)
+                        return int(block["tokens"].size)
+
+                    try:
+                        for lo in range(done, len(tok.windows), batch_size):
+                            hi = min(len(tok.windows), lo + batch_size)
+                            batch = make_batch(tok, tok.windows[lo:hi], pad_id, device_t)
+                            block = run_batch(model, capture, batch, attention_layers=attention_layers,
+                                              window=attention_window, causal=causal, topk=k, dtype=dtype)
+                            if pending is not None:
+                                settle()
+                            pending = pool.submit(write, block, hi)
+                        if pending is not None:
+                            settle()
+                    finally:
+                        if pending is not None and not pending.done():
+                            pending.exception()       # let a block being written finish before abort
                 _write_offsets(out, tok, [d.name for i, d in enumerate(docs) if d.name not in tok.skipped])
         except BaseException:
             if not existed and writer.T == 0 and out.is_dir():
@@ -727,7 +758,7 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--float16", action="store_true", help="store states as float16 (half the size)")
     p.add_argument("--device", help="e.g. cuda or cpu (default cpu)")
-    p.add_argument("--name", help="project name shown in the app")
+    p.add_argument("--name", help="project name shown in the app (default: OUT's folder name)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT")
     p.add_argument("--overwrite", action="store_true", help="replace a project in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

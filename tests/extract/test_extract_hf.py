@@ -310,3 +310,24 @@ def test_real_minilm_on_python_docs(tmp_path):
     ref = _reference(model, ids).hidden_states[6][0].numpy()
     np.testing.assert_allclose(got["blocks.5.hook_resid_post"][lo:hi], ref, atol=1e-4)
     assert s.sources == {"blocks.5.hook_resid_post": 384}
+
+
+def test_layer_and_hook_selectors():
+    assert hf.parse_layers("all", 6) == list(range(6)) and hf.parse_layers("2,5", 6) == [2, 5]
+    assert hf.parse_layers("0-2,-1", 6) == [0, 1, 2, 5]
+    for bad, message in (("6", "layer 6 does not exist"), ("3-1", "runs backwards"), ("x", "expected 'all'")):
+        with pytest.raises(ProjectError, match=message):
+            hf.parse_layers(bad, 6)
+    assert hf.parse_hooks("all") == list(hf.HOOKS) and hf.parse_hooks("") == []
+    with pytest.raises(ProjectError, match="--hooks 'resid_mid'"):
+        hf.parse_hooks("resid_mid")
+
+
+def test_float16_is_the_rounded_float32(models, tmp_path):
+    kwargs = dict(layers="1", hooks="resid_post,mlp_post", lines=True, batch_size=4, progress=False)
+    hf.extract_hf(models["bert"], [models["lines"]], tmp_path / "f32", **kwargs)
+    hf.extract_hf(models["bert"], [models["lines"]], tmp_path / "f16", dtype="float16", **kwargs)
+    a, b = _arrays(tmp_path / "f32"), _arrays(tmp_path / "f16")
+    for name in ("blocks.1.hook_resid_post", "blocks.1.hook_mlp_post"):
+        assert b[name].dtype == np.float16
+        np.testing.assert_array_equal(b[name], a[name].astype(np.float16))
