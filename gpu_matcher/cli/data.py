@@ -140,7 +140,8 @@ def register(sub) -> None:
                         "(e.g. CoNLL-2003: token,pos,chunk,ner; CoNLL-U: _,token,lemma,upos,xpos)")
     p.add_argument("--ignore", action="append", metavar="TOKEN",
                    help="a timeline token absent from the CoNLL file, e.g. </s> (repeatable)")
-    p.add_argument("--unk", default="<unk>", help="timeline token that matches any word (default <unk>)")
+    p.add_argument("--unk", help="timeline token that matches any word (default: <unk>, [UNK] and other "
+                                 "conventional spellings)")
     p.add_argument("--lowercase", action="store_true", help="compare tokens case-insensitively")
     p.add_argument("--encoding", default="utf-8")
     p.add_argument("--overwrite", action="store_true", help="replace meta tracks of the same name")

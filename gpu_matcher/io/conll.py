@@ -20,7 +20,7 @@ import numpy as np
 
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.formats import CONFIG_NAME, load_config, write_config, write_dictionary
-from gpu_matcher.io.vocab import Vocabulary
+from gpu_matcher.io.vocab import UNK_TOKENS, Vocabulary
 
 ANNOTATIONS_FILE, FILES_KEY = "annotations.h5", "annotations"
 SKIP_COLUMN = "_"
@@ -87,12 +87,13 @@ def parse_columns(spec: str | Sequence[str]) -> list[str]:
 
 def annotate(conll_path: str | os.PathLike, project_dir: str | os.PathLike,
              columns: str | Sequence[str] = ("token", "tag"), *, ignore: Sequence[str] = (),
-             unk: str | None = "<unk>", lowercase: bool = False, overwrite: bool = False,
+             unk: str | None = None, lowercase: bool = False, overwrite: bool = False,
              encoding: str = "utf-8") -> AnnotateSummary:
     """Add one discrete meta track per tag column of ``conll_path`` to the project in ``project_dir``.
 
     ``ignore``: timeline tokens absent from the CoNLL file (say ``</s>``); those steps get label ``_``.
-    ``unk``: a timeline token that matches any CoNLL token (words the model's vocabulary lacks).
+    ``unk``: a timeline token that matches any CoNLL token (words the model's vocabulary lacks); by
+    default each conventional spelling (``<unk>``, BERT's ``[UNK]``, ... : ``vocab.UNK_TOKENS``).
     ``lowercase``: compare tokens case-insensitively.
     """
     from gpu_matcher.project import open_project
@@ -101,6 +102,7 @@ def annotate(conll_path: str | os.PathLike, project_dir: str | os.PathLike,
     names = parse_columns(columns)
     token_col = names.index("token")
     tracks = {n: i for i, n in enumerate(names) if n not in ("token", SKIP_COLUMN)}
+    unks = set(UNK_TOKENS) if unk is None else {unk}
     project = open_project(project_dir)
     config_path = project.path / CONFIG_NAME
     try:
@@ -128,7 +130,7 @@ def annotate(conll_path: str | os.PathLike, project_dir: str | os.PathLike,
                                        f"has {project.T} steps (step {step} is {expected!r})") from None
                 token = cols[token_col]
                 a, b = (token.lower(), expected.lower()) if lowercase else (token, expected)
-                if a != b and expected != unk:
+                if a != b and expected not in unks:
                     raise ProjectError(f"{conll_path}:{lineno}: token {token!r} but the timeline has "
                                        f"{expected!r} at step {step} (sequence {_sequence_index(project, step)}); "
                                        f"the first {step} steps agreed"

@@ -13,7 +13,7 @@ from gpu_matcher import ProjectError, open_project
 from gpu_matcher.io import annotate, convert_text, write_project
 from gpu_matcher.io.spans import register
 
-TOKENS = ["[CLS]", "#", "as", "##bu", "##rt", "##s", "[SEP]"]
+TOKENS = ["[CLS]", "#", "as", "##bu", "##rt", "##s", "[UNK]", "[SEP]"]
 
 
 @pytest.fixture
@@ -28,10 +28,11 @@ def _digests(folder):
 
 
 def test_conll_keeps_wordpiece_and_hash_tokens(tmp_path, project):
-    (tmp_path / "a.conll").write_text("# sent_id = 1\n#\n#\tSYM\nas\tX\n##bu\tX\n##rt\tX\n##s\tPL\n")
+    (tmp_path / "a.conll").write_text("# sent_id = 1\n#\n#\tSYM\nas\tX\n##bu\tX\n##rt\tX\n##s\tPL\n"
+                                      "zebra\tN\n")                      # [UNK] in the timeline matches any word
     annotate(tmp_path / "a.conll", project, "token,tag", ignore=["[CLS]", "[SEP]"])
     p = open_project(project)
-    assert [p.meta["tag"].label(v) for v in p.meta["tag"].values(0, p.T)] == ["_", "SYM", "X", "X", "X", "PL", "_"]
+    assert [p.meta["tag"].label(v) for v in p.meta["tag"].values(0, p.T)] == ["_", "SYM", "X", "X", "X", "PL", "N", "_"]
     p.close()
 
 
@@ -57,17 +58,17 @@ def test_add_meta_adds_a_file_and_leaves_the_others(project):
     assert track.value_range == (0.0, 1.0) and labels.labels == {0: "start", 1: "cont"}
     with pytest.raises(ProjectError, match="exists; pass overwrite"):
         p.add_meta("piece", np.zeros(p.T, dtype=int))
-    with pytest.raises(ProjectError, match="3 values, but the project has T=7"):
+    with pytest.raises(ProjectError, match="3 values, but the project has T=8"):
         p.add_meta("short", np.zeros(3, dtype=int))
     p.add_meta("piece", np.arange(p.T) % 2, overwrite=True)
-    assert p.meta["piece"].values(0, p.T).tolist() == (np.arange(7) % 2).tolist()
+    assert p.meta["piece"].values(0, p.T).tolist() == (np.arange(8) % 2).tolist()
     p.close()
     after = _digests(project)
     assert {k: v for k, v in after.items() if k in before} == before          # no other file touched
     assert set(after) - set(before) == {"meta_position.h5", "meta_piece.h5", "piece.dict"}
     q = open_project(project)
     assert q.meta["piece"].labels is None and q.meta["position"].kind == "scalar"
-    assert [q.meta["position"].values(0, q.T)[i] for i in (0, 6)] == [0.0, 1.0]
+    assert [q.meta["position"].values(0, q.T)[i] for i in (0, 7)] == [0.0, 1.0]
     q.close()
     assert not (project / "lstm.yml.lock").exists() and not (project / "lstm.yml.tmp").exists()
 
@@ -75,13 +76,13 @@ def test_add_meta_adds_a_file_and_leaves_the_others(project):
 def test_add_meta_command(tmp_path, project, capsys):
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
-    (tmp_path / "v.txt").write_text("\n".join("a b".split() * 3 + ["c"]) + "\n")
+    (tmp_path / "v.txt").write_text("\n".join("a b".split() * 3 + ["c", "c"]) + "\n")
     args = parser.parse_args(["add-meta", str(project), "letters", str(tmp_path / "v.txt")])
-    assert args.func(args) == 0 and "added discrete meta track letters over 7 steps, 3 labels" in capsys.readouterr().out
-    np.save(tmp_path / "v.npy", np.arange(7) * 0.5)
+    assert args.func(args) == 0 and "added discrete meta track letters over 8 steps, 3 labels" in capsys.readouterr().out
+    np.save(tmp_path / "v.npy", np.arange(8) * 0.5)
     args = parser.parse_args(["add-meta", str(project), "half", str(tmp_path / "v.npy"), "--kind", "scalar"])
     assert args.func(args) == 0
     p = open_project(project)
-    assert [p.meta["letters"].label(v) for v in p.meta["letters"].values(0, 7)] == "a b a b a b c".split()
-    assert p.meta["half"].values(0, 7).tolist() == (np.arange(7) * 0.5).tolist()
+    assert [p.meta["letters"].label(v) for v in p.meta["letters"].values(0, 8)] == "a b a b a b c c".split()
+    assert p.meta["half"].values(0, 8).tolist() == (np.arange(8) * 0.5).tolist()
     p.close()
