@@ -347,7 +347,7 @@ class Capture:
         import torch
 
         calls = self.seen[probe.name]
-        what = f"module {probe.module_name!r} ({type(dict(self.model.named_modules())[probe.module_name]).__name__})"
+        what = f"module {probe.module_name!r} ({type(self.model.get_submodule(probe.module_name)).__name__})"
         if not calls:
             raise ProjectError(f"{what} did not run in a forward pass of {type(self.model).__name__}, so it "
                                "has no states to record (e.g. a dropout in eval mode); "
@@ -529,12 +529,12 @@ def run_batch(model: Any, capture: Capture, batch: Batch, *, attention_layers: S
     store = getattr(torch, dtype)
 
     def rows(name: str, tensor) -> np.ndarray:
-        out = tensor.to(store)
-        if store == torch.float16 and torch.isinf(out).any() and not torch.isinf(tensor).any():
-            worst = float(tensor[torch.isfinite(tensor)].abs().max())
-            raise ProjectError(f"source {name!r} holds |x| = {worst:.4g}, beyond float16's 65504; "
-                               "store this model without --float16")
-        return out.cpu().numpy()
+        if store == torch.float16 and tensor.numel():
+            low, high = torch.aminmax(tensor)                  # one pass; isinf on both sides took two
+            if max(-float(low), float(high)) > 65504 and torch.isfinite(tensor).all():
+                raise ProjectError(f"source {name!r} holds |x| = {max(-float(low), float(high)):.4g}, beyond "
+                                   "float16's 65504; store this model without --float16")
+        return tensor.to(store).cpu().numpy()
 
     capture.clear()
     with torch.inference_mode():
