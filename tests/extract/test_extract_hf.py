@@ -331,3 +331,19 @@ def test_float16_is_the_rounded_float32(models, tmp_path):
     for name in ("blocks.1.hook_resid_post", "blocks.1.hook_mlp_post"):
         assert b[name].dtype == np.float16
         np.testing.assert_array_equal(b[name], a[name].astype(np.float16))
+
+
+def test_float16_overflow_is_named(models, tmp_path):
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(models["bert"], local_files_only=True)
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight.mul_(1e6)           # raw embeddings beyond float16
+    folder = tmp_path / "loud"
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((models["bert"] / name).read_bytes())
+    with pytest.raises(ProjectError, match="'embeddings.word_embeddings' holds .* beyond float16's 65504"):
+        hf.extract_hf(folder, [models["lines"]], tmp_path / "p", hooks="", modules=["embeddings.word_embeddings"],
+                      lines=True, dtype="float16", progress=False)
+    assert not (tmp_path / "p").exists()
