@@ -162,6 +162,28 @@ class Project:
         i = min(max(i, 0), len(bounds) - 2)
         return int(bounds[i]), int(bounds[i + 1])
 
+    def add_meta(self, name: str, values: Any, kind: str = "discrete", *,
+                 labels: dict[int, str] | list[str] | None = None, overwrite: bool = False) -> MetaTrack:
+        """Add track ``name`` (one value per step; ``discrete``: ids or strings, ``scalar``: numbers) in a
+        new HDF5 file of the project folder, update lstm.yml atomically, and open it."""
+        from gpu_matcher.io.tracks import add_meta_file
+
+        entry = add_meta_file(self.path, name, values, T=self.T, kind=kind, labels=labels,
+                              existing=list(self.meta), overwrite=overwrite)
+        config_path = self.path / CONFIG_NAME
+        self.config = load_config(config_path)
+        assert self._files is not None
+        stale = self._files._open.pop(entry["file"], None)         # a replaced track's file was renamed over
+        if stale is not None:
+            storage.close_store(stale)
+        self._files.files.update({str(k): str(v) for k, v in self.config["files"].items()})
+        where = f"meta.{name}"
+        track_labels = read_dictionary(self._files.path_of(entry["dict"], where)) if "dict" in entry else None
+        self.meta[name] = MetaTrack(name=name, kind=kind, labels=track_labels,
+                                    dataset=self._files.dataset(entry["file"], entry["path"], where),
+                                    value_range=_parse_range(entry["vis"].get("range"), config_path, where))
+        return self.meta[name]
+
     def summary(self) -> dict:
         return {
             "id": self.id, "name": self.name, "description": self.description, "T": self.T,

@@ -34,7 +34,7 @@ def cmd_convert_text(args) -> int:
     if s.skipped_empty:
         notes.append(f"{s.skipped_empty} empty lines skipped")
     if args.dict:
-        notes.append(f"{s.unknown} tokens not in {args.dict} became <unk>")
+        notes.append(f"{s.unknown} tokens not in {args.dict} became the unknown token")
     print(f"{s.folder}: {s.tokens} tokens in {s.sequences} sequences, {s.vocabulary} dictionary entries"
           + (f" ({'; '.join(notes)})" if notes else ""))
     print("lstm.yml keys for these files:\n" + LSTM_YML_HINT)
@@ -124,7 +124,8 @@ def register(sub) -> None:
     p.add_argument("out", help="output folder")
     p.add_argument("--level", choices=["word", "char"], default="word",
                    help="word: split lines on white space; char: every character is a token")
-    p.add_argument("--dict", help="use this .dict (your model's vocabulary); unknown tokens become <unk>")
+    p.add_argument("--dict", help="use this .dict (your model's vocabulary); unknown tokens become its <unk> "
+                        "or [UNK]")
     p.add_argument("--eos", action="store_true", help="end every sequence with </s>")
     p.add_argument("--lowercase", action="store_true")
     p.add_argument("--encoding", default="utf-8")
@@ -139,7 +140,8 @@ def register(sub) -> None:
                         "(e.g. CoNLL-2003: token,pos,chunk,ner; CoNLL-U: _,token,lemma,upos,xpos)")
     p.add_argument("--ignore", action="append", metavar="TOKEN",
                    help="a timeline token absent from the CoNLL file, e.g. </s> (repeatable)")
-    p.add_argument("--unk", default="<unk>", help="timeline token that matches any word (default <unk>)")
+    p.add_argument("--unk", help="timeline token that matches any word (default: <unk>, [UNK] and other "
+                                 "conventional spellings)")
     p.add_argument("--lowercase", action="store_true", help="compare tokens case-insensitively")
     p.add_argument("--encoding", default="utf-8")
     p.add_argument("--overwrite", action="store_true", help="replace meta tracks of the same name")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -38,6 +39,10 @@ Forward = Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]
 
 
 def default_forward(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> Any:
+    """``model(ids)``; a model whose forward takes ``attention_mask`` (a transformer) gets the mask too,
+    so padding is never attended to silently."""
+    if "attention_mask" in inspect.signature(model.forward).parameters:
+        return model(ids, attention_mask=mask.long())
     return model(ids)
 
 

@@ -1,8 +1,8 @@
 """``lstmvis annotate``: CoNLL-style columns (token, tag, ...) to meta tracks aligned with a timeline.
 
-One token per line, columns separated by tabs or spaces; blank lines (sentence breaks), ``#`` comment
-lines, ``-DOCSTART-`` lines and CoNLL-U multi-word / empty-node lines (ids ``3-4``, ``5.1``) are
-skipped. The token column must spell the project's timeline, step by step; the first step where they
+One token per line, columns separated by tabs or spaces; blank lines (sentence breaks), comment lines
+(``#`` then a space, or a lone ``#``; ``##ing`` and tab-separated rows starting ``#`` are tokens),
+``-DOCSTART-`` lines and CoNLL-U multi-word / empty-node lines (ids ``3-4``, ``5.1``) are skipped. The token column must spell the project's timeline, step by step; the first step where they
 disagree is an error that names the line and the step. Each other named column becomes a discrete
 meta track (labels in ``<name>.dict``) in ``annotations.h5``, and lstm.yml gains its ``meta`` entry.
 """
@@ -20,7 +20,7 @@ import numpy as np
 
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.formats import CONFIG_NAME, load_config, write_config, write_dictionary
-from gpu_matcher.io.vocab import Vocabulary
+from gpu_matcher.io.vocab import UNK_TOKENS, Vocabulary
 
 ANNOTATIONS_FILE, FILES_KEY = "annotations.h5", "annotations"
 SKIP_COLUMN = "_"
@@ -42,7 +42,7 @@ def _conll_rows(path: Path, width: int, encoding: str) -> Iterator[tuple[int, li
         with open(path, encoding=encoding) as fh:
             for lineno, line in enumerate(fh, 1):
                 line = line.rstrip("\r\n")
-                if not line.strip() or line.startswith("#") or line.startswith("-DOCSTART-"):
+                if not line.strip() or line.startswith("-DOCSTART-") or _is_comment(line, width):
                     continue
                 cols = line.split("\t") if "\t" in line else line.split()
                 cols = [c.strip() for c in cols]
@@ -56,6 +56,16 @@ def _conll_rows(path: Path, width: int, encoding: str) -> Iterator[tuple[int, li
         raise ProjectError(f"{path}: not {encoding} text ({exc.reason})") from None
     except OSError as exc:
         raise ProjectError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _is_comment(line: str, width: int) -> bool:
+    """``# sent_id = 1`` or a lone ``#`` is a comment; ``##bu`` (a WordPiece token) or a tab-separated
+    row with every column (``#<TAB>SYM``) is a token."""
+    if not line.startswith("#"):
+        return False
+    if "\t" in line and len(line.split("\t")) >= width:
+        return False
+    return line.rstrip() == "#" or line[1].isspace()
 
 
 def parse_columns(spec: str | Sequence[str]) -> list[str]:
@@ -77,12 +87,13 @@ def parse_columns(spec: str | Sequence[str]) -> list[str]:
 
 def annotate(conll_path: str | os.PathLike, project_dir: str | os.PathLike,
              columns: str | Sequence[str] = ("token", "tag"), *, ignore: Sequence[str] = (),
-             unk: str | None = "<unk>", lowercase: bool = False, overwrite: bool = False,
+             unk: str | None = None, lowercase: bool = False, overwrite: bool = False,
              encoding: str = "utf-8") -> AnnotateSummary:
     """Add one discrete meta track per tag column of ``conll_path`` to the project in ``project_dir``.
 
     ``ignore``: timeline tokens absent from the CoNLL file (say ``</s>``); those steps get label ``_``.
-    ``unk``: a timeline token that matches any CoNLL token (words the model's vocabulary lacks).
+    ``unk``: a timeline token that matches any CoNLL token (words the model's vocabulary lacks); by
+    default each conventional spelling (``<unk>``, BERT's ``[UNK]``, ... : ``vocab.UNK_TOKENS``).
     ``lowercase``: compare tokens case-insensitively.
     """
     from gpu_matcher.project import open_project
@@ -91,6 +102,7 @@ def annotate(conll_path: str | os.PathLike, project_dir: str | os.PathLike,
     names = parse_columns(columns)
     token_col = names.index("token")
     tracks = {n: i for i, n in enumerate(names) if n not in ("token", SKIP_COLUMN)}
+    unks = set(UNK_TOKENS) if unk is None else {unk}
     project = open_project(project_dir)
     config_path = project.path / CONFIG_NAME
     try:
@@ -118,7 +130,7 @@ def annotate(conll_path: str | os.PathLike, project_dir: str | os.PathLike,
                                        f"has {project.T} steps (step {step} is {expected!r})") from None
                 token = cols[token_col]
                 a, b = (token.lower(), expected.lower()) if lowercase else (token, expected)
-                if a != b and expected != unk:
+                if a != b and expected not in unks:
                     raise ProjectError(f"{conll_path}:{lineno}: token {token!r} but the timeline has "
                                        f"{expected!r} at step {step} (sequence {_sequence_index(project, step)}); "
                                        f"the first {step} steps agreed"

@@ -17,7 +17,7 @@ import numpy as np
 
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.formats import read_dictionary, write_dictionary
-from gpu_matcher.io.vocab import UNK, Vocabulary
+from gpu_matcher.io.vocab import UNK_TOKENS, Vocabulary, unknown_token
 
 TEXT_FILE, DICT_FILE = "train.h5", "words.dict"
 BLOCK = 1 << 16
@@ -47,9 +47,9 @@ def convert_text(text_path: str | os.PathLike, out: str | os.PathLike, *, level:
     """Convert ``text_path`` (one sequence per line; ``word``: split on white space, ``char``: every
     character a token) into ``out/train.h5`` and ``out/words.dict``.
 
-    ``dictionary``: an existing ``.dict`` (say, your model's vocabulary); tokens not in it become
-    ``<unk>``. Without one, ids follow the original tools: ``<s>``=1, ``<unk>``=2, ``</s>``=3, then the
-    corpus's tokens in order of first appearance. ``eos`` ends every sequence with ``</s>``. Empty lines
+    ``dictionary``: an existing ``.dict`` (say, your model's vocabulary); tokens not in it become its
+    unknown token (``<unk>``, or BERT's ``[UNK]``: the first of ``UNK_TOKENS`` it holds). Without one,
+    ids follow the original tools: ``<s>``=1, ``<unk>``=2, ``</s>``=3, then the corpus's tokens in order of first appearance. ``eos`` ends every sequence with ``</s>``. Empty lines
     are skipped (a sequence has at least one token).
     """
     text_path, folder = Path(text_path), Path(out)
@@ -62,8 +62,9 @@ def convert_text(text_path: str | os.PathLike, out: str | os.PathLike, *, level:
         if not dict_path.is_file():
             raise ProjectError(f"{dict_path}: dictionary file missing")
         vocab = Vocabulary(read_dictionary(dict_path), frozen=True, where=str(dict_path))
-        if UNK not in vocab.token_to_id:
-            raise ProjectError(f"{dict_path}: has no {UNK} entry to stand for unknown tokens")
+        if unknown_token(vocab.token_to_id) is None:
+            raise ProjectError(f"{dict_path}: has no unknown token to stand for words it lacks "
+                               f"(looked for {', '.join(UNK_TOKENS)})")
         if eos and "</s>" not in vocab.token_to_id:
             raise ProjectError(f"{dict_path}: --eos asks for </s>, which the dictionary lacks")
     else:
@@ -75,7 +76,8 @@ def convert_text(text_path: str | os.PathLike, out: str | os.PathLike, *, level:
     h5_path = folder / TEXT_FILE
     if h5_path.exists() and not overwrite:
         raise ProjectError(f"{h5_path}: exists; pass --overwrite to replace it")
-    unk_id = vocab.token_to_id.get(UNK)
+    unk = unknown_token(vocab.token_to_id)
+    unk_id = vocab.token_to_id.get(unk) if unk is not None else None
     ids_buf: list[int] = []
     starts_buf: list[int] = []
     total = sequences = skipped = unknown = 0
@@ -109,7 +111,7 @@ def convert_text(text_path: str | os.PathLike, out: str | os.PathLike, *, level:
                     if eos:
                         line_ids.append(vocab.id_of("</s>", where))
                     if unk_id is not None and dictionary is not None:
-                        unknown += sum(1 for i, t in zip(line_ids, tokens) if i == unk_id and t != UNK)
+                        unknown += sum(1 for i, t in zip(line_ids, tokens) if i == unk_id and t != unk)
                     starts_buf.append(total)
                     ids_buf.extend(line_ids)
                     total += len(line_ids)

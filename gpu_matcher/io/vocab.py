@@ -16,6 +16,13 @@ from gpu_matcher.formats import check_token
 
 RESERVED = {1: "<s>", 2: "<unk>", 3: "</s>"}
 UNK = "<unk>"
+#: Conventional unknown-token spellings, in the order they are looked for (LSTMVis, BERT, others).
+UNK_TOKENS = ("<unk>", "[UNK]", "<UNK>", "UNK", "[unk]", "<|unk|>")
+
+
+def unknown_token(token_to_id: Mapping[str, int]) -> str | None:
+    """The dictionary's unknown token: the first of :data:`UNK_TOKENS` it holds, else ``None``."""
+    return next((t for t in UNK_TOKENS if t in token_to_id), None)
 
 
 def as_id_map(dictionary: Mapping[int, str] | Sequence[str], where: str) -> dict[int, str]:
@@ -54,11 +61,11 @@ class Vocabulary:
         if idx is not None:
             return idx
         if self.frozen:
-            unk = self.token_to_id.get(UNK)
+            unk = unknown_token(self.token_to_id)
             if unk is None:
                 raise ProjectError(f"{where or self.where}: token {token!r} is not in the dictionary, "
-                                   f"which has no {UNK} entry to stand for it")
-            return unk
+                                   f"which has no {UNK} entry (nor {', '.join(UNK_TOKENS[1:])}) to stand for it")
+            return self.token_to_id[unk]
         check_token(token, where or self.where)
         idx = self._next
         self._next += 1

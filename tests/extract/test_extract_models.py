@@ -165,6 +165,27 @@ def test_hugging_face_style_call(tmp_path):
     np.testing.assert_array_equal(got["meta:top5"][rows], topk_from_logits(logits[0].numpy(), 5)[0])
 
 
+def test_a_model_that_takes_a_mask_always_gets_it(tmp_path):
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(3)
+            self.embed = nn.Embedding(V, 4)
+            self.out = nn.Identity()
+
+        def forward(self, ids, attention_mask=None):             # padding would leak into the mean
+            x = self.embed(ids)
+            mask = attention_mask[..., None].float()
+            return self.out(x + (x * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True))
+
+    model = Masked()
+    extract(model, _corpus(), tmp_path / "p", modules=["out"], batch_size=3, progress=False)
+    got = _states(tmp_path / "p")["states::out"]
+    with torch.no_grad():
+        alone = model(torch.tensor([SEQS[2]]), attention_mask=torch.ones(1, 7, dtype=torch.long))[0].numpy()
+    np.testing.assert_allclose(got[7:14], alone, rtol=1e-6)
+
+
 def test_interrupted_extraction_resumes_to_the_same_project(tmp_path):
     model = RecurrentLM()
     corpus = _corpus()
