@@ -25,7 +25,6 @@ verification over all ``D`` cells reads the row-major keys instead). The budget,
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -33,8 +32,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpu_matcher import settings
+
 #: Bytes of bit rows the process keeps (all sources, all thresholds together).
-CACHE_BYTES = int(os.environ.get("LSTMVIS_BIT_CACHE_BYTES", 512 * 2**20))
+#: The budget of the process-wide cache, bytes; None: ``settings.bit_cache_bytes()`` (LSTMVIS_BIT_CACHE_BYTES).
+CACHE_BYTES: int | None = None
 #: Words per block of the carry-save adder tree (rows x block stay in the CPU cache).
 ADDER_BLOCK = 2048
 #: Cells x candidates of one batch of ``window_counts`` (bounds its temporaries to ~8 bytes x this).
@@ -310,14 +312,25 @@ class BitRowCache:
     PACK_CELLS = 16             # cells compared and packed at once when they share a key
     MAX_ENTRIES = 64            # thresholds kept at most, however few bytes they hold
 
-    def __init__(self, budget: int = CACHE_BYTES):
-        self.budget = int(budget)
+    def __init__(self, budget: int | None = None):
+        self._budget = budget
         self.packed = 0                                   # rows packed so far (tests, benchmarks)
         self._bytes = 0
         self._entries: "OrderedDict[tuple, _Threshold]" = OrderedDict()
         self._tokens: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
         self._next_token = 0
         self._lock = threading.RLock()
+
+    @property
+    def budget(self) -> int:
+        """Given, or read at use: ``CACHE_BYTES``, else ``settings.bit_cache_bytes()``."""
+        if self._budget is not None:
+            return int(self._budget)
+        return settings.bit_cache_bytes() if CACHE_BYTES is None else int(CACHE_BYTES)
+
+    @budget.setter
+    def budget(self, value: int) -> None:
+        self._budget = value
 
     @property
     def nbytes(self) -> int:

@@ -23,6 +23,7 @@ VARIABLES: dict[str, tuple[object, str]] = {
     "LSTMVIS_DATA_DIR": (None, "the data folder the app serves when none is configured (default: the demo)"),
     "LSTMVIS_BACKEND": ("auto", "the backend the app uses when none is configured"),
     "LSTMVIS_WORKERS": (8, "worker threads of the app for matches and layout builds"),
+    "LSTMVIS_BIT_CACHE_BYTES": (512 * 2**20, "packed on-bit rows the NumPy backend keeps across thresholds, bytes"),
 }
 ROW_KEY_MODES = ("auto", "copy", "source")
 
@@ -94,3 +95,7 @@ def backend() -> str:
 
 def workers() -> int:
     return _int("LSTMVIS_WORKERS", minimum=1)
+
+
+def bit_cache_bytes() -> int:
+    return _int("LSTMVIS_BIT_CACHE_BYTES")
