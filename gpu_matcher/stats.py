@@ -286,6 +286,11 @@ def best_f1(points: Sequence[Detection]) -> Detection | None:
     return best
 
 
+# Public names for detectors built on these scores elsewhere (gpu_matcher.hypotheses: "m of k on").
+scores = _scores
+positives = _positives
+
+
 # --- suggested cells ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CellScore:

@@ -23,7 +23,7 @@ from gpu_matcher.errors import ProjectError
 __all__ = ["COMMAND_MODULES", "ENTRY_POINT_GROUP", "build_parser", "command_plugins", "main"]
 
 #: The engine's subcommand modules (nothing heavy at import: `lstmvis match` never imports Bokeh).
-COMMAND_MODULES = ("gpu_matcher.cli.match", "gpu_matcher.cli.stats", "gpu_matcher.cli.data",
+COMMAND_MODULES = ("gpu_matcher.cli.match", "gpu_matcher.cli.stats", "gpu_matcher.cli.unit", "gpu_matcher.cli.data",
                    "gpu_matcher.extract.hf", "gpu_matcher.io.spans")
 #: Entry point group through which other packages add subcommands: ``name = "module:register"``.
 ENTRY_POINT_GROUP = "lstmvis.commands"

@@ -42,6 +42,8 @@ def cmd_stats(args) -> int:
 
     engine = _open(args.project_dir, args.backend)
     source = _source(engine, args.source)
+    if args.at_least is not None and args.label is None:
+        raise ProjectError("--at-least needs --label (the label the detector should predict)")
     cells = _cells(engine, source, args)
     matches = engine.match(source, cells, args.threshold, args.left, args.right, args.top, scale=args.scale)
     out = {"source": source, "cells": sorted(set(cells)), "threshold": args.threshold, "scale": args.scale,
@@ -55,8 +57,36 @@ def cmd_stats(args) -> int:
         out["best"] = curve.best.as_dict() if curve.best else None
         if args.curve:
             out["curve"] = [p.as_dict() for p in curve.points]
+        if args.curve or args.at_least is not None:
+            out.update(_at_least(engine, source, cells, args))
     print(json.dumps(out))
     return 0
+
+
+def _at_least(engine, source: str, cells: list[int], args) -> dict:
+    """The "at least m of k on" keys: the curve over m at --threshold and the best (m, threshold) with
+    --curve; with --at-least M, that detector at --threshold and its best threshold (and curve)."""
+    from gpu_matcher import hypotheses, stats
+
+    grid = hypotheses.at_least_grid(engine, source, cells,
+                                    [args.threshold, *stats.default_thresholds(engine, source, scale=args.scale)],
+                                    args.track, args.label, args.scale)
+    out: dict = {}
+    if args.curve:
+        best = grid.best()
+        out["m_curve"] = [p.as_dict() for p in grid.over_m(0)]
+        out["m_best"] = best.as_dict() if best else None
+        out["m_best_by_m"] = [b.as_dict() if b else None for b in grid.best_by_m()]
+    if args.at_least is not None:
+        m = args.at_least
+        point = grid.point(m, 0)
+        curve = [grid.point(m, j).detection for j in range(1, len(grid.thresholds))]
+        best = stats.best_f1(curve)
+        out["at_least"] = {**point.as_dict(), "label": args.label,
+                           "best": hypotheses.AtLeast(m, grid.k, best).as_dict() if best else None}
+        if args.curve:
+            out["at_least"]["curve"] = [p.as_dict() for p in curve]
+    return out
 
 
 def cmd_suggest(args) -> int:
@@ -100,7 +130,11 @@ def register(sub) -> None:
     p.add_argument("--cells", help="comma-separated cell indices instead of a brushed range")
     p.add_argument("--track", required=True, help="a discrete meta track")
     p.add_argument("--label", help="the label S should detect (its name or value)")
-    p.add_argument("--curve", action="store_true", help="also print the detector curve over thresholds")
+    p.add_argument("--curve", action="store_true", help="also print the detector curve over thresholds, "
+                                                        "the curve over m (at least m of the k cells on) and the "
+                                                        "best (m, threshold)")
+    p.add_argument("--at-least", type=int, metavar="M", help="with --label: also score \"at least M of the k cells "
+                                                             "on\" (its best threshold; its curve with --curve)")
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("suggest", help="cells that best separate a range or a label from the rest of the corpus")
