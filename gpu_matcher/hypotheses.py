@@ -116,7 +116,7 @@ def _level_histograms(engine, source: str, cells: np.ndarray, bounds: np.ndarray
     store = src.layout(progress=False).keys_rows
     T, D = src.shape
     k, J = bounds.shape
-    block = max(1024, BLOCK_BYTES // max(1, D * src.dtype.itemsize))
+    block = max(1, BLOCK_BYTES // max(1, D * src.dtype.itemsize))
     hist = np.zeros(k * 2 * (J + 1), dtype=np.int64)
     offsets = (np.arange(k, dtype=np.int64) * 2 * (J + 1))[None, :]
     for a in range(0, T, block):
