@@ -24,8 +24,10 @@ from gpu_matcher.threshold import SCALE_DEFAULTS, Threshold, check_scale
 __all__ = ["AtLeast", "AtLeastGrid", "at_least_grid", "at_least_detector", "UnitProfile", "unit_profile",
            "top_contexts", "activation_histogram", "token_rates"]
 
-#: Row-major keys read per block of the m-of-k scan (bounds memory whatever T and D are).
+#: Bytes per block of the m-of-k scan (bounds its temporaries whatever T and D are).
 BLOCK_BYTES = 16 << 20
+#: Largest (T, k) table of per-cell levels held at once; beyond it the scan streams row-major blocks.
+LEVELS_BYTES = 256 << 20
 
 
 # --- at least m of k on --------------------------------------------------------------------------
@@ -41,7 +43,7 @@ class AtLeast:
         return {"m": self.m, "k": self.k, **self.detection.as_dict()}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AtLeastGrid:
     """Exact counts for every m in 1..k and every threshold (in the order given): row ``m - 1``."""
 
@@ -111,23 +113,39 @@ def _level_histograms(engine, source: str, cells: np.ndarray, bounds: np.ndarray
     m-th highest "level" equal to l, where a cell's level at t is how many thresholds it is on at.
 
     Bounds rise with the threshold, so cell c is on at the j-th (sorted) threshold iff ``level_c > j``;
-    at least m cells are on iff the m-th highest level is ``> j``. So one pass gives every (m, θ)."""
+    at least m cells are on iff the m-th highest level is ``> j``. So one pass gives every (m, θ).
+
+    The levels of S's k cells are read from the cell-major layout (k rows, not D) when they fit
+    ``LEVELS_BYTES``; otherwise the row-major layout is streamed in blocks of ``BLOCK_BYTES``."""
     src = engine.project.source(source)
-    store = src.layout(progress=False).keys_rows
+    layout = src.layout(progress=False)
     T, D = src.shape
     k, J = bounds.shape
-    block = max(1, BLOCK_BYTES // max(1, D * src.dtype.itemsize))
+    ldt = np.uint8 if J < 255 else np.uint16
     hist = np.zeros(k * 2 * (J + 1), dtype=np.int64)
     offsets = (np.arange(k, dtype=np.int64) * 2 * (J + 1))[None, :]
+
+    def add(levels: np.ndarray, a: int) -> None:
+        levels = np.sort(levels, axis=1).astype(np.int64)    # column k - m: the m-th highest level
+        pos = positive[a:a + levels.shape[0]].astype(np.int64)[:, None] * (J + 1)
+        hist[:] += np.bincount((levels + pos + offsets).ravel(), minlength=hist.size)
+
+    if k * T * np.dtype(ldt).itemsize <= LEVELS_BYTES:
+        levels = np.empty((T, k), dtype=ldt)
+        for i, c in enumerate(cells.tolist()):
+            row = layout.keys_cells.take(np.array([c]))[0]
+            levels[:, i] = np.searchsorted(bounds[i], row, side="right")
+        block = max(1, BLOCK_BYTES // (8 * k))
+        for a in range(0, T, block):
+            add(levels[a:a + block], a)
+        return hist.reshape(k, 2, J + 1)
+    block = max(1, BLOCK_BYTES // max(1, D * src.dtype.itemsize))
     for a in range(0, T, block):
-        b = min(T, a + block)
-        keys = store.block(a, b)[:, cells]
-        levels = np.empty(keys.shape, dtype=np.int64)
+        keys = layout.keys_rows.block(a, min(T, a + block))[:, cells]
+        levels = np.empty(keys.shape, dtype=ldt)
         for i in range(k):
             levels[:, i] = np.searchsorted(bounds[i], keys[:, i], side="right")
-        levels.sort(axis=1)                                 # column k - m: the m-th highest level
-        pos = positive[a:b].astype(np.int64)[:, None] * (J + 1)
-        hist += np.bincount((levels + pos + offsets).ravel(), minlength=hist.size)
+        add(levels, a)
     return hist.reshape(k, 2, J + 1)
 
 
