@@ -188,8 +188,8 @@ class CupyBackend(SearchBackend[DeviceLayout, _RunEvents]):
 
     name = "cupy"
     # Per-cell keys (a (D,) key vector, gpu_matcher.scaling) are packed by pack_cells_rows_* into a mask
-    # cached like any other.
-    capabilities = frozenset({Capability.STREAMING, Capability.PER_CELL_KEYS})
+    # cached like any other. The statistics' scans run on the device too (cached masks, resident keys).
+    capabilities = frozenset({Capability.STREAMING, Capability.PER_CELL_KEYS, Capability.CORPUS_SCANS})
 
     def __init__(self, device: Any = None):
         self.device = device if device is not None else CudaDevice()
@@ -461,6 +461,63 @@ class CupyBackend(SearchBackend[DeviceLayout, _RunEvents]):
                       cand[3], np.int64(n_cand), out))
         return self.to_host(out).astype(np.int64)
 
+    # --- the statistics' corpus scans (SearchBackend's xp code over on_columns, and threshold_levels) -------
+    def layout_shape(self, layout: DeviceLayout) -> tuple[int, int]:
+        return layout.T, layout.D
+
+    def threshold_levels(self, layout: DeviceLayout, cells, keys):
+        """``M(t)`` on the device: one ``searchsorted`` per selected cell's key row (resident keys), or
+        per chunk of the selected cells' keys sent from the host (streamed keys)."""
+        xp = self.xp
+        T = layout.T
+        cells = np.asarray(cells, dtype=np.int64)
+        columns = [xp.asarray(np.ascontiguousarray(keys[:, j], dtype=layout.key_dtype))
+                   for j in range(cells.size)]
+        levels = xp.full(T, keys.shape[0], dtype=xp.int32)
+        if layout.keys is not None:
+            for j, c in enumerate(cells.tolist()):
+                found = xp.searchsorted(columns[j], layout.keys[c, :T], side="right")
+                xp.minimum(levels, found.astype(xp.int32), out=levels)
+            return levels
+        if layout.read_keys is None:
+            raise ProjectError(f"source {layout.name}: its keys are neither on the GPU nor readable")
+        chunk = layout.plan.chunk_steps
+        for t0 in range(0, T, chunk):
+            t1 = min(T, t0 + chunk)
+            # Only the selected cells' keys cross to the device, cell-major.
+            rows = xp.asarray(np.ascontiguousarray(np.asarray(layout.read_keys(t0, t1))[:, cells].T,
+                                                   dtype=layout.key_dtype))
+            part = levels[t0:t1]
+            for j in range(cells.size):
+                xp.minimum(part, xp.searchsorted(columns[j], rows[j], side="right").astype(xp.int32),
+                           out=part)
+        return levels
+
+    def cell_on_counts(self, layout: DeviceLayout, key_threshold, target):
+        return self._scan(layout, "cell_on_counts", key_threshold, target)
+
+    def span_patterns(self, layout: DeviceLayout, key_threshold, starts, ends, lo, hi):
+        return self._scan(layout, "span_patterns", key_threshold, starts, ends, lo, hi)
+
+    def all_on_counts(self, layout: DeviceLayout, cells, keys, target):
+        return self._scan(layout, "all_on_counts", cells, keys, target)
+
+    def _scan(self, layout: DeviceLayout, name: str, *args):
+        """A corpus scan on the device; for a source too large for the GPU, or out of memory (cached masks
+        freed first, one log line), NumPy over the host layout answers it."""
+        if layout.mode != HOST:
+            try:
+                with self._lock:
+                    return getattr(SearchBackend, name)(self, layout, *args)
+            except self.device.oom_errors as exc:
+                with self._lock:
+                    layout.masks.clear()
+                    self.device.release()
+                log.warning("source %s: GPU out of memory in %s (%s); it runs on NumPy", layout.name,
+                            name, " ".join(str(exc).split())[:160])
+        numpy, host = self._host_pair(layout)
+        return getattr(numpy, name)(host, *args)
+
     # --- the search, with its fallbacks -----------------------------------------------------------------
     def match(self, layout: DeviceLayout, query: MatchQuery) -> list[MatchRow]:
         """``SearchBackend.match`` on the GPU. Out of memory: free the cached masks and retry; then stream the
@@ -491,6 +548,11 @@ class CupyBackend(SearchBackend[DeviceLayout, _RunEvents]):
         return self._host_match(layout, query)
 
     def _host_match(self, layout: DeviceLayout, query: MatchQuery) -> list[MatchRow]:
+        numpy, host = self._host_pair(layout)
+        return numpy.match(host, query)
+
+    def _host_pair(self, layout: DeviceLayout):
+        """The NumPy backend and the host layout that answer for this layout when the GPU cannot."""
         if layout.host_layout is None:
             raise ProjectError(f"source {layout.name}: the GPU is out of memory and this layout keeps "
                                "no host copy to fall back to")
@@ -500,4 +562,4 @@ class CupyBackend(SearchBackend[DeviceLayout, _RunEvents]):
             self._numpy = NumpyBackend()
         if layout.host is None:
             layout.host = layout.host_layout()
-        return self._numpy.match(layout.host, query)
+        return self._numpy, layout.host
