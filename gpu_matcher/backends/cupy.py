@@ -474,6 +474,12 @@ class CupyBackend(SearchBackend[DeviceLayout, _RunEvents]):
         columns = [xp.asarray(np.ascontiguousarray(keys[:, j], dtype=layout.key_dtype))
                    for j in range(cells.size)]
         levels = xp.full(T, keys.shape[0], dtype=xp.int32)
+        if layout.keys is not None and np.all(keys == keys[:, :1]):
+            # One key per threshold (scale none): one search of the selected cells' least key.
+            least = layout.keys[cells[0], :T].copy()
+            for c in cells[1:].tolist():
+                xp.minimum(least, layout.keys[c, :T], out=least)
+            return xp.searchsorted(columns[0], least, side="right").astype(xp.int32)
         if layout.keys is not None:
             for j, c in enumerate(cells.tolist()):
                 found = xp.searchsorted(columns[j], layout.keys[c, :T], side="right")

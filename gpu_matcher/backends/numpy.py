@@ -46,6 +46,12 @@ class NumpyBackend(SearchBackend[Layout, LevelEvents]):
 
     def threshold_levels(self, layout, cells, keys):
         T, _D = self.layout_shape(layout)
+        if np.all(keys == keys[:, :1]):
+            # One key per threshold (scale none): searchsorted is monotone, so one search of the least key.
+            least = None
+            for _j, _c, row in self._cell_rows(layout, cells):
+                least = row if least is None else np.minimum(least, row, out=least)
+            return np.searchsorted(keys[:, 0], least, side="right").astype(np.int32)
         levels = np.full(T, keys.shape[0], dtype=np.int32)
         for j, _c, row in self._cell_rows(layout, cells):
             np.minimum(levels, np.searchsorted(keys[:, j], row, side="right"), out=levels, casting="unsafe")

@@ -92,8 +92,9 @@ def brute_all_on(raw: np.ndarray, cells, keys: np.ndarray, target: np.ndarray):
 @pytest.mark.parametrize("impl", [i for i in IMPLEMENTATIONS if i.name == "numpy"] + UNDER_TEST,
                          ids=lambda impl: impl.name)
 def test_all_on_counts_equal_brute_force_ordered_or_not(impl: Implementation):
-    """Keys drawn from the stored keys (ties), the 'nothing on' key, per cell different: one level pass
-    when the thresholds' keys are ordered alike in every column, one pass each otherwise."""
+    """Keys drawn from the stored keys (ties), the 'nothing on' key, per cell different or one for all
+    cells: one level pass when the thresholds' keys are ordered alike in every column, one pass each
+    otherwise."""
     reason = impl.unavailable()
     if reason:
         pytest.skip(reason)
@@ -107,7 +108,8 @@ def test_all_on_counts_equal_brute_force_ordered_or_not(impl: Implementation):
     for cells in ([3], [0, 2, 5], list(range(7))):
         column = np.sort(rng.choice(stored, (6, len(cells))), axis=0)
         column[-1, 0] = nothing
-        for keys in (column, column[::-1].copy(), rng.choice(stored, (5, len(cells)))):
+        same = np.repeat(column[:, 1:2] if len(cells) > 1 else column, len(cells), axis=1)   # scale none
+        for keys in (column, column[::-1].copy(), rng.choice(stored, (5, len(cells))), same):
             keys = keys.astype(KEY_DTYPES[2])
             got = backend.all_on_counts(layout, np.asarray(cells), keys, target)
             want = brute_all_on(raw, cells, keys, target)
