@@ -122,6 +122,14 @@ class NoScans(cupy_backend.CupyBackend):
     capabilities = cupy_backend.CupyBackend.capabilities - {Capability.CORPUS_SCANS}
 
 
+def test_sharded_backends_do_not_declare_corpus_scans():
+    """Their statistics keep the host path (``Engine.scan_backend``), whatever their shards run."""
+    from gpu_matcher.sharded import SerialExecutor, ShardedBackend
+
+    for spec in ("numpy", "cupy"):
+        assert not ShardedBackend(SerialExecutor(spec), shard_steps=8, halo=0).supports(Capability.CORPUS_SCANS)
+
+
 def test_a_backend_without_corpus_scans_gets_numpy_by_its_declaration(caplog):
     raw, labels, starts, transform = case(5, 80, 4, "float32", "tanh")
     device = StandInDevice()
