@@ -15,6 +15,10 @@ What lives on the device, and why:
   cost) and kept for the last few thresholds. A query's step words are gathered from the selected rows
   (``gather_steps``: no booleans, however many cells), and verifying a candidate over all D cells reads
   one or two words per cell.
+- The statistics' corpus scans (``Capability.CORPUS_SCANS``) read the same: suggest popcounts each
+  cell's mask row (``cell_on_counts``, kernels/stats.cu), the phrase map sums unpacked mask rows, the
+  detector curve searches the selected cells' keys (resident, or streamed per chunk) once for all
+  thresholds (``threshold_levels``); only counts come back.
 - A source whose keys do not fit stays on the host; each new threshold then streams its keys through
   the GPU in chunks of steps to build the mask (``plan_layout``). When not even the mask fits, NumPy
   answers. A query moves no states over PCIe: cell lists and candidates go up, results come back.
@@ -500,20 +504,39 @@ class CupyBackend(SearchBackend[DeviceLayout, _RunEvents]):
         return levels
 
     def cell_on_counts(self, layout: DeviceLayout, key_threshold, target):
-        return self._scan(layout, "cell_on_counts", key_threshold, target)
+        """Popcounts of every cell's row of the cached threshold mask, whole and under the packed target
+        (``cell_on_counts`` in kernels/stats.cu): the mask is read once, no booleans are made."""
+        return self._scan(layout, "cell_on_counts", self._cell_on_counts, key_threshold, target)
+
+    def _cell_on_counts(self, layout: DeviceLayout, key_threshold, target):
+        xp = self.xp
+        D, words = layout.D, layout.plan.words
+        if key_threshold is None or layout.T == 0:
+            return np.zeros(D, dtype=np.int64), np.zeros(D, dtype=np.int64)
+        mask = self.threshold_mask(layout, key_threshold)
+        bits = np.zeros(words * 32, dtype=bool)
+        bits[:layout.T] = np.asarray(target, dtype=bool)
+        packed = xp.asarray(np.packbits(bits, bitorder="little").view(np.dtype("<u4")).astype(np.uint32))
+        inside, total = xp.empty(D, dtype=xp.int64), xp.empty(D, dtype=xp.int64)
+        self._launch("cell_on_counts", D * 32, (mask, np.int64(words), np.int64(words), np.int32(D), packed,
+                                                inside, total))
+        return self.to_host(inside).astype(np.int64), self.to_host(total).astype(np.int64)
 
     def span_patterns(self, layout: DeviceLayout, key_threshold, starts, ends, lo, hi):
-        return self._scan(layout, "span_patterns", key_threshold, starts, ends, lo, hi)
+        return self._scan(layout, "span_patterns", None, key_threshold, starts, ends, lo, hi)
 
     def all_on_counts(self, layout: DeviceLayout, cells, keys, target):
-        return self._scan(layout, "all_on_counts", cells, keys, target)
+        return self._scan(layout, "all_on_counts", None, cells, keys, target)
 
-    def _scan(self, layout: DeviceLayout, name: str, *args):
-        """A corpus scan on the device; for a source too large for the GPU, or out of memory (cached masks
-        freed first, one log line), NumPy over the host layout answers it."""
+    def _scan(self, layout: DeviceLayout, name: str, on_device: Callable | None, *args):
+        """A corpus scan on the device (``on_device``, else ``SearchBackend``'s xp code); for a source too
+        large for the GPU, or out of memory (cached masks freed first, one log line), NumPy over the host
+        layout answers it."""
         if layout.mode != HOST:
             try:
                 with self._lock:
+                    if on_device is not None:
+                        return on_device(layout, *args)
                     return getattr(SearchBackend, name)(self, layout, *args)
             except self.device.oom_errors as exc:
                 with self._lock:

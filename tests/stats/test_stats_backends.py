@@ -14,6 +14,7 @@ import pytest
 from gpu_matcher import Engine, stats
 from gpu_matcher.backends import cupy as cupy_backend
 from gpu_matcher.backends.base import Capability
+from gpu_matcher.backends.search import SearchBackend
 from gpu_matcher.source import KEY_DTYPES, float_keys
 from tests.engine.conformance import IMPLEMENTATIONS, POOL, Implementation
 from tests.gpu.standin import StandInDevice
@@ -80,7 +81,7 @@ def test_statistics_equal_numpy(impl: Implementation, params):
         impl.check(engine, SOURCE)
     calls = getattr(engine.backend, "device", None)
     if isinstance(calls, StandInDevice):
-        assert calls.calls["unpack_cells"] > 0          # the scans ran on the device's masks
+        assert calls.calls["cell_on_counts"] > 0 and calls.calls["unpack_cells"] > 0   # on the device
 
 
 def brute_all_on(raw: np.ndarray, cells, keys: np.ndarray, target: np.ndarray):
@@ -114,6 +115,29 @@ def test_all_on_counts_equal_brute_force_ordered_or_not(impl: Implementation):
             got = backend.all_on_counts(layout, np.asarray(cells), keys, target)
             want = brute_all_on(raw, cells, keys, target)
             assert [g.tolist() for g in got] == [w.tolist() for w in want]
+
+
+@pytest.mark.parametrize("impl", [i for i in IMPLEMENTATIONS if i.name == "numpy"] + UNDER_TEST,
+                         ids=lambda impl: impl.name)
+def test_the_shared_xp_scans_equal_each_backends_own(impl: Implementation):
+    """``SearchBackend.cell_on_counts`` / ``span_patterns`` (xp code over ``on_columns``) against the
+    backend's own (NumPy: per cell row; CuPy: the ``cell_on_counts`` kernel), one key and one per cell."""
+    reason = impl.unavailable()
+    if reason:
+        pytest.skip(reason)
+    raw, labels, starts, transform = case(7, 120, 40, "float32", "tanh")
+    engine = engine_of(impl, raw, labels, starts, transform)
+    backend, layout = engine.scan_backend(SOURCE)
+    target = labels == 2
+    spans = stats.label_spans(engine, "tag")
+    lo, hi = (np.maximum(spans[0] - 1, 0), np.minimum(spans[1] + 2, engine.project.T))
+    for key in (engine.resolve(SOURCE, 0.3), engine.resolve(SOURCE, 0.5, "zscore")):
+        got = SearchBackend.cell_on_counts(backend, layout, key, target)
+        want = backend.cell_on_counts(layout, key, target)
+        assert [g.tolist() for g in got] == [w.tolist() for w in want] and want[1].any()
+        got = SearchBackend.span_patterns(backend, layout, key, spans[0], spans[1], lo, hi)
+        want = backend.span_patterns(layout, key, spans[0], spans[1], lo, hi)
+        assert np.array_equal(got, want) and want.any()
 
 
 class NoScans(cupy_backend.CupyBackend):
@@ -157,4 +181,5 @@ def test_a_host_layout_and_out_of_memory_fall_back_to_numpy():
     engine = Engine(tiny_project(raw, labels, starts, transform), backend=cupy_backend.CupyBackend(device))
     engine.layout(SOURCE)
     device.fail_on("unpack_cells", times=math.inf)
+    device.fail_on("cell_on_counts", times=math.inf)
     assert answers(engine, np.random.default_rng(6)) == want
