@@ -36,9 +36,14 @@ for cand in "${LSTMVIS_SHARED:-}" ../shared shared; do
 done
 echo "golden sets: ${LSTMVIS_SHARED:-none found}/golden"
 
-echo "== parity tests (tests/gpu: nvcc builds, stand-in, GPU beside NumPy)"
+echo "== parity tests (tests/gpu: nvcc builds, stand-in, GPU beside NumPy; the conformance module's and the"
+echo "   statistics' cupy-gpu entries: golden sets, random scenarios, scales, resident and streamed)"
 timeout 100 $PY -m pytest -q -p no:cacheprovider -p no:randomly -rs tests/gpu
 TESTS=$?
+timeout 80 $PY -m pytest -q -p no:cacheprovider -p no:randomly -rs -k "cupy-gpu" \
+    tests/engine/test_conformance.py tests/stats/test_stats_backends.py
+CONFORM=$?
+[ "$TESTS" -eq 0 ] && TESTS=$CONFORM
 echo "tests exit status: $TESTS ($(( $(date +%s) - T0 )) s so far)"
 
 echo "== the kernels executed on the CPU (tests/kernels: per-kernel tests and the executor's checks)"

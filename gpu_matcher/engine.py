@@ -112,6 +112,7 @@ class Engine:
         self._scales: BoundedCache[str, CellScale] = BoundedCache(max(1, len(project.sources)))
         self._keys: BoundedCache[tuple[str, Threshold], np.ndarray | None] = BoundedCache(KEY_CACHE_SIZE)
         self._host: Backend | None = None          # the NumPy backend for what self.backend cannot do
+        self._host_told: set[str] = set()
 
     # --- helpers ----------------------------------------------------------------------------
     def layout(self, source: str):
@@ -267,15 +268,29 @@ class Engine:
             layout = self.layout(source)
         return [Match(r.start, r.end, r.length, r.inter, r.union) for r in backend.match(layout, query)]
 
-    def _host_backend(self) -> Backend:
+    def scan_backend(self, source: str, per_cell: bool = False) -> tuple[Backend, object]:
+        """The backend and layout that run the statistics' whole-corpus scans of a source
+        (``gpu_matcher.stats``): this engine's backend when it declares ``Capability.CORPUS_SCANS`` (and
+        ``PER_CELL_KEYS`` for a per-cell key), else the NumPy backend over the host layout."""
+        backend = self.backend
+        if backend.supports(Capability.CORPUS_SCANS) and (
+                not per_cell or backend.supports(Capability.PER_CELL_KEYS)):
+            return backend, self.layout(source)
+        host = self._host_backend("the statistics' corpus scans", "corpus scans")
+        return host, host.prepare(self.project.source(source))
+
+    def _host_backend(self, what: str = "per-cell thresholds", ability: str = "per-cell keys") -> Backend:
         with self._lock:
             if self._host is None:
                 from gpu_matcher.backends.numpy import NumpyBackend
 
-                log.info("per-cell thresholds run on the NumPy backend (the %s backend does not declare "
-                         "per-cell keys)", self.backend.name)
                 self._host = NumpyBackend()
-            return self._host
+            tell = what not in self._host_told
+            self._host_told.add(what)           # one line per kind of work, not per call
+        if tell:
+            log.info("%s run on the NumPy backend (the %s backend does not declare %s)", what,
+                     self.backend.name, ability)
+        return self._host
 
     # --- context ----------------------------------------------------------------------------
     def counts(self, source: str, cells: Sequence[int], threshold: float | Threshold, start: int,

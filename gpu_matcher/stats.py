@@ -2,9 +2,11 @@
 phrase patterns with PCA (the paper's Fig. 9), and a comparison of two sources.
 
 Pure computation, plain data out; no Bokeh. "On" is MATCHING.md's exact comparison (order-preserving keys
-against ``Source.key_threshold``); every count is an exact integer over the whole corpus. Whole-corpus
-passes stream one cell row of the cell-major layout ``keys_cells`` (D, T) at a time, so a source is never
-held in memory; the largest temporaries are a few ``(T,)`` arrays.
+against ``Source.key_threshold``); every count is an exact integer over the whole corpus. The
+whole-corpus scans (suggest, the detector curve, the phrase map) run on the engine's backend
+(``Engine.scan_backend``: ``SearchBackend.cell_on_counts``, ``all_on_counts``, ``span_patterns``), so
+they run on the GPU with the CuPy backend; a backend that does not declare ``Capability.CORPUS_SCANS``
+(the sharded and Dask backends) has them answered by NumPy, one cell row of the host keys at a time.
 """
 
 from __future__ import annotations
@@ -17,17 +19,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from gpu_matcher import scaling
+from gpu_matcher.backends.base import check_cells
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.query import DEFAULT_TOP, clip_margins
-from gpu_matcher.threshold import SCALE_RANGES, check_scale
+from gpu_matcher.source import KEY_DTYPES
+from gpu_matcher.threshold import SCALE_RANGES, Threshold, check_scale
 
 
 # --- helpers -----------------------------------------------------------------------------------
-def _keys_cells(engine, source: str):
-    """The host cell-major key store of a source (whatever the engine's backend)."""
-    return engine.project.source(source).layout(progress=False).keys_cells
-
-
 def discrete_track(engine, track: str):
     """A discrete meta track by name, or a ProjectError naming the choices."""
     meta = engine.project.meta
@@ -253,12 +253,42 @@ def detector_curve(engine, source: str, cells: Sequence[int], thresholds: Sequen
                    track: str, label: Any, scale: str = "none") -> DetectorCurve:
     """Exact detector scores at every threshold, from one pass over the cells of S.
 
-    "All of S on at t" is "S's least per-step score >= the threshold's bound" (``Engine.all_on_score``),
-    so each threshold costs two binary searches in the sorted scores.
+    ``none`` and ``zscore``: one key per threshold and cell of S (cheap to find), and the backend counts
+    the steps where all of S is on at each threshold in one pass (``SearchBackend.all_on_counts``: on
+    the GPU with the CuPy backend). ``quantile``: its keys need a pass over every cell per threshold, so
+    the curve reads S's least ``z`` per step on the host (``Engine.all_on_score``) and each threshold
+    costs two binary searches in the sorted scores.
     """
     if thresholds is None:
         thresholds = default_thresholds(engine, source, scale=scale)
     pos = _positives(engine, track, label)
+    positives = int(pos.sum())
+    if check_scale(scale) == "quantile":
+        return _detector_curve_scores(engine, source, cells, thresholds, pos, scale)
+    src = engine.project.source(source)
+    chosen = check_cells(cells, src.D, f"source {source}")
+    kdt = np.dtype(KEY_DTYPES[src.dtype.itemsize])
+    nothing = np.iinfo(kdt).max                      # above every stored key: nothing is on
+    params = engine.cell_scale(source, scale) if scale != "none" else None
+    keys = np.empty((len(thresholds), chosen.size), dtype=kdt)
+    for i, th in enumerate(thresholds):
+        if params is None:
+            key = src.key_threshold(float(th))
+        else:
+            # Not engine.key_thresholds: a curve's dozens of thresholds would flush its cache.
+            found = scaling.key_thresholds(src, params, Threshold.of(float(th), scale))
+            key = None if found is None else found[chosen]
+        keys[i] = nothing if key is None else key
+    backend, layout = engine.scan_backend(source)
+    with backend.lock:
+        predicted, tp = backend.all_on_counts(layout, chosen, keys, pos)
+    points = [_scores(th, int(p), positives, int(t)) for th, p, t in zip(thresholds, predicted, tp)]
+    return DetectorCurve(points=points, best=best_f1(points))
+
+
+def _detector_curve_scores(engine, source: str, cells: Sequence[int], thresholds: Sequence[float],
+                           pos: np.ndarray, scale: str) -> DetectorCurve:
+    """The curve from S's least per-step score on the host (``Engine.all_on_score``)."""
     score, bound = engine.all_on_score(source, cells, scale)
     valid = ~np.isnan(score) if score.dtype.kind == "f" else np.ones(score.size, dtype=bool)
     all_sorted = np.sort(score[valid])
@@ -274,7 +304,6 @@ def detector_curve(engine, source: str, cells: Sequence[int], thresholds: Sequen
             tp = int(pos_sorted.size - np.searchsorted(pos_sorted, b, side="left"))
         points.append(_scores(th, predicted, positives, tp))
     return DetectorCurve(points=points, best=best_f1(points))
-
 
 
 def best_f1(points: Sequence[Detection]) -> Detection | None:
@@ -328,15 +357,13 @@ def suggest_cells(engine, source: str, threshold: float, start: int | None = Non
     n_out = T - n_in
     if n_in == 0:
         raise ProjectError(f"suggest: the label {label!r} of track {track!r} never occurs")
-    keys = engine.key_thresholds(source, threshold, scale)              # one exact key per cell
-    inside = np.zeros(D, dtype=np.int64)
-    total = np.zeros(D, dtype=np.int64)
-    if keys is not None:
-        store = _keys_cells(engine, source)
-        for c in range(D):
-            on = store.take(np.array([c]))[0] >= keys[c]
-            total[c] = np.count_nonzero(on)
-            inside[c] = np.count_nonzero(on[target])
+    key = engine.resolve(source, threshold, scale)        # one key, one per cell, or None (nothing on)
+    if key is None:
+        inside = total = np.zeros(D, dtype=np.int64)
+    else:
+        backend, layout = engine.scan_backend(source, per_cell=np.ndim(key) > 0)
+        with backend.lock:
+            inside, total = backend.cell_on_counts(layout, key, target)
     outside = total - inside
     numer = inside * n_out - outside * n_in if n_out else inside     # no rest: rank by the inside rate
     order = np.lexsort((np.arange(D), -numer))[:max(0, int(top))]
@@ -382,23 +409,21 @@ def label_spans(engine, track: str, labels: Sequence | None = None,
 def phrase_patterns(engine, source: str, track: str, threshold: float, labels: Sequence | None = None,
                     left: int = 0, right: int = 0, sequences: bool = True,
                     scale: str = "none") -> PhrasePatterns:
-    """S (the on/off pattern) of every label span, from one cumulative sum per cell row."""
+    """S (the on/off pattern) of every label span, from one cumulative sum per cell row (on the engine's
+    backend: ``SearchBackend.span_patterns``)."""
     src = engine.project.source(source)
     T, D = src.shape
     starts, ends, vals = label_spans(engine, track, labels, sequences)
     P = starts.size
     lo, hi = clip_margins(engine.project.sequence_bounds(sequences), starts, ends, left, right)
-    length = ends + 1 - starts
-    patterns = np.zeros((P, D), dtype=bool)
-    keys = engine.key_thresholds(source, threshold, scale)              # one exact key per cell
-    if keys is not None and P:
-        store = _keys_cells(engine, source)
-        cs = np.zeros(T + 1, dtype=np.int32)
-        for c in range(D):
-            np.cumsum(store.take(np.array([c]))[0] >= keys[c], out=cs[1:])
-            inside = cs[ends + 1] - cs[starts]
-            margin = (cs[starts] - cs[lo]) + (cs[hi] - cs[ends + 1])
-            patterns[:, c] = (inside == length) & (margin == 0)
+    key = engine.resolve(source, threshold, scale)        # one key, one per cell, or None (nothing on)
+    if key is None or P == 0:
+        patterns = np.zeros((P, D), dtype=bool)
+    else:
+        backend, layout = engine.scan_backend(source, per_cell=np.ndim(key) > 0)
+        with backend.lock:
+            patterns = backend.span_patterns(layout, key, starts, ends, np.asarray(lo, dtype=np.int64),
+                                             np.asarray(hi, dtype=np.int64))
     return PhrasePatterns(starts=starts, ends=ends, values=vals, patterns=patterns)
 
 

@@ -20,7 +20,7 @@ NVRTC_OPTIONS = ("--std=c++17",)
 #: be a multiple of 32 (a partial last warp would name lanes that do not exist).
 WARP_KERNELS = frozenset({"pack_cells_u16", "pack_cells_u32", "pack_cells_u64", "pack_cells_rows_u16",
                           "pack_cells_rows_u32", "pack_cells_rows_u64", "gather_steps", "inter_counts",
-                          "active_counts"})
+                          "active_counts", "cell_on_counts"})
 #: Kernels that must get a 1-D grid: active_counts reads only blockIdx.x and adds to its output, so
 #: each extra row of blocks would count every candidate again.
 ONE_D_GRID = frozenset({"active_counts"})

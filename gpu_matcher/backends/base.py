@@ -40,6 +40,10 @@ class Capability(str, Enum):
     PER_CELL_KEYS = "per_cell_keys"
     #: Answers sources larger than its memory by streaming their keys in chunks.
     STREAMING = "streaming"
+    #: Runs the statistics' whole-corpus scans (``SearchBackend.cell_on_counts``, ``all_on_counts``,
+    #: ``span_patterns``: suggest, the detector curve, the phrase map) over its own layout; a backend
+    #: without it (the sharded and Dask backends) has them answered by NumPy over the host layout.
+    CORPUS_SCANS = "corpus_scans"
 
 
 class Backend(ABC, Generic[LayoutT]):

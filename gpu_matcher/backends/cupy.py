@@ -15,6 +15,10 @@ What lives on the device, and why:
   cost) and kept for the last few thresholds. A query's step words are gathered from the selected rows
   (``gather_steps``: no booleans, however many cells), and verifying a candidate over all D cells reads
   one or two words per cell.
+- The statistics' corpus scans (``Capability.CORPUS_SCANS``) read the same: suggest popcounts each
+  cell's mask row (``cell_on_counts``, kernels/stats.cu), the phrase map sums unpacked mask rows, the
+  detector curve searches the selected cells' keys (resident, or streamed per chunk) once for all
+  thresholds (``threshold_levels``); only counts come back.
 - A source whose keys do not fit stays on the host; each new threshold then streams its keys through
   the GPU in chunks of steps to build the mask (``plan_layout``). When not even the mask fits, NumPy
   answers. A query moves no states over PCIe: cell lists and candidates go up, results come back.
@@ -188,8 +192,8 @@ class CupyBackend(SearchBackend[DeviceLayout, _RunEvents]):
 
     name = "cupy"
     # Per-cell keys (a (D,) key vector, gpu_matcher.scaling) are packed by pack_cells_rows_* into a mask
-    # cached like any other.
-    capabilities = frozenset({Capability.STREAMING, Capability.PER_CELL_KEYS})
+    # cached like any other. The statistics' scans run on the device too (cached masks, resident keys).
+    capabilities = frozenset({Capability.STREAMING, Capability.PER_CELL_KEYS, Capability.CORPUS_SCANS})
 
     def __init__(self, device: Any = None):
         self.device = device if device is not None else CudaDevice()
@@ -461,6 +465,88 @@ class CupyBackend(SearchBackend[DeviceLayout, _RunEvents]):
                       cand[3], np.int64(n_cand), out))
         return self.to_host(out).astype(np.int64)
 
+    # --- the statistics' corpus scans (SearchBackend's xp code over on_columns, and threshold_levels) -------
+    def layout_shape(self, layout: DeviceLayout) -> tuple[int, int]:
+        return layout.T, layout.D
+
+    def threshold_levels(self, layout: DeviceLayout, cells, keys):
+        """``M(t)`` on the device: one ``searchsorted`` per selected cell's key row (resident keys), or
+        per chunk of the selected cells' keys sent from the host (streamed keys)."""
+        xp = self.xp
+        T = layout.T
+        cells = np.asarray(cells, dtype=np.int64)
+        columns = [xp.asarray(np.ascontiguousarray(keys[:, j], dtype=layout.key_dtype))
+                   for j in range(cells.size)]
+        levels = xp.full(T, keys.shape[0], dtype=xp.int32)
+        if layout.keys is not None and np.all(keys == keys[:, :1]):
+            # One key per threshold (scale none): one search of the selected cells' least key.
+            least = layout.keys[cells[0], :T].copy()
+            for c in cells[1:].tolist():
+                xp.minimum(least, layout.keys[c, :T], out=least)
+            return xp.searchsorted(columns[0], least, side="right").astype(xp.int32)
+        if layout.keys is not None:
+            for j, c in enumerate(cells.tolist()):
+                found = xp.searchsorted(columns[j], layout.keys[c, :T], side="right")
+                xp.minimum(levels, found.astype(xp.int32), out=levels)
+            return levels
+        if layout.read_keys is None:
+            raise ProjectError(f"source {layout.name}: its keys are neither on the GPU nor readable")
+        chunk = layout.plan.chunk_steps
+        for t0 in range(0, T, chunk):
+            t1 = min(T, t0 + chunk)
+            # Only the selected cells' keys cross to the device, cell-major.
+            rows = xp.asarray(np.ascontiguousarray(np.asarray(layout.read_keys(t0, t1))[:, cells].T,
+                                                   dtype=layout.key_dtype))
+            part = levels[t0:t1]
+            for j in range(cells.size):
+                xp.minimum(part, xp.searchsorted(columns[j], rows[j], side="right").astype(xp.int32),
+                           out=part)
+        return levels
+
+    def cell_on_counts(self, layout: DeviceLayout, key_threshold, target):
+        """Popcounts of every cell's row of the cached threshold mask, whole and under the packed target
+        (``cell_on_counts`` in kernels/stats.cu): the mask is read once, no booleans are made."""
+        return self._scan(layout, "cell_on_counts", self._cell_on_counts, key_threshold, target)
+
+    def _cell_on_counts(self, layout: DeviceLayout, key_threshold, target):
+        xp = self.xp
+        D, words = layout.D, layout.plan.words
+        if key_threshold is None or layout.T == 0:
+            return np.zeros(D, dtype=np.int64), np.zeros(D, dtype=np.int64)
+        mask = self.threshold_mask(layout, key_threshold)
+        bits = np.zeros(words * 32, dtype=bool)
+        bits[:layout.T] = np.asarray(target, dtype=bool)
+        packed = xp.asarray(np.packbits(bits, bitorder="little").view(np.dtype("<u4")).astype(np.uint32))
+        inside, total = xp.empty(D, dtype=xp.int64), xp.empty(D, dtype=xp.int64)
+        self._launch("cell_on_counts", D * 32, (mask, np.int64(words), np.int64(words), np.int32(D), packed,
+                                                inside, total))
+        return self.to_host(inside).astype(np.int64), self.to_host(total).astype(np.int64)
+
+    def span_patterns(self, layout: DeviceLayout, key_threshold, starts, ends, lo, hi):
+        return self._scan(layout, "span_patterns", None, key_threshold, starts, ends, lo, hi)
+
+    def all_on_counts(self, layout: DeviceLayout, cells, keys, target):
+        return self._scan(layout, "all_on_counts", None, cells, keys, target)
+
+    def _scan(self, layout: DeviceLayout, name: str, on_device: Callable | None, *args):
+        """A corpus scan on the device (``on_device``, else ``SearchBackend``'s xp code); for a source too
+        large for the GPU, or out of memory (cached masks freed first, one log line), NumPy over the host
+        layout answers it."""
+        if layout.mode != HOST:
+            try:
+                with self._lock:
+                    if on_device is not None:
+                        return on_device(layout, *args)
+                    return getattr(SearchBackend, name)(self, layout, *args)
+            except self.device.oom_errors as exc:
+                with self._lock:
+                    layout.masks.clear()
+                    self.device.release()
+                log.warning("source %s: GPU out of memory in %s (%s); it runs on NumPy", layout.name,
+                            name, " ".join(str(exc).split())[:160])
+        numpy, host = self._host_pair(layout)
+        return getattr(numpy, name)(host, *args)
+
     # --- the search, with its fallbacks -----------------------------------------------------------------
     def match(self, layout: DeviceLayout, query: MatchQuery) -> list[MatchRow]:
         """``SearchBackend.match`` on the GPU. Out of memory: free the cached masks and retry; then stream the
@@ -491,6 +577,11 @@ class CupyBackend(SearchBackend[DeviceLayout, _RunEvents]):
         return self._host_match(layout, query)
 
     def _host_match(self, layout: DeviceLayout, query: MatchQuery) -> list[MatchRow]:
+        numpy, host = self._host_pair(layout)
+        return numpy.match(host, query)
+
+    def _host_pair(self, layout: DeviceLayout):
+        """The NumPy backend and the host layout that answer for this layout when the GPU cannot."""
         if layout.host_layout is None:
             raise ProjectError(f"source {layout.name}: the GPU is out of memory and this layout keeps "
                                "no host copy to fall back to")
@@ -500,4 +591,4 @@ class CupyBackend(SearchBackend[DeviceLayout, _RunEvents]):
             self._numpy = NumpyBackend()
         if layout.host is None:
             layout.host = layout.host_layout()
-        return self._numpy.match(layout.host, query)
+        return self._numpy, layout.host

@@ -19,7 +19,7 @@ class NumpyBackend(SearchBackend[Layout, LevelEvents]):
 
     name = "numpy"
     xp = np
-    capabilities = frozenset({Capability.PER_CELL_KEYS, Capability.STREAMING})
+    capabilities = frozenset({Capability.PER_CELL_KEYS, Capability.STREAMING, Capability.CORPUS_SCANS})
 
     bit_rows: bitmatrix.BitRowCache = bitmatrix.BIT_ROWS      # the process's cache, unless given one
 
@@ -32,6 +32,59 @@ class NumpyBackend(SearchBackend[Layout, LevelEvents]):
 
     def row_keys(self, layout: Layout, source: Source, start: int, stop: int) -> np.ndarray:
         return layout.keys_rows.block(start, stop)
+
+    def layout_shape(self, layout: Layout) -> tuple[int, int]:
+        D, T = layout.keys_cells.shape
+        return int(T), int(D)
+
+    # --- the statistics' corpus scans: one cell row of the cell-major keys at a time (no D x T temporaries;
+    # not the bit-row cache, which a scan over all D cells would flush) -------------------------------
+    def _cell_rows(self, layout: Layout, cells):
+        store = layout.keys_cells
+        for j, c in enumerate(np.asarray(cells, dtype=np.int64).tolist()):
+            yield j, c, store.take(np.array([c]))[0]
+
+    def threshold_levels(self, layout, cells, keys):
+        T, _D = self.layout_shape(layout)
+        if np.all(keys == keys[:, :1]):
+            # One key per threshold (scale none): searchsorted is monotone, so one search of the least key.
+            least = None
+            for _j, _c, row in self._cell_rows(layout, cells):
+                least = row if least is None else np.minimum(least, row, out=least)
+            return np.searchsorted(keys[:, 0], least, side="right").astype(np.int32)
+        levels = np.full(T, keys.shape[0], dtype=np.int32)
+        for j, _c, row in self._cell_rows(layout, cells):
+            np.minimum(levels, np.searchsorted(keys[:, j], row, side="right"), out=levels, casting="unsafe")
+        return levels
+
+    def cell_on_counts(self, layout, key_threshold, target):
+        T, D = self.layout_shape(layout)
+        inside, total = np.zeros(D, dtype=np.int64), np.zeros(D, dtype=np.int64)
+        if key_threshold is None:
+            return inside, total
+        target = np.asarray(target, dtype=bool)
+        per_cell = np.ndim(key_threshold) > 0
+        for _j, c, row in self._cell_rows(layout, range(D)):
+            on = row >= (key_threshold[c] if per_cell else key_threshold)
+            total[c] = np.count_nonzero(on)
+            inside[c] = np.count_nonzero(on[target])
+        return inside, total
+
+    def span_patterns(self, layout, key_threshold, starts, ends, lo, hi):
+        T, D = self.layout_shape(layout)
+        P = int(np.size(starts))
+        out = np.zeros((P, D), dtype=bool)
+        if key_threshold is None or P == 0:
+            return out
+        length = ends + 1 - starts
+        per_cell = np.ndim(key_threshold) > 0
+        cs = np.zeros(T + 1, dtype=np.int32)
+        for _j, c, row in self._cell_rows(layout, range(D)):
+            np.cumsum(row >= (key_threshold[c] if per_cell else key_threshold), out=cs[1:])
+            inside = cs[ends + 1] - cs[starts]
+            margin = (cs[starts] - cs[lo]) + (cs[hi] - cs[ends + 1])
+            out[:, c] = (inside == length) & (margin == 0)
+        return out
 
     def on_columns(self, layout, cells, key_threshold):
         store = layout.keys_cells

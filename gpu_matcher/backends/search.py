@@ -8,7 +8,9 @@ all ``D`` cells (``union``) runs only for the inter groups that the walk reaches
 
 The level walk (``LevelWalk``) is the one place that turns n(t) into candidates; ``SearchBackend.match``
 runs it over a whole timeline and each shard of ``gpu_matcher.sharded`` over its window, keeping its
-interior runs. A backend supplies the array work: ``on_columns`` (the k selected cells over all T),
+interior runs. The statistics' whole-corpus scans (``cell_on_counts``, ``all_on_counts``,
+``span_patterns``; ``Capability.CORPUS_SCANS``) are written here against the same primitives. A backend
+supplies the array work: ``on_columns`` (the k selected cells over all T),
 ``active_counts`` (|A| for a batch of candidates, over all D) and its typed layout (host memory maps or
 device arrays); NumPy and CuPy therefore return the same answer by construction, and the host sees only
 candidate arrays and results.
@@ -28,6 +30,8 @@ from gpu_matcher.ranking import DistinctWalk, group_order
 
 #: Candidates of an inter group verified in the first batch (``SearchBackend.match``).
 VERIFY_FIRST = 128
+#: Cells x steps one block of a corpus scan (``SearchBackend.cell_on_counts``, ``span_patterns``) holds.
+SCAN_BUDGET = 1 << 24
 
 EventsT = TypeVar("EventsT")
 
@@ -132,6 +136,96 @@ class SearchBackend(Backend[LayoutT], Generic[LayoutT, EventsT]):
         active &= ~segment_reduce(np.bitwise_or, words, lo, a)
         active &= ~segment_reduce(np.bitwise_or, words, b + 1, hi)
         return np.bitwise_count(active).sum(axis=1, dtype=np.int64)
+
+    # --- whole-corpus scans of the statistics (gpu_matcher.stats; Capability.CORPUS_SCANS) -----------
+    def layout_shape(self, layout: LayoutT) -> tuple[int, int]:
+        """``(T, D)`` of a layout."""
+        raise NotImplementedError(f"{self.name}: layout_shape")
+
+    def threshold_levels(self, layout: LayoutT, cells: np.ndarray, keys: np.ndarray) -> Any:
+        """``M(t)`` (``xp`` int32, ``(T,)``): the least over the selected cells of how many thresholds
+        the cell is on at, ``searchsorted(keys[:, j], key_j(t), side="right")``. ``keys`` ``(n, k)`` (the
+        layout's key dtype) holds one key per threshold and selected cell, non-decreasing down each
+        column, so every cell is on at threshold ``i`` iff ``i < M(t)``."""
+        raise NotImplementedError(f"{self.name}: threshold_levels")
+
+    def scan_blocks(self, D: int, T: int) -> list[np.ndarray]:
+        """Cells in blocks of at most ``SCAN_BUDGET`` cell-steps (the scans' temporaries)."""
+        step = max(1, SCAN_BUDGET // max(1, T))
+        return [np.arange(c, min(D, c + step), dtype=np.int64) for c in range(0, D, step)]
+
+    def cell_on_counts(self, layout: LayoutT, key_threshold: Key,
+                       target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For every cell: the steps where it is on inside ``target`` (host ``(T,)`` bool) and in the
+        whole corpus. Host int64 ``(D,)`` each (suggested cells)."""
+        xp = self.xp
+        T, D = self.layout_shape(layout)
+        inside, total = np.zeros(D, dtype=np.int64), np.zeros(D, dtype=np.int64)
+        if key_threshold is None or T == 0:
+            return inside, total
+        tgt = xp.asarray(np.asarray(target, dtype=bool))
+        for block in self.scan_blocks(D, T):
+            on = self.on_columns(layout, block, key_threshold)
+            total[block] = self.to_host(xp.count_nonzero(on, axis=1))
+            inside[block] = self.to_host(xp.count_nonzero(on & tgt[None, :], axis=1))
+        return inside, total
+
+    def span_patterns(self, layout: LayoutT, key_threshold: Key, starts: np.ndarray, ends: np.ndarray,
+                      lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Host bool ``(P, D)``: cell on over all of ``[starts[p], ends[p]]`` and off over ``[lo[p],
+        starts[p])`` and ``(ends[p], hi[p])`` (the phrase map's S per span), from one cumulative sum per
+        cell row."""
+        xp = self.xp
+        T, D = self.layout_shape(layout)
+        P = int(np.size(starts))
+        out = np.zeros((P, D), dtype=bool)
+        if key_threshold is None or P == 0:
+            return out
+        s, e1, l, h = (xp.asarray(np.asarray(x, dtype=np.int64)) for x in (starts, np.asarray(ends) + 1, lo, hi))
+        length = e1 - s
+        for block in self.scan_blocks(D, T):
+            on = self.on_columns(layout, block, key_threshold)
+            cs = xp.zeros((block.size, T + 1), dtype=xp.int32)
+            cs[:, 1:] = xp.cumsum(on, axis=1, dtype=xp.int32)
+            inner = cs[:, e1] - cs[:, s]
+            margin = (cs[:, s] - cs[:, l]) + (cs[:, h] - cs[:, e1])
+            out[:, block] = self.to_host(((inner == length[None, :]) & (margin == 0)).T)
+        return out
+
+    def all_on_counts(self, layout: LayoutT, cells: np.ndarray, keys: np.ndarray,
+                      target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per threshold ``i``: the steps where every selected cell is on (its key ``>= keys[i, j]``),
+        and those inside ``target`` (host ``(T,)`` bool). ``keys`` ``(n, k)`` in the layout's key dtype
+        (the dtype's largest value: nothing is on). Host int64 ``(n,)`` each (the detector curve).
+
+        One ``threshold_levels`` pass for all thresholds when their keys are ordered alike in every
+        column (a monotone scale); else one pass per threshold.
+        """
+        keys = np.asarray(keys)
+        n = keys.shape[0]
+        predicted, inside = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        T, _D = self.layout_shape(layout)
+        if n == 0 or T == 0:
+            return predicted, inside
+        cells = np.asarray(cells, dtype=np.int64)
+        tgt = self.xp.asarray(np.asarray(target, dtype=bool))
+        order = np.lexsort(keys.T[::-1])
+        ordered = keys[order]
+        if np.all(ordered[1:] >= ordered[:-1]):
+            p, i = self._level_counts(self.threshold_levels(layout, cells, ordered), n, tgt)
+            predicted[order], inside[order] = p, i
+            return predicted, inside
+        for j in range(n):
+            p, i = self._level_counts(self.threshold_levels(layout, cells, keys[j:j + 1]), 1, tgt)
+            predicted[j], inside[j] = p[0], i[0]
+        return predicted, inside
+
+    def _level_counts(self, levels, n: int, target) -> tuple[np.ndarray, np.ndarray]:
+        """Steps with ``M(t) > i`` for ``i < n``, overall and inside ``target``."""
+        xp = self.xp
+        hist = self.to_host(xp.bincount(levels, minlength=n + 1)).astype(np.int64)
+        hist_in = self.to_host(xp.bincount(levels[target], minlength=n + 1)).astype(np.int64)
+        return np.cumsum(hist[::-1])[::-1][1:], np.cumsum(hist_in[::-1])[::-1][1:]
 
     # --- the shared exact search ----------------------------------------------------------------
     def match(self, layout: LayoutT, query: MatchQuery) -> list[MatchRow]:

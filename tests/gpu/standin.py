@@ -160,12 +160,24 @@ def active_counts(words, word_stride, n_cells, a, b, lo, hi, n_cand, out):
         o[i] += np.int32(ok.sum())                         # atomicAdd: the caller zeroes out
 
 
+def cell_on_counts(words, word_stride, n_words, n_cells, target, inside, total):
+    n_cells, n_words, word_stride = int(n_cells), int(n_words), int(word_stride)
+    flat = _flat(words, (n_cells - 1) * word_stride + n_words if n_cells else 0, "cell_on_counts words")
+    tgt = _flat(target, n_words, "cell_on_counts target")[:n_words]
+    i, t = _flat(inside, n_cells, "cell_on_counts inside"), _flat(total, n_cells, "cell_on_counts total")
+    for c in range(n_cells):
+        row = flat[c * word_stride: c * word_stride + n_words]
+        t[c] = int(np.bitwise_count(row).sum())
+        i[c] = int(np.bitwise_count(row & tgt).sum())
+
+
 REFERENCES = {
     "pack_cells_u16": pack_cells, "pack_cells_u32": pack_cells, "pack_cells_u64": pack_cells,
     "pack_cells_rows_u16": pack_cells, "pack_cells_rows_u32": pack_cells, "pack_cells_rows_u64": pack_cells,
     "gather_steps": gather_steps,
     "unpack_cells": unpack_cells, "pack_steps": pack_steps, "step_counts": step_counts,
     "level_edges": level_edges, "inter_counts": inter_counts, "active_counts": active_counts,
+    "cell_on_counts": cell_on_counts,
 }
 
 

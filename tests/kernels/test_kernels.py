@@ -266,6 +266,9 @@ def test_the_warp_kernels_are_exactly_those_that_vote_or_shuffle():
     run_level_edges(fresh, rng, 40, 1, 1, (1,), (32,))
     run_inter_counts(fresh, rng, 40, 1, 3, (1,), (32,))
     run_active_counts(fresh, rng, 40, 3, 3, (1,), (32,))
+    from tests.kernels.test_stats_kernels import run_cell_on_counts
+
+    run_cell_on_counts(fresh, rng, 40, 3, (1,), (32,))
     assert set(fresh) == set(kernels.signatures())
     used = {name for name, kern in fresh.items() if kern.used_warp_intrinsics}
     assert used == set(kernels.WARP_KERNELS)
