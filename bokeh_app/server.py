@@ -63,6 +63,28 @@ class ForbiddenHandler(RequestHandler):
                     "(start it with --allow-websocket-origin HOST:PORT to embed it elsewhere)\n")
 
 
+#: Longest request target answered (bytes). Tornado's own header limit (64 KiB by default) drops a longer
+#: request without any answer; it is raised to MAX_HEADER_BYTES so that such a URL gets a page saying why.
+MAX_URL_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 1024 * 1024
+
+
+class TooLongRequest(Matcher):
+    """Matches a request whose URL is longer than ``MAX_URL_BYTES`` (no scenario needs that much)."""
+
+    def match(self, request):
+        return {} if len(request.uri or "") > MAX_URL_BYTES else None
+
+
+class TooLongHandler(RequestHandler):
+    def prepare(self):
+        self.set_status(414)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(f"<!DOCTYPE html><title>LSTMVis: address too long</title><p>This address is "
+                    f"{len(self.request.uri or ''):,} bytes long; LSTMVis answers addresses of at most "
+                    f"{MAX_URL_BYTES:,} bytes. <a href=\"/\">Open the projects</a>.</p>\n")
+
+
 def allowed_hosts(address: str, port: int, extra: list[str] | None = None) -> list[str]:
     """``host:port`` names a browser may use for this server: loopback names, the bound address, extras."""
     names = ["localhost", "127.0.0.1", address]
@@ -86,12 +108,14 @@ def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "1
     try:
         server = Server({"/": app}, port=port, address=address, allow_websocket_origin=origins,
                         check_unused_sessions_milliseconds=10_000,
-                        unused_session_lifetime_milliseconds=30_000, **kwargs)
+                        unused_session_lifetime_milliseconds=30_000,
+                        http_server_kwargs={"max_header_size": MAX_HEADER_BYTES}, **kwargs)
     except OSError as exc:
         raise ProjectError(f"cannot listen on {address}:{port} ({exc.strerror or exc})") from None
     # Bokeh exposes no hook that sees every request before its handlers; Tornado's router does. The first
     # rule of the application's router refuses foreign hosts and origins (tests/app/test_server_gate.py).
     server._tornado.default_router.rules.insert(0, Rule(RefusedRequest(origins), ForbiddenHandler))
+    server._tornado.default_router.rules.insert(1, Rule(TooLongRequest(), TooLongHandler))
     server.lstmvis_catalogue = catalogue
     return server
 

@@ -139,6 +139,14 @@ class ProjectSession:
         level, text = self._last_message
         return text if level == "info" else ""
 
+    def refuse(self, message: str, restore=None) -> None:
+        """A value a client sent that the server does not accept: say why and show the state's value again
+        (``restore`` sets the widget back, its callbacks quiet)."""
+        self.say(message, "warn")
+        if restore is not None:
+            with self.batch():
+                restore()
+
     def user_acted(self) -> None:
         """The first action after loading retires the URL's fallback notices."""
         self.notices = []

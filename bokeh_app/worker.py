@@ -51,11 +51,35 @@ class Worker:
         self._generation: dict[str, int] = {}
         self._pending: dict[str, Job] = {}
         self._running = False
+        self.closed = False                 # the browser session is gone: answers go nowhere
+        self._served = False
 
     def attach(self, doc) -> None:
         self.doc = doc
         if self.synchronous is None:
             self.synchronous = doc.session_context is None
+        self._served = doc.session_context is not None
+        if self._served:
+            doc.on_session_destroyed(self._closed)
+
+    @property
+    def alive(self) -> bool:
+        """False once the server destroyed the session's Document (Bokeh clears its session context
+        first and runs ``on_session_destroyed`` hooks only afterwards)."""
+        if self._served and self.doc.session_context is None:
+            self.closed = True
+        return not self.closed
+
+    def _closed(self, session_context) -> None:
+        self.closed = True
+        self._pending.clear()
+
+    def _next_tick(self, callback) -> None:
+        """``add_next_tick_callback`` unless the session closed: a destroyed Document has no callbacks
+        left to add to (Bokeh deletes them), and its answer has no page to go to."""
+        if not self.alive:
+            return
+        self.doc.add_next_tick_callback(callback)
 
     def generation(self, kind: str) -> int:
         return self._generation.get(kind, 0)
@@ -83,11 +107,11 @@ class Worker:
         self._pending[kind] = job
         # A locked callback first: it runs only once this callback's patches are on the wire, so the
         # quick answer of the action is not held up by the job's work in another thread.
-        self.doc.add_next_tick_callback(self._start)
+        self._next_tick(self._start)
         return generation
 
     def _start(self) -> None:
-        self.doc.add_next_tick_callback(self._loop)
+        self._next_tick(self._loop)
 
     @without_document_lock
     async def _loop(self) -> None:
@@ -96,17 +120,17 @@ class Worker:
             return                                   # the running loop picks up the newest jobs
         self._running = True
         try:
-            while self._pending:
+            while self._pending and self.alive:
                 job = self._pending.pop(next(iter(self._pending)))
                 answer = await asyncio.wrap_future(WORKERS.submit(self._run, job))
-                if not self.is_current(job.kind, job.generation):
+                if not self.alive or not self.is_current(job.kind, job.generation):
                     continue
                 # A quick answer waits a moment: arriving on the heels of the action's own update it
                 # would hold that update's repaint back in the browser (one thread runs both).
                 wait = job.not_before - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                self.doc.add_next_tick_callback(partial(self._finish, job, answer))
+                self._next_tick(partial(self._finish, job, answer))
         finally:
             self._running = False
 
@@ -118,5 +142,5 @@ class Worker:
             return exc
 
     def _finish(self, job: Job, answer) -> None:
-        if self.is_current(job.kind, job.generation):
+        if self.alive and self.is_current(job.kind, job.generation):
             job.apply(answer)

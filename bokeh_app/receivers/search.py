@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import html
+
 from bokeh_app import columns
 from gpu_matcher import ProjectError
+
+#: Longest phrase searched (characters): a client may send a value of any length.
+MAX_PHRASE = 500
 
 
 class SearchReceiver:
@@ -25,6 +30,9 @@ class SearchReceiver:
             sv.search_info.text = ""
             return
         s.user_acted()
+        if len(phrase) > MAX_PHRASE:
+            s.refuse(f"phrase of {len(phrase):,} characters: search at most {MAX_PHRASE}; not searched")
+            return
         try:
             tokens = s.engine.tokenize(phrase)
             hits = s.engine.search(phrase)
@@ -43,7 +51,8 @@ class SearchReceiver:
             sv.search_hits.selected.indices = []
             sv.search_hits.data = columns.search_columns(shown, contexts)
             more = f" (first {limit} listed)" if len(hits) > limit else ""
-            sv.search_info.text = f"{len(hits):,} occurrence(s) of “{phrase_text}”{more}"
+            # A Div's text is HTML: the phrase is the user's (or a crafted link's), so it is escaped.
+            sv.search_info.text = html.escape(f"{len(hits):,} occurrence(s) of “{phrase_text}”{more}")
             if len(hits):
                 s.say(f"{len(hits):,} occurrence(s) of “{phrase_text}”; click one to go there.")
             else:

@@ -9,7 +9,7 @@ import numpy as np
 from bokeh.events import PanEnd, SelectionGeometry, Tap
 
 from bokeh_app import columns
-from bokeh_app.state import default_threshold, threshold_range
+from bokeh_app.state import client_number, default_threshold, threshold_range
 from bokeh_app.views.common import BRUSH_COLOR, COUNT_PALETTE, MARGIN_COLOR
 from bokeh_app.views.select import pattern_margin, pattern_x_range
 from gpu_matcher import ProjectError
@@ -45,13 +45,28 @@ class SelectReceiver:
         pad = 0.04 * (hi - lo)
         sv.plot.y_range.update(start=lo - pad, end=hi + pad)
         lo, hi = threshold_range((lo, hi), st.scale)
-        sv.threshold.update(start=lo, end=hi, step=float(f"{(hi - lo) / 200:.2g}"), value=st.threshold)
+        sv.threshold.update(start=lo, end=hi, step=float(f"{(hi - lo) / 200:.2g}"))
+        self.show_threshold(st.threshold)
         sv.threshold_line.location = st.threshold
         sv.threshold_line.visible = not Threshold(st.threshold, st.scale).scaled   # a scaled θ is no value line
         sv.scale.value = st.scale
         sv.source_select.value = st.source
         sv.plot.yaxis.axis_label = "tanh(state)" if s.src.transform == "tanh" else "value"
         sv.position.high = s.project.T - 1
+
+    def show_threshold(self, value: float) -> None:
+        """The slider at ``value``, its ``value_throttled`` too: the browser sends a release only when it
+        differs from the value it holds, so a release at the slider's first value would be lost."""
+        slider = self.s.sv.threshold
+        with self.s.batch():
+            slider.value = value
+            if slider.value_throttled != value:
+                slider.set_from_json("value_throttled", value)     # read-only for Python, not for the wire
+
+    def threshold_bounds(self) -> tuple[float, float]:
+        """The threshold's range for the state's source and scale (never the slider's: a client may send
+        any start and end)."""
+        return threshold_range(self.s.src.value_range(), self.s.state.scale)
 
     def recompute_cells(self) -> None:
         """S = cells of the brush (MATCHING.md) plus hand additions minus hand removals."""
@@ -138,18 +153,29 @@ class SelectReceiver:
                                f"{note}: {k} cells selected.")
 
     def on_threshold(self, value) -> None:
-        if value is None:
-            return
         s = self.s
+        if s.quiet or value is None:
+            return
+        theta, problem = client_number(value, "threshold", *self.threshold_bounds())
+        if theta is None:
+            s.refuse(problem, lambda: self.show_threshold(s.state.threshold))
+            return
         s.user_acted()
-        s.state = s.state.with_(threshold=round(float(value), 4))
+        s.state = s.state.with_(threshold=round(theta, 4))
+        if problem:
+            self.show_threshold(s.state.threshold)
         s.sv.threshold_line.location = s.state.threshold
-        self.changed(lambda k: f"Threshold {s.state.threshold:g}: {self.cells_text(k)}")
+        prefix = f"{problem}. " if problem else ""
+        self.changed(lambda k: f"{prefix}Threshold {s.state.threshold:g}: {self.cells_text(k)}")
 
     def on_scale(self, value: str) -> None:
         """Threshold the value or a per-cell normalised value; the threshold resets to the new range."""
         s = self.s
-        if s.quiet or value == s.state.scale or value not in SCALES:
+        if s.quiet or value == s.state.scale:
+            return
+        if value not in SCALES:
+            s.refuse(f"scale {value!r} is not one of {', '.join(SCALES)}; unchanged",
+                     lambda: setattr(s.sv.scale, "value", s.state.scale))
             return
         s.user_acted()
         lo, hi = threshold_range(s.src.value_range(), value)
@@ -163,10 +189,24 @@ class SelectReceiver:
         s = self.s
         if s.quiet:
             return
+        top = s.defaults.select.max_margin
+        margins, problems = {}, []
+        for key, spinner in (("left", s.sv.left), ("right", s.sv.right)):
+            value, problem = client_number(spinner.value if spinner.value is not None else 0,
+                                           f"{key} (off steps)", 0, top, integer=True)
+            margins[key] = getattr(s.state, key) if value is None else value
+            if problem:
+                problems.append(problem)
+        if problems:
+            with s.batch():
+                s.sv.left.value, s.sv.right.value = margins["left"], margins["right"]
+            if (margins["left"], margins["right"]) == (s.state.left, s.state.right):
+                s.refuse("; ".join(problems))
+                return
         s.user_acted()
-        left, right = int(s.sv.left.value or 0), int(s.sv.right.value or 0)
-        s.state = s.state.with_(left=max(0, left), right=max(0, right))
-        self.changed(lambda k: f"Off-margins L={s.state.left}, R={s.state.right}: {self.cells_text(k)}")
+        s.state = s.state.with_(**margins)
+        prefix = f"{'; '.join(problems)}. " if problems else ""
+        self.changed(lambda k: f"{prefix}Off-margins L={s.state.left}, R={s.state.right}: {self.cells_text(k)}")
 
     def on_pattern_point(self, x: float | None) -> None:
         """A click, or the end of a drag, on the pattern plot at ``x``: left of the brush sets L, right
@@ -181,7 +221,11 @@ class SelectReceiver:
 
     def on_source(self, name: str) -> None:
         s = self.s
-        if s.quiet or name == s.state.source or name not in s.project.sources:
+        if s.quiet or name == s.state.source:
+            return
+        if name not in s.project.sources:
+            s.refuse(f"source {str(name)[:60]!r} is not in this project; unchanged",
+                     lambda: setattr(s.sv.source_select, "value", s.state.source))
             return
         s.user_acted()
         src = s.project.source(name)
