@@ -9,21 +9,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from bokeh.application import Application
 from bokeh.application.handlers import FunctionHandler
-from bokeh.document import Document
+from bokeh.document import Document, without_document_lock
 
-from bokeh_app.catalogue import Catalogue, default_data_dir, get_catalogue
+from bokeh_app.catalogue import WORKERS, Catalogue, default_data_dir, get_catalogue
 from bokeh_app.config import UIDefaults, load_defaults
 from bokeh_app.session import ProjectSession
 from bokeh_app.state import parse_query, resolve
-from bokeh_app.views.common import follow_on_load, status_html, url_holder
-from bokeh_app.views.landing import build_landing
+from bokeh_app.views.common import follow_on_load, header, status_div, status_html, url_holder
+from bokeh_app.views.landing import build_landing, table_html
 from gpu_matcher import ProjectError, settings
 
 log = logging.getLogger("bokeh_app")
@@ -71,9 +73,14 @@ def request_arguments(doc: Document) -> dict[str, Sequence]:
 
 def build_document(doc: Document, catalogue: Catalogue, arguments: Mapping[str, Sequence] | None = None,
                    defaults: UIDefaults | None = None, synchronous: bool | None = None):
-    """Fill ``doc`` with the project page (or the landing view); returns the session object or None."""
+    """Fill ``doc`` with the project page (or the landing view); returns the session object or None.
+
+    On a server (``synchronous`` False, or None with a session context) nothing slow runs on the event
+    loop: a project not open yet is opened in a worker thread (the page says so meanwhile), the landing
+    view reads the projects it has not summarised yet in a worker and fills its table in afterwards."""
     defaults = defaults or load_defaults()
     arguments = request_arguments(doc) if arguments is None else dict(arguments)
+    served = (doc.session_context is not None) if synchronous is None else not synchronous
     # Embedded (server_document, Jupyter): leave the host page's address bar alone.
     follow = "bokeh-autoload-element" not in arguments
     parsed = parse_query(arguments, defaults)
@@ -85,12 +92,21 @@ def build_document(doc: Document, catalogue: Catalogue, arguments: Mapping[str, 
     if pid is None and len(catalogue.ids) == 1:
         pid = catalogue.ids[0]
     if pid is None:
-        return _landing(doc, catalogue, notices, follow)
+        return _landing(doc, catalogue, notices, follow, served)
+    page = partial(_project, doc, catalogue, pid, parsed.state, notices, follow, defaults, synchronous)
+    if served and not catalogue.is_open(pid):
+        return _open_then(doc, catalogue, pid, follow, served, page)
+    return page()
+
+
+def _project(doc: Document, catalogue: Catalogue, pid: str, state, notices: list[str], follow: bool,
+             defaults: UIDefaults, synchronous: bool | None):
     try:
         engine = catalogue.engine(pid)
-        resolved = resolve(parsed.state.with_(project=pid), engine.project, defaults)
+        resolved = resolve(state.with_(project=pid), engine.project, defaults)
     except ProjectError as exc:
-        return _landing(doc, catalogue, [f"project {pid!r} cannot be opened: {exc}"], follow)
+        return _landing(doc, catalogue, [f"project {pid!r} cannot be opened: {exc}"], follow,
+                        doc.session_context is not None)
     session = ProjectSession(engine, resolved.state, defaults, notices + resolved.messages,
                              follow_address_bar=follow, synchronous=synchronous)
     session.connect(doc)
@@ -99,8 +115,45 @@ def build_document(doc: Document, catalogue: Catalogue, arguments: Mapping[str, 
     return session
 
 
-def _landing(doc: Document, catalogue: Catalogue, notices: list[str], follow: bool):
-    view = build_landing(catalogue.summaries(), str(Path(catalogue.data_dir).name or catalogue.data_dir))
+def _open_then(doc: Document, catalogue: Catalogue, pid: str, follow: bool, served: bool, page):
+    """A page saying the project is being opened; the opening (files, dictionaries) runs in a worker
+    thread, then ``page()`` builds the project page in place of this one."""
+    status = status_div()
+    status.text = status_html([("busy", f"Opening project {pid}…")])
+    doc.add_root(header(pid, "opening…", True))
+    doc.add_root(status)
+    doc.title = f"LSTMVis · {pid}"
+
+    def build(error: Exception | None) -> None:
+        if doc.session_context is None and served:
+            return                                   # the browser left meanwhile
+        doc.clear()
+        if error is None:
+            page()
+        else:
+            _landing(doc, catalogue, [f"project {pid!r} cannot be opened: {error}"], follow, served)
+
+    @without_document_lock
+    async def open_project() -> None:
+        error = None
+        try:
+            await asyncio.wrap_future(WORKERS.submit(catalogue.engine, pid))
+        except ProjectError as exc:
+            error = exc
+        except Exception as exc:                     # noqa: BLE001 (logged; the page shows the landing)
+            log.exception("opening project %s", pid)
+            error = f"internal error ({type(exc).__name__})"
+        if doc.session_context is not None or not served:
+            doc.add_next_tick_callback(partial(build, error))
+    doc.add_next_tick_callback(open_project)
+    return None
+
+
+def _landing(doc: Document, catalogue: Catalogue, notices: list[str], follow: bool, served: bool = False):
+    known, missing = catalogue.known_summaries()
+    if not served and missing:                       # a bare Document (tests, notebooks): read them now
+        known, missing = catalogue.summaries(), []
+    view = build_landing(known, str(Path(catalogue.data_dir).name or catalogue.data_dir), len(missing))
     lines = [("warn", n) for n in notices]
     if len(catalogue.ids) > 1 or not notices:
         lines.append(("info", "Choose a project."))
@@ -110,4 +163,14 @@ def _landing(doc: Document, catalogue: Catalogue, notices: list[str], follow: bo
     doc.add_root(holder)
     follow_on_load(doc, holder, follow)
     doc.title = "LSTMVis · projects"
+    if missing:
+        def fill(summaries: list[dict]) -> None:
+            view.table.text = table_html(summaries)
+
+        @without_document_lock
+        async def read() -> None:
+            summaries = await asyncio.wrap_future(WORKERS.submit(catalogue.summaries))
+            if doc.session_context is not None:
+                doc.add_next_tick_callback(partial(fill, summaries))
+        doc.add_next_tick_callback(read)
     return view

@@ -61,6 +61,18 @@ class Catalogue:
             self._engines.move_to_end(project_id)
             return engine
 
+    def is_open(self, project_id: str) -> bool:
+        with self._lock:
+            return project_id in self._engines
+
+    def known_summaries(self) -> tuple[list[dict], list[str]]:
+        """(the summaries computed so far, in project order; the ids still to read): the landing view
+        shows the first at once and reads the rest in a worker."""
+        with self._lock:
+            known = [self._summaries[pid] for pid in self.ids if pid in self._summaries]
+            missing = [pid for pid in self.ids if pid not in self._summaries]
+        return known, missing
+
     @property
     def open_count(self) -> int:
         return len(self._engines)

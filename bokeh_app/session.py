@@ -165,6 +165,11 @@ class ProjectSession:
             self.sv.word_width.value = str(self.word_width)
             self.sv.track_toggle.active = [i for i, t in enumerate(self.project.meta) if t in self.shown_tracks]
             self.show_tracks()
+        self.select.ready(self._restore_window, busy=True)
+
+    def _restore_window(self) -> None:
+        st = self.state
+        with self.batch():
             self.select.recompute_cells()
             self.show_window()
             self.sync_url()

@@ -12,6 +12,7 @@ from bokeh_app import columns
 from bokeh_app.state import client_number, default_threshold, threshold_range
 from bokeh_app.views.common import BRUSH_COLOR, COUNT_PALETTE, MARGIN_COLOR
 from bokeh_app.views.select import pattern_margin, pattern_x_range
+from bokeh_app.worker import failure
 from gpu_matcher import ProjectError
 from gpu_matcher.threshold import SCALE_DEFAULTS, SCALES, Threshold
 
@@ -108,6 +109,9 @@ class SelectReceiver:
         ``message`` (a string, or a function of |S|) goes to the status line *first*: in the browser its
         re-layout then happens before the plots' data arrives instead of delaying their repaint.
         """
+        self.ready(lambda: self._changed(message))
+
+    def _changed(self, message=None) -> None:
         s = self.s
         with s.batch():
             self.recompute_cells()
@@ -116,6 +120,25 @@ class SelectReceiver:
             s.sync_url()
             self.apply()
         s.match.request()
+
+    def ready(self, then, busy: bool = False) -> None:
+        """Run ``then`` (on the lock) once the state's threshold can be applied. A per-cell scale needs the
+        source's per-cell statistics and keys: a pass over every step (seconds at 10^6 steps), so that runs
+        in the session's worker, never on the event loop; ``busy`` says so in the status line meanwhile."""
+        s, st = self.s, self.s.state
+        if not Threshold(st.threshold, st.scale).scaled:
+            then()
+            return
+        if busy:
+            s.say(f"Computing the per-cell {st.scale} of every cell of {s.src.label}…", "busy")
+        engine, source, theta, scale = s.engine, st.source, st.threshold, st.scale
+
+        def apply(answer) -> None:
+            if isinstance(answer, Exception):
+                s.say(failure("Threshold", answer), "error")
+            else:
+                then()
+        s.worker.submit("threshold", lambda: engine.key_thresholds(source, theta, scale), apply)
 
     def cells_text(self, k: int | None = None) -> str:
         k = len(self.s.cells) if k is None else k
@@ -183,7 +206,8 @@ class SelectReceiver:
         s.state = s.state.with_(scale=value, threshold=theta)
         with s.batch():
             self.configure_source()
-        self.changed(lambda k: f"Threshold on {SCALE_NAMES[value]} (threshold {theta:g}): {self.cells_text(k)}")
+        self.ready(lambda: self._changed(lambda k: f"Threshold on {SCALE_NAMES[value]} (threshold {theta:g}): "
+                                                   f"{self.cells_text(k)}"), busy=True)
 
     def on_margins(self) -> None:
         s = self.s
@@ -235,9 +259,14 @@ class SelectReceiver:
             theta = default_threshold((lo, hi), s.defaults)
         s.state = s.state.with_(source=name, threshold=theta, add=(), remove=())
         with s.batch():
-            self.recompute_cells()
-            s.say(f"Source {src.label}: {self.cells_text()}")
             self.configure_source()
+        self.ready(self._source_changed, busy=True)
+
+    def _source_changed(self) -> None:
+        s = self.s
+        with s.batch():
+            self.recompute_cells()
+            s.say(f"Source {s.src.label}: {self.cells_text()}")
             s.show_window()
             s.sync_url()
         s.match.request()
