@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from functools import partial
@@ -18,14 +17,15 @@ from typing import Callable, Mapping, Sequence
 
 from bokeh.application import Application
 from bokeh.application.handlers import FunctionHandler
-from bokeh.document import Document, without_document_lock
+from bokeh.document import Document
 
-from bokeh_app.catalogue import WORKERS, Catalogue, default_data_dir, get_catalogue
+from bokeh_app.catalogue import Catalogue, default_data_dir, get_catalogue
 from bokeh_app.config import UIDefaults, load_defaults
 from bokeh_app.session import ProjectSession
 from bokeh_app.state import parse_query, resolve
 from bokeh_app.views.common import follow_on_load, header, status_div, status_html, url_holder
 from bokeh_app.views.landing import build_landing, table_html
+from bokeh_app.worker import run_off_loop
 from gpu_matcher import ProjectError, settings
 
 log = logging.getLogger("bokeh_app")
@@ -124,28 +124,16 @@ def _open_then(doc: Document, catalogue: Catalogue, pid: str, follow: bool, serv
     doc.add_root(status)
     doc.title = f"LSTMVis · {pid}"
 
-    def build(error: Exception | None) -> None:
-        if doc.session_context is None and served:
-            return                                   # the browser left meanwhile
+    def build(opened) -> None:
         doc.clear()
-        if error is None:
+        if not isinstance(opened, Exception):
             page()
-        else:
-            _landing(doc, catalogue, [f"project {pid!r} cannot be opened: {error}"], follow, served)
-
-    @without_document_lock
-    async def open_project() -> None:
-        error = None
-        try:
-            await asyncio.wrap_future(WORKERS.submit(catalogue.engine, pid))
-        except ProjectError as exc:
-            error = exc
-        except Exception as exc:                     # noqa: BLE001 (logged; the page shows the landing)
-            log.exception("opening project %s", pid)
-            error = f"internal error ({type(exc).__name__})"
-        if doc.session_context is not None or not served:
-            doc.add_next_tick_callback(partial(build, error))
-    doc.add_next_tick_callback(open_project)
+            return
+        if not isinstance(opened, ProjectError):
+            log.error("opening project %s", pid, exc_info=opened)
+            opened = f"internal error ({type(opened).__name__})"
+        _landing(doc, catalogue, [f"project {pid!r} cannot be opened: {opened}"], follow, served)
+    run_off_loop(doc, lambda: catalogue.engine(pid), build)
     return None
 
 
@@ -159,18 +147,13 @@ def _landing(doc: Document, catalogue: Catalogue, notices: list[str], follow: bo
         lines.append(("info", "Choose a project."))
     view.status.text = status_html(lines)
     holder = url_holder(follow)
-    doc.add_root(view.layout)
-    doc.add_root(holder)
+    with doc.models.freeze():
+        doc.add_root(view.layout)
+        doc.add_root(holder)
     follow_on_load(doc, holder, follow)
     doc.title = "LSTMVis · projects"
     if missing:
-        def fill(summaries: list[dict]) -> None:
-            view.table.text = table_html(summaries)
-
-        @without_document_lock
-        async def read() -> None:
-            summaries = await asyncio.wrap_future(WORKERS.submit(catalogue.summaries))
-            if doc.session_context is not None:
-                doc.add_next_tick_callback(partial(fill, summaries))
-        doc.add_next_tick_callback(read)
+        def fill(summaries) -> None:
+            view.table.text = table_html(known if isinstance(summaries, Exception) else summaries)
+        run_off_loop(doc, catalogue.summaries, fill)
     return view

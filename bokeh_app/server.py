@@ -93,8 +93,12 @@ def allowed_hosts(address: str, port: int, extra: list[str] | None = None) -> li
 
 def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "127.0.0.1",
                 allow_websocket_origin: list[str] | None = None, backend: str = "auto",
-                io_loop=None, dask: str | None = None) -> Server:
-    """A Bokeh server for the projects under ``data_dir`` at ``http://ADDRESS:PORT/`` (not started)."""
+                io_loop=None, dask: str | None = None, num_procs: int = 1) -> Server:
+    """A Bokeh server for the projects under ``data_dir`` at ``http://ADDRESS:PORT/`` (not started).
+
+    ``num_procs`` > 1 forks that many server processes sharing the listening socket (Bokeh's
+    ``--num-procs``; 0: one per core). Each process has its own sessions, catalogue and engines; a
+    session lives in the process its WebSocket reached (README: several processes)."""
     catalogue = get_catalogue(data_dir, backend, dask)
     if not catalogue.ids:
         raise ProjectError(f"{data_dir}: no lstm.yml found in this folder or below")
@@ -105,6 +109,10 @@ def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "1
                                        argv=[str(Path(data_dir).resolve()), "--backend", backend,
                                              *(["--dask", dask] if dask else [])]))
     kwargs = {"io_loop": io_loop} if io_loop is not None else {}
+    if num_procs != 1:
+        if io_loop is not None:
+            raise ProjectError("num_procs other than 1 cannot share an explicit io_loop")
+        kwargs["num_procs"] = num_procs
     try:
         server = Server({"/": app}, port=port, address=address, allow_websocket_origin=origins,
                         check_unused_sessions_milliseconds=10_000,
@@ -134,17 +142,20 @@ def raise_open_file_limit() -> None:
 
 def serve(data_dir: str | os.PathLike, port: int = 5006, address: str = "127.0.0.1",
           allow_websocket_origin: list[str] | None = None, backend: str = "auto", show: bool = False,
-          dask: str | None = None) -> int:
+          dask: str | None = None, num_procs: int = 1) -> int:
     """Serve until interrupted; prints the URL and the backend."""
     raise_open_file_limit()
-    server = make_server(data_dir, port, address, allow_websocket_origin, backend, dask=dask)
+    if num_procs != 1 and port == 0:
+        port = free_port(address)                   # every process must listen on the same port
+    server = make_server(data_dir, port, address, allow_websocket_origin, backend, dask=dask,
+                         num_procs=num_procs)
     catalogue = server.lstmvis_catalogue
     server.start()
     url = f"http://{address}:{server.port}/"
     print(f"LSTMVis: {len(catalogue.ids)} project(s) from {data_dir} "
           f"({', '.join(catalogue.ids[:5])}{', ...' if len(catalogue.ids) > 5 else ''}); "
           f"backend {catalogue.backend.name}", flush=True)
-    print(f"LSTMVis: open {url}", flush=True)
+    print(f"LSTMVis: open {url}" + (f" (process {os.getpid()})" if num_procs != 1 else ""), flush=True)
     log.info("backend %s", catalogue.backend.describe())
     if show:
         server.io_loop.add_callback(server.show, "/")

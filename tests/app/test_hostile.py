@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
+import time
 from urllib.parse import parse_qs
 
 import pytest
@@ -15,7 +17,7 @@ from bokeh.models import Div
 
 from bokeh_app.app import build_document
 from bokeh_app.catalogue import Catalogue
-from bokeh_app.worker import Worker
+from bokeh_app.worker import Worker, in_flight
 
 from conftest import make_app_project
 from test_document import DEFAULTS, S1, engine_matches, model, open_doc, set_threshold, shown_matches
@@ -187,22 +189,23 @@ def test_answers_for_a_destroyed_session_go_nowhere(catalogue, caplog):
     worker.attach(doc)
     applied: list = []
 
-    async def scenario():
-        worker.submit("match", lambda: (__import__("time").sleep(0.2), "late")[1], applied.append)
-        for cb in list(doc.session_callbacks):           # the locked start, then the unlocked loop
-            doc.remove_next_tick_callback(cb)
-            cb.callback()
-        loop_cbs = list(doc.session_callbacks)
-        for cb in loop_cbs:
-            doc.remove_next_tick_callback(cb)
-        runner = asyncio.ensure_future(loop_cbs[0].callback())
-        await asyncio.sleep(0.05)
-        doc.destroy(on_change)                           # the browser went away mid-match
-        await runner
+    started = threading.Event()
 
+    def late():
+        started.set()
+        time.sleep(0.3)
+        return "late"
+
+    async def scenario():
+        worker.submit("match", late, applied.append)
+        assert started.wait(10)
+        doc.destroy(on_change)                           # the browser went away mid-match
+        deadline = time.monotonic() + 10
+        while in_flight() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
     with caplog.at_level(logging.ERROR):
         asyncio.run(scenario())
-    assert applied == [] and not worker.alive
+    assert applied == [] and not worker.alive and not in_flight()
     assert not [r for r in caplog.records if "_change_callbacks" in r.getMessage()]
     worker.submit("match", lambda: "after", applied.append)          # a late submit adds nothing either
     assert applied == []
