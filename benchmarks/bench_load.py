@@ -137,6 +137,9 @@ class RawSession:
                 if header["msgtype"] != "PATCH-DOC":
                     continue
                 for event in content.get("events", []):
+                    if event.get("kind") == "RootAdded":             # a page built after its first pull
+                        self.find(event, buffers)
+                        continue
                     if event.get("model", {}).get("id") != self.ids.get("matches"):
                         continue
                     if event.get("kind") == "ColumnDataChanged":

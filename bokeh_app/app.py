@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -19,7 +18,7 @@ from bokeh.application import Application
 from bokeh.application.handlers import FunctionHandler
 from bokeh.document import Document
 
-from bokeh_app.catalogue import Catalogue, default_data_dir, get_catalogue
+from bokeh_app.catalogue import BUILDER, Catalogue, default_data_dir, get_catalogue
 from bokeh_app.config import UIDefaults, load_defaults
 from bokeh_app.session import ProjectSession
 from bokeh_app.state import parse_query, resolve
@@ -93,10 +92,9 @@ def build_document(doc: Document, catalogue: Catalogue, arguments: Mapping[str, 
         pid = catalogue.ids[0]
     if pid is None:
         return _landing(doc, catalogue, notices, follow, served)
-    page = partial(_project, doc, catalogue, pid, parsed.state, notices, follow, defaults, synchronous)
-    if served and not catalogue.is_open(pid):
-        return _open_then(doc, catalogue, pid, follow, served, page)
-    return page()
+    if doc.session_context is not None:                # a server's session (not a bare Document)
+        return _build_later(doc, catalogue, pid, parsed.state, notices, follow, defaults)
+    return _project(doc, catalogue, pid, parsed.state, notices, follow, defaults, synchronous)
 
 
 def _project(doc: Document, catalogue: Catalogue, pid: str, state, notices: list[str], follow: bool,
@@ -115,25 +113,41 @@ def _project(doc: Document, catalogue: Catalogue, pid: str, state, notices: list
     return session
 
 
-def _open_then(doc: Document, catalogue: Catalogue, pid: str, follow: bool, served: bool, page):
-    """A page saying the project is being opened; the opening (files, dictionaries) runs in a worker
-    thread, then ``page()`` builds the project page in place of this one."""
+def _build_later(doc: Document, catalogue: Catalogue, pid: str, state, notices: list[str], follow: bool,
+                 defaults: UIDefaults):
+    """On a server: a small page saying what is happening, sent at once; the project page (opening the
+    project if needed, and every Bokeh model of the page: most of a session's cost) is built in the
+    ``BUILDER`` thread, in arrival order, and takes this page's place on the event loop. Under load the
+    loop then answers the sessions already built (their matches, their threshold changes) between
+    builds instead of waiting for every new session's page (README: load)."""
     status = status_div()
-    status.text = status_html([("busy", f"Opening project {pid}…")])
-    doc.add_root(header(pid, "opening…", True))
-    doc.add_root(status)
+    status.name = "loading_status"                   # the page's own ``status`` comes with the page
+    opening = not catalogue.is_open(pid)
+    status.text = status_html([("busy", f"Opening project {pid}…" if opening else "Building the page…")])
+    with doc.models.freeze():
+        doc.add_root(header(pid, "opening…" if opening else "", True))
+        doc.add_root(status)
     doc.title = f"LSTMVis · {pid}"
 
-    def build(opened) -> None:
+    def build():
+        engine = catalogue.engine(pid)
+        resolved = resolve(state.with_(project=pid), engine.project, defaults)
+        return ProjectSession(engine, resolved.state, defaults, notices + resolved.messages,
+                              follow_address_bar=follow, synchronous=False)
+
+    def show(session) -> None:
         doc.clear()
-        if not isinstance(opened, Exception):
-            page()
+        if isinstance(session, ProjectSession):
+            session.connect(doc)
+            session.announce_url()
+            if session.state.brush is None:
+                catalogue.warm(pid, session.state.source)
             return
-        if not isinstance(opened, ProjectError):
-            log.error("opening project %s", pid, exc_info=opened)
-            opened = f"internal error ({type(opened).__name__})"
-        _landing(doc, catalogue, [f"project {pid!r} cannot be opened: {opened}"], follow, served)
-    run_off_loop(doc, lambda: catalogue.engine(pid), build)
+        if not isinstance(session, ProjectError):
+            log.error("opening project %s", pid, exc_info=session)
+            session = f"internal error ({type(session).__name__})"
+        _landing(doc, catalogue, [f"project {pid!r} cannot be opened: {session}"], follow, True)
+    run_off_loop(doc, build, show, BUILDER)
     return None
 
 

@@ -23,6 +23,11 @@ log = logging.getLogger("bokeh_app")
 WORKERS = ThreadPoolExecutor(max_workers=settings.workers(),
                              thread_name_prefix="lstmvis-work")
 
+#: One thread that builds sessions' pages (Bokeh models, a project's opening) in arrival order, off the
+#: event loop; kept apart from WORKERS so that the quick matches of pages already built never queue
+#: behind the builds of pages that arrived after them.
+BUILDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstmvis-build")
+
 
 class Catalogue:
     """Projects under ``data_dir`` (discovered once) and their engines (opened on first use).

@@ -157,6 +157,13 @@ class ProjectSession:
     def sync_url(self) -> None:
         set_url_query(self.url, to_query(self.state, self.defaults))
 
+    def announce_url(self) -> None:
+        """The address bar takes the state's query on a page added after the browser's first pull (its
+        ``document_ready`` has passed): a change event, which the holder's script follows."""
+        query = to_query(self.state, self.defaults)
+        self.url.data = {"query": [query + "&"]}
+        self.url.data = {"query": [query]}
+
     # --- showing a state -------------------------------------------------------------------------
     def restore(self) -> None:
         """Show ``self.state`` (already validated by ``state.resolve``) and run its match."""

@@ -74,9 +74,9 @@ def hand_over(doc, callback) -> None:
         pass
 
 
-def run_off_loop(doc, compute: Callable[[], Any], apply: Callable[[Any], None]) -> None:
-    """``compute()`` in a worker thread, then ``apply(answer or exception)`` on the document lock; a
-    one-off (opening a project, the landing view's summaries). Inline on a bare Document."""
+def run_off_loop(doc, compute: Callable[[], Any], apply: Callable[[Any], None], executor=None) -> None:
+    """``compute()`` in a thread of ``executor`` (WORKERS), then ``apply(answer or exception)`` on the
+    document lock; a one-off (building a page, the landing view's summaries). Inline on a bare Document."""
     served = doc.session_context is not None
     if not served:
         apply(Worker._run(Job("", 0, compute, apply)))
@@ -90,7 +90,7 @@ def run_off_loop(doc, compute: Callable[[], Any], apply: Callable[[Any], None]) 
         finally:
             _count(-1)
     _count(1)
-    WORKERS.submit(work)
+    (executor or WORKERS).submit(work)
 
 
 class Worker:

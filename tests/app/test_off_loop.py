@@ -82,7 +82,7 @@ def test_opening_a_project_runs_in_a_worker(app_data, monkeypatch):
     doc = served_document()
     box = {}
     loop = run_measured(doc, lambda: box.update(view=build_document(doc, catalogue, args(project="small")),
-                                                 status=model(doc, "status").text))
+                                                 status=model(doc, "loading_status").text))
     assert box["view"] is None and "Opening project small" in box["status"]
     assert threads and loop not in threads
     assert doc.get_model_by_name("select_plot") is not None and catalogue.is_open("small")
