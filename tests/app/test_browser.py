@@ -183,8 +183,10 @@ class AppPage:
         return self
 
     def wait_idle(self, timeout: float = 30_000) -> None:
+        # A project page is built after the first pull and replaces a small "Opening…" page.
         self.page.wait_for_function(
-            "() => window.Bokeh && Bokeh.documents.length && Bokeh.documents[0].is_idle", timeout=timeout)
+            "() => window.Bokeh && Bokeh.documents.length && Bokeh.documents[0].is_idle"
+            " && !Bokeh.documents[0].get_model_by_name('loading_status')", timeout=timeout)
 
     def hook(self, plots: list[str], models: list[str]) -> None:
         self.page.evaluate(HOOKS_JS, [plots, models])
@@ -484,6 +486,22 @@ def test_bad_url_values_show_a_message_not_a_dead_page(app_page):
     page = app_page().open({"project": "no-such-project"})
     assert "not among the projects served here" in page.status()
     assert "?project=small" in page.value("project_list", "text")
+
+
+def test_markup_in_a_phrase_or_a_link_is_shown_as_text(app_page):
+    """Phrase search and URL values echo what was typed: as text, never as markup that runs."""
+    payload = '<img src=x onerror="window.__xss=1">'
+    page = app_page().open({"project": "small", "source": payload, "tracks": payload})
+    search = page.page.get_by_role("textbox").and_(page.page.locator("input[placeholder^='type words']"))
+    search.fill(payload)
+    search.press("Enter")
+    page.wait_for("() => /occur|not in|dictionary|unknown/i.test("
+                  "Bokeh.documents[0].get_model_by_name('status').text)")
+    page.wait_idle()
+    assert page.page.evaluate("() => window.__xss") is None
+    assert page.page.locator("img[src='x']").count() == 0
+    assert "<img" in page.status().replace("&lt;", "<").replace("&gt;", ">")      # shown, escaped
+    page.screenshot("xss_as_text")
 
 
 def test_650_cells_update_timing_and_wire_size(app_page, browser_data, figures):
