@@ -46,13 +46,25 @@ class RefusedRequest(Matcher):
         self.allowed = {h.lower() for h in allowed}
 
     def match(self, request):
-        host = request.headers.get("Host", "").lower()
+        scheme = request.protocol or "http"
+        host = with_port(request.headers.get("Host", ""), scheme)
         origin = request.headers.get("Origin")
         if host not in self.allowed:
             return {}
-        if origin is not None and urlsplit(origin).netloc.lower() not in self.allowed:
-            return {}
+        if origin is not None:
+            parts = urlsplit(origin)
+            if with_port(parts.netloc, parts.scheme or scheme) not in self.allowed:
+                return {}
         return None
+
+
+def with_port(netloc: str, scheme: str) -> str:
+    """``host:port`` in lower case; a browser leaves out the scheme's default port (behind a proxy on
+    port 80, ``Host: example.org`` is ``example.org:80``)."""
+    netloc = netloc.strip().lower()
+    if netloc and not netloc.rsplit("]", 1)[-1].count(":"):
+        netloc += ":443" if scheme in ("https", "wss") else ":80"
+    return netloc
 
 
 class ForbiddenHandler(RequestHandler):
