@@ -74,9 +74,11 @@ def build_document(doc: Document, catalogue: Catalogue, arguments: Mapping[str, 
                    defaults: UIDefaults | None = None, synchronous: bool | None = None):
     """Fill ``doc`` with the project page (or the landing view); returns the session object or None.
 
-    On a server (``synchronous`` False, or None with a session context) nothing slow runs on the event
-    loop: a project not open yet is opened in a worker thread (the page says so meanwhile), the landing
-    view reads the projects it has not summarised yet in a worker and fills its table in afterwards."""
+    On a server (a session context) nothing slow runs on the event loop: a project page is built (and
+    its project opened if need be) in the builder thread while a small page says so, and the landing
+    view reads the projects it has not summarised yet in a worker and fills its table in afterwards.
+    On a bare Document (tests) the page is built here and returned; ``synchronous=False`` there still
+    sends the session's long jobs to worker threads."""
     defaults = defaults or load_defaults()
     arguments = request_arguments(doc) if arguments is None else dict(arguments)
     served = (doc.session_context is not None) if synchronous is None else not synchronous
