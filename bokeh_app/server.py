@@ -75,6 +75,9 @@ class ForbiddenHandler(RequestHandler):
                     "(start it with --allow-websocket-origin HOST:PORT to embed it elsewhere)\n")
 
 
+#: The interpreter's thread switch interval while serving (Python's default: 0.005 s).
+SWITCH_INTERVAL_S = 0.0005
+
 #: Longest request target answered (bytes). Tornado's own header limit (64 KiB by default) drops a longer
 #: request without any answer; it is raised to MAX_HEADER_BYTES so that such a URL gets a page saying why.
 MAX_URL_BYTES = 64 * 1024
@@ -157,6 +160,10 @@ def serve(data_dir: str | os.PathLike, port: int = 5006, address: str = "127.0.0
           dask: str | None = None, num_procs: int = 1) -> int:
     """Serve until interrupted; prints the URL and the backend."""
     raise_open_file_limit()
+    # The event loop shares the GIL with the page builder and the workers; each socket write releases it
+    # and waits up to the switch interval (5 ms) to get it back, so under load the loop crawled behind
+    # the builder. A shorter interval keeps the loop's writes and answers flowing (README: load).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     if num_procs != 1 and port == 0:
         port = free_port(address)                   # every process must listen on the same port
     server = make_server(data_dir, port, address, allow_websocket_origin, backend, dask=dask,
