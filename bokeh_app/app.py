@@ -74,8 +74,8 @@ def build_document(doc: Document, catalogue: Catalogue, arguments: Mapping[str, 
                    defaults: UIDefaults | None = None, synchronous: bool | None = None):
     """Fill ``doc`` with the project page (or the landing view); returns the session object or None.
 
-    On a server (a session context) nothing slow runs on the event loop: a project page is built (and
-    its project opened if need be) in the builder thread while a small page says so, and the landing
+    On a server (a session context) nothing slow runs on the event loop: a project not open yet is
+    opened (and its page built) in the builder thread while a small page says so, and the landing
     view reads the projects it has not summarised yet in a worker and fills its table in afterwards.
     On a bare Document (tests) the page is built here and returned; ``synchronous=False`` there still
     sends the session's long jobs to worker threads."""
@@ -94,7 +94,7 @@ def build_document(doc: Document, catalogue: Catalogue, arguments: Mapping[str, 
         pid = catalogue.ids[0]
     if pid is None:
         return _landing(doc, catalogue, notices, follow, served)
-    if doc.session_context is not None:                # a server's session (not a bare Document)
+    if doc.session_context is not None and not catalogue.is_open(pid):     # a server's session, first opening
         return _build_later(doc, catalogue, pid, parsed.state, notices, follow, defaults)
     return _project(doc, catalogue, pid, parsed.state, notices, follow, defaults, synchronous)
 
@@ -117,11 +117,10 @@ def _project(doc: Document, catalogue: Catalogue, pid: str, state, notices: list
 
 def _build_later(doc: Document, catalogue: Catalogue, pid: str, state, notices: list[str], follow: bool,
                  defaults: UIDefaults):
-    """On a server: a small page saying what is happening, sent at once; the project page (opening the
-    project if needed, and every Bokeh model of the page: most of a session's cost) is built in the
-    ``BUILDER`` thread, in arrival order, and takes this page's place on the event loop. Under load the
-    loop then answers the sessions already built (their matches, their threshold changes) between
-    builds instead of waiting for every new session's page (README: load)."""
+    """On a server, for a project not open yet: a small page saying so, sent at once; the project is
+    opened and its page built in the ``BUILDER`` thread and takes this page's place on the event loop.
+    (Every page could be built there; BokehJS then adds the page's roots after its first render, which
+    its ``document.is_idle`` and name lookups do not follow: kept for the first opening only.)"""
     status = status_div()
     status.name = "loading_status"                   # the page's own ``status`` comes with the page
     opening = not catalogue.is_open(pid)

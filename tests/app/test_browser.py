@@ -102,6 +102,20 @@ PIXELS_JS = """
 }
 """
 
+WAIT_IDLE_JS = """
+() => {
+  if (!(window.Bokeh && Bokeh.documents.length)) { return false; }
+  const doc = Bokeh.documents[0];
+  const roots = doc.roots();
+  if (roots.some((r) => r.name === 'loading_status')) { return false; }
+  // Views of an added root are built asynchronously: on a project page the plots the tests draw on too.
+  const want = roots.some((r) => r.name === 'project_view') ? ['select_plot', 'match_plot'] : [];
+  const models = [...roots.filter((r) => r.type !== 'ColumnDataSource'), ...want.map((n) => doc.get_model_by_name(n))];
+  const views = models.map((m) => (m == null ? null : Bokeh.index.find_one(m)));
+  return views.length > 0 && views.every((v) => v != null && v.has_finished());
+}
+"""
+
 TO_SCREEN_JS = """
 ([name, x, y]) => {
   const view = Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name(name));
@@ -183,10 +197,9 @@ class AppPage:
         return self
 
     def wait_idle(self, timeout: float = 30_000) -> None:
-        # A project page is built after the first pull and replaces a small "Opening…" page.
-        self.page.wait_for_function(
-            "() => window.Bokeh && Bokeh.documents.length && Bokeh.documents[0].is_idle"
-            " && !Bokeh.documents[0].get_model_by_name('loading_status')", timeout=timeout)
+        # A project page is built after the first pull and replaces a small "Opening…" page; BokehJS's
+        # ``document.is_idle`` follows only the roots of the first render, so each root's view is asked.
+        self.page.wait_for_function(WAIT_IDLE_JS, timeout=timeout)
 
     def hook(self, plots: list[str], models: list[str]) -> None:
         self.page.evaluate(HOOKS_JS, [plots, models])
