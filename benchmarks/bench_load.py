@@ -137,6 +137,9 @@ class RawSession:
                 if header["msgtype"] != "PATCH-DOC":
                     continue
                 for event in content.get("events", []):
+                    if event.get("kind") == "RootAdded":             # a page built after its first pull
+                        self.find(event, buffers)
+                        continue
                     if event.get("model", {}).get("id") != self.ids.get("matches"):
                         continue
                     if event.get("kind") == "ColumnDataChanged":
@@ -190,12 +193,33 @@ def run_sessions(ws_url: str, args: dict, want1, theta2, want2, n: int, timeout:
     return asyncio.run(all_of())
 
 
+def _rss_one(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    """RSS of the server: its process and (``--num-procs``) its forked server processes."""
+    return _rss_one(pid) + sum(_rss_one(c) for c in _children(pid))
 
 
 def spread(values: list[float]) -> str:
@@ -216,6 +240,7 @@ def main() -> int:
     ap.add_argument("--new-threshold", type=float, default=0.35)
     ap.add_argument("--sessions", default="5,10,20,40", help="comma-separated session counts, one round each")
     ap.add_argument("--timeout", type=float, default=180, help="seconds a session may wait for its rows")
+    ap.add_argument("--num-procs", type=int, default=1, help="server processes (lstmvis serve --num-procs)")
     args = ap.parse_args()
     if args.data:
         data = Path(args.data)
@@ -232,7 +257,7 @@ def main() -> int:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "PYTHONUNBUFFERED": "1"}
     server = subprocess.Popen([sys.executable, "-m", "gpu_matcher.cli", "serve", str(data), "--port", str(port),
-                               "--backend", "numpy"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               "--backend", "numpy", "--num-procs", str(args.num_procs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=env)
     try:
         deadline = time.time() + 120
@@ -240,13 +265,16 @@ def main() -> int:
             if "open http" in line or time.time() > deadline:
                 break
         threading.Thread(target=lambda: [None for _ in server.stdout], daemon=True).start()   # drain logs
+        time.sleep(2 if args.num_procs != 1 else 0)          # every forked process listening
         url = f"http://127.0.0.1:{port}/"
         query = {"project": args.project, "source": args.source, "brush": args.brush,
                  "threshold": str(args.threshold)}
         print(f"machine: {platform.machine()} {os.cpu_count()} cores, {platform.python_version()}; "
-              f"server backend numpy; data {data}; query {query}; rows expected {len(want1)} / {len(want2)}")
+              f"server backend numpy, {args.num_procs} process(es); data {data}; query {query}; rows expected {len(want1)} / {len(want2)}")
         ws_url = f"ws://127.0.0.1:{port}/ws"
-        warm = run_sessions(ws_url, query, want1, args.new_threshold, want2, 1, args.timeout)
+        # (Several processes: a few warm-up sessions, so that each process has likely opened the project.)
+        warm = run_sessions(ws_url, query, want1, args.new_threshold, want2, 1 if args.num_procs == 1
+                            else 3 * args.num_procs, args.timeout)
         if warm[0]["error"] or not (warm[0]["ok1"] and warm[0]["ok2"]):
             print(f"warm-up session failed: {warm[0]}")
             return 1

@@ -18,12 +18,13 @@ from bokeh.application import Application
 from bokeh.application.handlers import FunctionHandler
 from bokeh.document import Document
 
-from bokeh_app.catalogue import Catalogue, default_data_dir, get_catalogue
+from bokeh_app.catalogue import BUILDER, Catalogue, default_data_dir, get_catalogue
 from bokeh_app.config import UIDefaults, load_defaults
 from bokeh_app.session import ProjectSession
 from bokeh_app.state import parse_query, resolve
-from bokeh_app.views.common import follow_on_load, status_html, url_holder
-from bokeh_app.views.landing import build_landing
+from bokeh_app.views.common import follow_on_load, header, status_div, status_html, url_holder
+from bokeh_app.views.landing import build_landing, table_html
+from bokeh_app.worker import run_off_loop
 from gpu_matcher import ProjectError, settings
 
 log = logging.getLogger("bokeh_app")
@@ -71,9 +72,16 @@ def request_arguments(doc: Document) -> dict[str, Sequence]:
 
 def build_document(doc: Document, catalogue: Catalogue, arguments: Mapping[str, Sequence] | None = None,
                    defaults: UIDefaults | None = None, synchronous: bool | None = None):
-    """Fill ``doc`` with the project page (or the landing view); returns the session object or None."""
+    """Fill ``doc`` with the project page (or the landing view); returns the session object or None.
+
+    On a server (a session context) nothing slow runs on the event loop: a project not open yet is
+    opened (and its page built) in the builder thread while a small page says so, and the landing
+    view reads the projects it has not summarised yet in a worker and fills its table in afterwards.
+    On a bare Document (tests) the page is built here and returned; ``synchronous=False`` there still
+    sends the session's long jobs to worker threads."""
     defaults = defaults or load_defaults()
     arguments = request_arguments(doc) if arguments is None else dict(arguments)
+    served = (doc.session_context is not None) if synchronous is None else not synchronous
     # Embedded (server_document, Jupyter): leave the host page's address bar alone.
     follow = "bokeh-autoload-element" not in arguments
     parsed = parse_query(arguments, defaults)
@@ -85,12 +93,20 @@ def build_document(doc: Document, catalogue: Catalogue, arguments: Mapping[str, 
     if pid is None and len(catalogue.ids) == 1:
         pid = catalogue.ids[0]
     if pid is None:
-        return _landing(doc, catalogue, notices, follow)
+        return _landing(doc, catalogue, notices, follow, served)
+    if doc.session_context is not None and not catalogue.is_open(pid):     # a server's session, first opening
+        return _build_later(doc, catalogue, pid, parsed.state, notices, follow, defaults)
+    return _project(doc, catalogue, pid, parsed.state, notices, follow, defaults, synchronous)
+
+
+def _project(doc: Document, catalogue: Catalogue, pid: str, state, notices: list[str], follow: bool,
+             defaults: UIDefaults, synchronous: bool | None):
     try:
         engine = catalogue.engine(pid)
-        resolved = resolve(parsed.state.with_(project=pid), engine.project, defaults)
+        resolved = resolve(state.with_(project=pid), engine.project, defaults)
     except ProjectError as exc:
-        return _landing(doc, catalogue, [f"project {pid!r} cannot be opened: {exc}"], follow)
+        return _landing(doc, catalogue, [f"project {pid!r} cannot be opened: {exc}"], follow,
+                        doc.session_context is not None)
     session = ProjectSession(engine, resolved.state, defaults, notices + resolved.messages,
                              follow_address_bar=follow, synchronous=synchronous)
     session.connect(doc)
@@ -99,15 +115,60 @@ def build_document(doc: Document, catalogue: Catalogue, arguments: Mapping[str, 
     return session
 
 
-def _landing(doc: Document, catalogue: Catalogue, notices: list[str], follow: bool):
-    view = build_landing(catalogue.summaries(), str(Path(catalogue.data_dir).name or catalogue.data_dir))
+def _build_later(doc: Document, catalogue: Catalogue, pid: str, state, notices: list[str], follow: bool,
+                 defaults: UIDefaults):
+    """On a server, for a project not open yet: a small page saying so, sent at once; the project is
+    opened and its page built in the ``BUILDER`` thread and takes this page's place on the event loop.
+    (Every page could be built there; BokehJS then adds the page's roots after its first render, which
+    its ``document.is_idle`` and name lookups do not follow: kept for the first opening only.)"""
+    status = status_div()
+    status.name = "loading_status"                   # the page's own ``status`` comes with the page
+    opening = not catalogue.is_open(pid)
+    status.text = status_html([("busy", f"Opening project {pid}…" if opening else "Building the page…")])
+    with doc.models.freeze():
+        doc.add_root(header(pid, "opening…" if opening else "", True))
+        doc.add_root(status)
+    doc.title = f"LSTMVis · {pid}"
+
+    def build():
+        engine = catalogue.engine(pid)
+        resolved = resolve(state.with_(project=pid), engine.project, defaults)
+        return ProjectSession(engine, resolved.state, defaults, notices + resolved.messages,
+                              follow_address_bar=follow, synchronous=False)
+
+    def show(session) -> None:
+        doc.clear()
+        if isinstance(session, ProjectSession):
+            session.connect(doc)
+            session.announce_url()
+            if session.state.brush is None:
+                catalogue.warm(pid, session.state.source)
+            return
+        if not isinstance(session, ProjectError):
+            log.error("opening project %s", pid, exc_info=session)
+            session = f"internal error ({type(session).__name__})"
+        _landing(doc, catalogue, [f"project {pid!r} cannot be opened: {session}"], follow, True)
+    run_off_loop(doc, build, show, BUILDER)
+    return None
+
+
+def _landing(doc: Document, catalogue: Catalogue, notices: list[str], follow: bool, served: bool = False):
+    known, missing = catalogue.known_summaries()
+    if not served and missing:                       # a bare Document (tests, notebooks): read them now
+        known, missing = catalogue.summaries(), []
+    view = build_landing(known, str(Path(catalogue.data_dir).name or catalogue.data_dir), len(missing))
     lines = [("warn", n) for n in notices]
     if len(catalogue.ids) > 1 or not notices:
         lines.append(("info", "Choose a project."))
     view.status.text = status_html(lines)
     holder = url_holder(follow)
-    doc.add_root(view.layout)
-    doc.add_root(holder)
+    with doc.models.freeze():
+        doc.add_root(view.layout)
+        doc.add_root(holder)
     follow_on_load(doc, holder, follow)
     doc.title = "LSTMVis · projects"
+    if missing:
+        def fill(summaries) -> None:
+            view.table.text = table_html(known if isinstance(summaries, Exception) else summaries)
+        run_off_loop(doc, catalogue.summaries, fill)
     return view

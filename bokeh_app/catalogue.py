@@ -23,6 +23,11 @@ log = logging.getLogger("bokeh_app")
 WORKERS = ThreadPoolExecutor(max_workers=settings.workers(),
                              thread_name_prefix="lstmvis-work")
 
+#: One thread that builds sessions' pages (Bokeh models, a project's opening) in arrival order, off the
+#: event loop; kept apart from WORKERS so that the quick matches of pages already built never queue
+#: behind the builds of pages that arrived after them.
+BUILDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstmvis-build")
+
 
 class Catalogue:
     """Projects under ``data_dir`` (discovered once) and their engines (opened on first use).
@@ -60,6 +65,18 @@ class Catalogue:
                     self._engines.popitem(last=False)
             self._engines.move_to_end(project_id)
             return engine
+
+    def is_open(self, project_id: str) -> bool:
+        with self._lock:
+            return project_id in self._engines
+
+    def known_summaries(self) -> tuple[list[dict], list[str]]:
+        """(the summaries computed so far, in project order; the ids still to read): the landing view
+        shows the first at once and reads the rest in a worker."""
+        with self._lock:
+            known = [self._summaries[pid] for pid in self.ids if pid in self._summaries]
+            missing = [pid for pid in self.ids if pid not in self._summaries]
+        return known, missing
 
     @property
     def open_count(self) -> int:

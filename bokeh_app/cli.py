@@ -18,6 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("--backend", default="auto", choices=list(BACKEND_NAMES))
     p.add_argument("--dask", metavar="SCHEDULER|local[:N]",
                    help="run matches on a Dask cluster (needs the dask extra); --backend is the workers'")
+    p.add_argument("--num-procs", type=int, default=1, metavar="N",
+                   help="server processes sharing the port (Bokeh's --num-procs; 0: one per core)")
     p.add_argument("--show", action="store_true", help="open the app in a browser")
     p.set_defaults(func=cmd_serve)
 
@@ -36,4 +38,4 @@ def cmd_serve(args) -> int:
 
     return serve(data_dir, port=args.port, address=args.address,
                  allow_websocket_origin=args.allow_websocket_origin, backend=args.backend, show=args.show,
-                 dask=args.dask)
+                 dask=args.dask, num_procs=args.num_procs)

@@ -46,13 +46,25 @@ class RefusedRequest(Matcher):
         self.allowed = {h.lower() for h in allowed}
 
     def match(self, request):
-        host = request.headers.get("Host", "").lower()
+        scheme = request.protocol or "http"
+        host = with_port(request.headers.get("Host", ""), scheme)
         origin = request.headers.get("Origin")
         if host not in self.allowed:
             return {}
-        if origin is not None and urlsplit(origin).netloc.lower() not in self.allowed:
-            return {}
+        if origin is not None:
+            parts = urlsplit(origin)
+            if with_port(parts.netloc, parts.scheme or scheme) not in self.allowed:
+                return {}
         return None
+
+
+def with_port(netloc: str, scheme: str) -> str:
+    """``host:port`` in lower case; a browser leaves out the scheme's default port (behind a proxy on
+    port 80, ``Host: example.org`` is ``example.org:80``)."""
+    netloc = netloc.strip().lower()
+    if netloc and not netloc.rsplit("]", 1)[-1].count(":"):
+        netloc += ":443" if scheme in ("https", "wss") else ":80"
+    return netloc
 
 
 class ForbiddenHandler(RequestHandler):
@@ -63,6 +75,31 @@ class ForbiddenHandler(RequestHandler):
                     "(start it with --allow-websocket-origin HOST:PORT to embed it elsewhere)\n")
 
 
+#: The interpreter's thread switch interval while serving (Python's default: 0.005 s).
+SWITCH_INTERVAL_S = 0.0005
+
+#: Longest request target answered (bytes). Tornado's own header limit (64 KiB by default) drops a longer
+#: request without any answer; it is raised to MAX_HEADER_BYTES so that such a URL gets a page saying why.
+MAX_URL_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 1024 * 1024
+
+
+class TooLongRequest(Matcher):
+    """Matches a request whose URL is longer than ``MAX_URL_BYTES`` (no scenario needs that much)."""
+
+    def match(self, request):
+        return {} if len(request.uri or "") > MAX_URL_BYTES else None
+
+
+class TooLongHandler(RequestHandler):
+    def prepare(self):
+        self.set_status(414)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(f"<!DOCTYPE html><title>LSTMVis: address too long</title><p>This address is "
+                    f"{len(self.request.uri or ''):,} bytes long; LSTMVis answers addresses of at most "
+                    f"{MAX_URL_BYTES:,} bytes. <a href=\"/\">Open the projects</a>.</p>\n")
+
+
 def allowed_hosts(address: str, port: int, extra: list[str] | None = None) -> list[str]:
     """``host:port`` names a browser may use for this server: loopback names, the bound address, extras."""
     names = ["localhost", "127.0.0.1", address]
@@ -71,8 +108,12 @@ def allowed_hosts(address: str, port: int, extra: list[str] | None = None) -> li
 
 def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "127.0.0.1",
                 allow_websocket_origin: list[str] | None = None, backend: str = "auto",
-                io_loop=None, dask: str | None = None) -> Server:
-    """A Bokeh server for the projects under ``data_dir`` at ``http://ADDRESS:PORT/`` (not started)."""
+                io_loop=None, dask: str | None = None, num_procs: int = 1) -> Server:
+    """A Bokeh server for the projects under ``data_dir`` at ``http://ADDRESS:PORT/`` (not started).
+
+    ``num_procs`` > 1 forks that many server processes sharing the listening socket (Bokeh's
+    ``--num-procs``; 0: one per core). Each process has its own sessions, catalogue and engines; a
+    session lives in the process its WebSocket reached (README: several processes)."""
     catalogue = get_catalogue(data_dir, backend, dask)
     if not catalogue.ids:
         raise ProjectError(f"{data_dir}: no lstm.yml found in this folder or below")
@@ -83,15 +124,21 @@ def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "1
                                        argv=[str(Path(data_dir).resolve()), "--backend", backend,
                                              *(["--dask", dask] if dask else [])]))
     kwargs = {"io_loop": io_loop} if io_loop is not None else {}
+    if num_procs != 1:
+        if io_loop is not None:
+            raise ProjectError("num_procs other than 1 cannot share an explicit io_loop")
+        kwargs["num_procs"] = num_procs
     try:
         server = Server({"/": app}, port=port, address=address, allow_websocket_origin=origins,
                         check_unused_sessions_milliseconds=10_000,
-                        unused_session_lifetime_milliseconds=30_000, **kwargs)
+                        unused_session_lifetime_milliseconds=30_000,
+                        http_server_kwargs={"max_header_size": MAX_HEADER_BYTES}, **kwargs)
     except OSError as exc:
         raise ProjectError(f"cannot listen on {address}:{port} ({exc.strerror or exc})") from None
     # Bokeh exposes no hook that sees every request before its handlers; Tornado's router does. The first
     # rule of the application's router refuses foreign hosts and origins (tests/app/test_server_gate.py).
     server._tornado.default_router.rules.insert(0, Rule(RefusedRequest(origins), ForbiddenHandler))
+    server._tornado.default_router.rules.insert(1, Rule(TooLongRequest(), TooLongHandler))
     server.lstmvis_catalogue = catalogue
     return server
 
@@ -110,17 +157,24 @@ def raise_open_file_limit() -> None:
 
 def serve(data_dir: str | os.PathLike, port: int = 5006, address: str = "127.0.0.1",
           allow_websocket_origin: list[str] | None = None, backend: str = "auto", show: bool = False,
-          dask: str | None = None) -> int:
+          dask: str | None = None, num_procs: int = 1) -> int:
     """Serve until interrupted; prints the URL and the backend."""
     raise_open_file_limit()
-    server = make_server(data_dir, port, address, allow_websocket_origin, backend, dask=dask)
+    # The event loop shares the GIL with the page builder and the workers; each socket write releases it
+    # and waits up to the switch interval (5 ms) to get it back, so under load the loop crawled behind
+    # the builder. A shorter interval keeps the loop's writes and answers flowing (README: load).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    if num_procs != 1 and port == 0:
+        port = free_port(address)                   # every process must listen on the same port
+    server = make_server(data_dir, port, address, allow_websocket_origin, backend, dask=dask,
+                         num_procs=num_procs)
     catalogue = server.lstmvis_catalogue
     server.start()
     url = f"http://{address}:{server.port}/"
     print(f"LSTMVis: {len(catalogue.ids)} project(s) from {data_dir} "
           f"({', '.join(catalogue.ids[:5])}{', ...' if len(catalogue.ids) > 5 else ''}); "
           f"backend {catalogue.backend.name}", flush=True)
-    print(f"LSTMVis: open {url}", flush=True)
+    print(f"LSTMVis: open {url}" + (f" (process {os.getpid()})" if num_procs != 1 else ""), flush=True)
     log.info("backend %s", catalogue.backend.describe())
     if show:
         server.io_loop.add_callback(server.show, "/")

@@ -76,8 +76,11 @@ class ProjectSession:
             receiver.connect()
         self.restore()
         # The status line is a root of its own: a change of its text then re-lays out only itself.
-        for root in (self.header, self.status, self.layout, self.url):
-            doc.add_root(root)
+        # One freeze: each add_root would otherwise walk every model of the page again (a third of a
+        # session's build time).
+        with doc.models.freeze():
+            for root in (self.header, self.status, self.layout, self.url):
+                doc.add_root(root)
         follow_on_load(doc, self.url, self._follow)
         doc.title = f"LSTMVis · {self.project.name}"
 
@@ -139,12 +142,27 @@ class ProjectSession:
         level, text = self._last_message
         return text if level == "info" else ""
 
+    def refuse(self, message: str, restore=None) -> None:
+        """A value a client sent that the server does not accept: say why and show the state's value again
+        (``restore`` sets the widget back, its callbacks quiet)."""
+        self.say(message, "warn")
+        if restore is not None:
+            with self.batch():
+                restore()
+
     def user_acted(self) -> None:
         """The first action after loading retires the URL's fallback notices."""
         self.notices = []
 
     def sync_url(self) -> None:
         set_url_query(self.url, to_query(self.state, self.defaults))
+
+    def announce_url(self) -> None:
+        """The address bar takes the state's query on a page added after the browser's first pull (its
+        ``document_ready`` has passed): a change event, which the holder's script follows."""
+        query = to_query(self.state, self.defaults)
+        self.url.data = {"query": [query + "&"]}
+        self.url.data = {"query": [query]}
 
     # --- showing a state -------------------------------------------------------------------------
     def restore(self) -> None:
@@ -157,6 +175,11 @@ class ProjectSession:
             self.sv.word_width.value = str(self.word_width)
             self.sv.track_toggle.active = [i for i, t in enumerate(self.project.meta) if t in self.shown_tracks]
             self.show_tracks()
+        self.select.ready(self._restore_window, busy=True)
+
+    def _restore_window(self) -> None:
+        st = self.state
+        with self.batch():
             self.select.recompute_cells()
             self.show_window()
             self.sync_url()

@@ -161,6 +161,26 @@ def parse_query(arguments: Mapping[str, Sequence], defaults: UIDefaults) -> Pars
     return Parsed(ViewState(**out), msgs)
 
 
+def client_number(value, what: str, lo: float, hi: float, integer: bool = False
+                  ) -> tuple[float | int | None, str | None]:
+    """A number a browser sent for a widget, checked on the server: ``(value, None)`` when good,
+    ``(clamped, message)`` when outside ``[lo, hi]``, ``(None, message)`` when no finite number (the
+    widget then goes back to the state's value). A client can send anything a widget's type allows."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None, f"{what} {_shown(str(value))} is not a number; unchanged"
+    if not math.isfinite(number):
+        return None, f"{what} {_shown(str(value))} is not a finite number; unchanged"
+    if integer and number != int(number):
+        return None, f"{what} {number:g} is not a whole number; unchanged"
+    if not lo <= number <= hi:
+        clamped = min(max(number, lo), hi)
+        clamped = int(clamped) if integer else round(clamped, 4)
+        return clamped, f"{what} {number:g} is outside [{lo:g}, {hi:g}]; using {clamped:g}"
+    return (int(number) if integer else number), None
+
+
 def default_threshold(value_range: tuple[float, float], defaults: UIDefaults) -> float:
     lo, hi = value_range
     theta = defaults.select.threshold

@@ -1,23 +1,25 @@
-"""The session's one off-lock worker: every long job (match, suggest, phrase map, compare) runs here.
+"""The session's one off-lock worker: every long job (match, suggest, phrase map, compare, search, a
+scale's statistics) runs here.
 
-On a server a job's ``compute`` runs in a thread of ``catalogue.WORKERS`` from an ``async`` callback
-marked ``@without_document_lock`` (``../shared/BROWSER_TESTING.md``), so the page stays live; its answer
-comes back in a locked next-tick callback to ``apply``. One job runs at a time per session (a session
-never holds more than one worker thread) and each kind keeps only its newest pending job; a generation
-counter per kind drops an answer that a newer query of its kind has overtaken. On a bare Document
-(``synchronous``: tests) a job runs inline, so its answer is there when the callback returns.
+On a server a job's ``compute`` runs in a thread of ``catalogue.WORKERS``, started at once from the
+callback that asked for it; its answer comes back through ``doc.add_next_tick_callback`` (the one
+Document method Bokeh documents as safe from another thread) to ``apply``, on the document lock. No hop
+through the event loop before the work starts: under load the loop's queue holds other sessions'
+document builds, and each hop would wait behind them (README: load). One job runs at a time per session
+(a session never holds more than one worker thread) and each kind keeps only its newest pending job; a
+generation counter per kind drops an answer that a newer query of its kind has overtaken, and a session
+the server destroyed gets nothing. On a bare Document (``synchronous``: tests) a job runs inline, so its
+answer is there when the callback returns.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
-
-from bokeh.document import without_document_lock
 
 from bokeh_app.catalogue import WORKERS
 from gpu_matcher import ProjectError
@@ -42,6 +44,80 @@ class Job:
     not_before: float = 0.0            # time.monotonic() before which the answer is not applied
 
 
+_IN_FLIGHT = [0]
+_IN_FLIGHT_LOCK = threading.Lock()
+
+
+def _count(delta: int) -> None:
+    with _IN_FLIGHT_LOCK:
+        _IN_FLIGHT[0] += delta
+
+
+def in_flight() -> int:
+    """Worker threads busy for sessions (an answer is handed to the loop before its thread counts down),
+    over all sessions: tests wait for 0 and no next-tick callback left."""
+    return _IN_FLIGHT[0]
+
+
+def alive(doc, served: bool) -> bool:
+    """False once the server destroyed a session's Document (it clears the session context first and
+    runs ``on_session_destroyed`` hooks only afterwards)."""
+    return not served or doc.session_context is not None
+
+
+_TRIM_PENDING = [False]
+
+
+def release_memory(after: float = 1.0) -> None:
+    """Give the heap that closed sessions freed back to the system (glibc's ``malloc_trim``; elsewhere a
+    no-op), once, ``after`` seconds after the last of a batch of sessions closed: without it the server's
+    RSS stays at its peak after a crowd has left (README: load)."""
+    if _TRIM_PENDING[0]:
+        return
+    _TRIM_PENDING[0] = True
+
+    def trim() -> None:
+        _TRIM_PENDING[0] = False
+        try:
+            import ctypes
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+    try:
+        from tornado.ioloop import IOLoop
+        IOLoop.current().call_later(after, trim)
+    except RuntimeError:                             # no event loop here: now
+        trim()
+
+
+def hand_over(doc, callback) -> None:
+    """``doc.add_next_tick_callback`` from a worker thread; a session destroyed in between (its
+    callbacks deleted by Bokeh) takes nothing."""
+    try:
+        doc.add_next_tick_callback(callback)
+    except AttributeError:
+        pass
+
+
+def run_off_loop(doc, compute: Callable[[], Any], apply: Callable[[Any], None], executor=None) -> None:
+    """``compute()`` in a thread of ``executor`` (WORKERS), then ``apply(answer or exception)`` on the
+    document lock; a one-off (building a page, the landing view's summaries). Inline on a bare Document."""
+    served = doc.session_context is not None
+    if not served:
+        apply(Worker._run(Job("", 0, compute, apply)))
+        return
+
+    def work() -> None:
+        try:
+            answer = Worker._run(Job("", 0, compute, apply))
+            if alive(doc, served):
+                hand_over(doc, partial(apply, answer))
+        finally:
+            _count(-1)
+    _count(1)
+    (executor or WORKERS).submit(work)
+
+
 class Worker:
     """Long jobs of one session, off the document lock, newest first."""
 
@@ -50,12 +126,30 @@ class Worker:
         self.doc = None
         self._generation: dict[str, int] = {}
         self._pending: dict[str, Job] = {}
+        self._lock = threading.Lock()                # the pending jobs: the loop adds, a worker thread takes
         self._running = False
+        self.closed = False                 # the browser session is gone: answers go nowhere
+        self._served = False
 
     def attach(self, doc) -> None:
         self.doc = doc
         if self.synchronous is None:
             self.synchronous = doc.session_context is None
+        self._served = doc.session_context is not None
+        if self._served:
+            doc.on_session_destroyed(self._closed)
+
+    @property
+    def alive(self) -> bool:
+        if not alive(self.doc, self._served):
+            self.closed = True
+        return not self.closed
+
+    def _closed(self, session_context) -> None:
+        self.closed = True
+        with self._lock:
+            self._pending.clear()
+        release_memory()
 
     def generation(self, kind: str) -> int:
         return self._generation.get(kind, 0)
@@ -63,7 +157,8 @@ class Worker:
     def renew(self, kind: str) -> int:
         """A newer query of ``kind``: from now on older answers of that kind are dropped."""
         self._generation[kind] = self.generation(kind) + 1
-        self._pending.pop(kind, None)
+        with self._lock:
+            self._pending.pop(kind, None)
         return self._generation[kind]
 
     def is_current(self, kind: str, generation: int) -> bool:
@@ -79,36 +174,40 @@ class Worker:
         if self.synchronous:
             self._finish(job, self._run(job))
             return generation
-        self._pending.pop(kind, None)
-        self._pending[kind] = job
-        # A locked callback first: it runs only once this callback's patches are on the wire, so the
-        # quick answer of the action is not held up by the job's work in another thread.
-        self.doc.add_next_tick_callback(self._start)
+        if not self.alive:
+            return generation
+        with self._lock:
+            self._pending.pop(kind, None)
+            self._pending[kind] = job
+            start = not self._running
+            self._running = True
+        if start:
+            _count(1)
+            WORKERS.submit(self._work)
         return generation
 
-    def _start(self) -> None:
-        self.doc.add_next_tick_callback(self._loop)
-
-    @without_document_lock
-    async def _loop(self) -> None:
-        """Run pending jobs one at a time until none is left; a stale answer is dropped."""
-        if self._running:
-            return                                   # the running loop picks up the newest jobs
-        self._running = True
+    def _work(self) -> None:
+        """In a worker thread: run pending jobs one at a time until none is left; a stale answer is
+        dropped, a fresh one handed to the loop."""
         try:
-            while self._pending:
-                job = self._pending.pop(next(iter(self._pending)))
-                answer = await asyncio.wrap_future(WORKERS.submit(self._run, job))
-                if not self.is_current(job.kind, job.generation):
+            while True:
+                with self._lock:
+                    if not self._pending or self.closed:
+                        self._running = False
+                        return
+                    job = self._pending.pop(next(iter(self._pending)))
+                answer = self._run(job)
+                if not self.alive or not self.is_current(job.kind, job.generation):
                     continue
                 # A quick answer waits a moment: arriving on the heels of the action's own update it
                 # would hold that update's repaint back in the browser (one thread runs both).
                 wait = job.not_before - time.monotonic()
                 if wait > 0:
-                    await asyncio.sleep(wait)
-                self.doc.add_next_tick_callback(partial(self._finish, job, answer))
+                    time.sleep(wait)
+                if self.alive:
+                    hand_over(self.doc, partial(self._finish, job, answer))
         finally:
-            self._running = False
+            _count(-1)
 
     @staticmethod
     def _run(job: Job):
@@ -118,5 +217,5 @@ class Worker:
             return exc
 
     def _finish(self, job: Job, answer) -> None:
-        if self.is_current(job.kind, job.generation):
+        if self.alive and self.is_current(job.kind, job.generation):
             job.apply(answer)

@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import html
+
 from bokeh_app import columns
+from bokeh_app.worker import failure
 from gpu_matcher import ProjectError
+
+
+def find(engine, phrase: str, limit: int) -> tuple[list[str], int, list[int], list[str]]:
+    """(tokens, number of hits, the first ``limit`` hits, each hit in context): plain data, any thread."""
+    tokens = engine.tokenize(phrase)
+    hits = engine.search(phrase)
+    shown = [int(h) for h in hits[:limit]]
+    n = max(1, len(tokens))
+    tok = engine.project.tokens
+    contexts = [f"{' '.join(tok(h - 2, h))} [{' '.join(tok(h, h + n))}] {' '.join(tok(h + n, h + n + 3))}".strip()
+                for h in shown]
+    return tokens, len(hits), shown, contexts
+
+
+#: Longest phrase searched (characters): a client may send a value of any length.
+MAX_PHRASE = 500
 
 
 class SearchReceiver:
@@ -21,31 +40,41 @@ class SearchReceiver:
         s, sv = self.s, self.s.sv
         phrase = (phrase or "").strip()
         if not phrase:
+            s.worker.renew("search")                 # an answer still on its way is dropped
             sv.search_hits.data = columns.search_columns([], [])
             sv.search_info.text = ""
             return
         s.user_acted()
-        try:
-            tokens = s.engine.tokenize(phrase)
-            hits = s.engine.search(phrase)
-        except ProjectError as exc:
-            s.say(str(exc), "warn")
+        if len(phrase) > MAX_PHRASE:
+            s.refuse(f"phrase of {len(phrase):,} characters: search at most {MAX_PHRASE}; not searched")
             return
+        engine, limit = s.engine, s.defaults.search_max_results
+        sv.search_info.text = html.escape(f"Searching for “{phrase[:80]}”…")
+        # In the worker: the words may still be loading, or a source's layout building, for this project.
+        s.worker.submit("search", lambda: find(engine, phrase, limit), lambda found: self.show(phrase, found))
+
+    def show(self, phrase: str, found) -> None:
+        s, sv = self.s, self.s.sv
+        if isinstance(found, ProjectError):
+            sv.search_info.text = ""
+            s.say(str(found), "warn")
+            return
+        if isinstance(found, Exception):
+            sv.search_info.text = ""
+            s.say(failure("Search", found), "error")
+            return
+        tokens, total, shown, contexts = found
         limit = s.defaults.search_max_results
-        shown = [int(h) for h in hits[:limit]]
-        n = max(1, len(tokens))
-        tok = s.project.tokens
-        contexts = [f"{' '.join(tok(h - 2, h))} [{' '.join(tok(h, h + n))}] {' '.join(tok(h + n, h + n + 3))}".strip()
-                    for h in shown]
         phrase_text = " ".join(tokens)
         with s.batch():
-            self.hits, self.length = shown, n
+            self.hits, self.length = shown, max(1, len(tokens))
             sv.search_hits.selected.indices = []
             sv.search_hits.data = columns.search_columns(shown, contexts)
-            more = f" (first {limit} listed)" if len(hits) > limit else ""
-            sv.search_info.text = f"{len(hits):,} occurrence(s) of “{phrase_text}”{more}"
-            if len(hits):
-                s.say(f"{len(hits):,} occurrence(s) of “{phrase_text}”; click one to go there.")
+            more = f" (first {limit} listed)" if total > limit else ""
+            # A Div's text is HTML: the phrase is the user's (or a crafted link's), so it is escaped.
+            sv.search_info.text = html.escape(f"{total:,} occurrence(s) of “{phrase_text}”{more}")
+            if total:
+                s.say(f"{total:,} occurrence(s) of “{phrase_text}”; click one to go there.")
             else:
                 s.say(f"“{phrase}” does not occur in this project.", "warn")
 

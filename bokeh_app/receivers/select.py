@@ -9,9 +9,10 @@ import numpy as np
 from bokeh.events import PanEnd, SelectionGeometry, Tap
 
 from bokeh_app import columns
-from bokeh_app.state import default_threshold, threshold_range
+from bokeh_app.state import client_number, default_threshold, threshold_range
 from bokeh_app.views.common import BRUSH_COLOR, COUNT_PALETTE, MARGIN_COLOR
 from bokeh_app.views.select import pattern_margin, pattern_x_range
+from bokeh_app.worker import failure
 from gpu_matcher import ProjectError
 from gpu_matcher.threshold import SCALE_DEFAULTS, SCALES, Threshold
 
@@ -45,13 +46,28 @@ class SelectReceiver:
         pad = 0.04 * (hi - lo)
         sv.plot.y_range.update(start=lo - pad, end=hi + pad)
         lo, hi = threshold_range((lo, hi), st.scale)
-        sv.threshold.update(start=lo, end=hi, step=float(f"{(hi - lo) / 200:.2g}"), value=st.threshold)
+        sv.threshold.update(start=lo, end=hi, step=float(f"{(hi - lo) / 200:.2g}"))
+        self.show_threshold(st.threshold)
         sv.threshold_line.location = st.threshold
         sv.threshold_line.visible = not Threshold(st.threshold, st.scale).scaled   # a scaled θ is no value line
         sv.scale.value = st.scale
         sv.source_select.value = st.source
         sv.plot.yaxis.axis_label = "tanh(state)" if s.src.transform == "tanh" else "value"
         sv.position.high = s.project.T - 1
+
+    def show_threshold(self, value: float) -> None:
+        """The slider at ``value``, its ``value_throttled`` too: the browser sends a release only when it
+        differs from the value it holds, so a release at the slider's first value would be lost."""
+        slider = self.s.sv.threshold
+        with self.s.batch():
+            slider.value = value
+            if slider.value_throttled != value:
+                slider.set_from_json("value_throttled", value)     # read-only for Python, not for the wire
+
+    def threshold_bounds(self) -> tuple[float, float]:
+        """The threshold's range for the state's source and scale (never the slider's: a client may send
+        any start and end)."""
+        return threshold_range(self.s.src.value_range(), self.s.state.scale)
 
     def recompute_cells(self) -> None:
         """S = cells of the brush (MATCHING.md) plus hand additions minus hand removals."""
@@ -93,6 +109,9 @@ class SelectReceiver:
         ``message`` (a string, or a function of |S|) goes to the status line *first*: in the browser its
         re-layout then happens before the plots' data arrives instead of delaying their repaint.
         """
+        self.ready(lambda: self._changed(message))
+
+    def _changed(self, message=None) -> None:
         s = self.s
         with s.batch():
             self.recompute_cells()
@@ -101,6 +120,25 @@ class SelectReceiver:
             s.sync_url()
             self.apply()
         s.match.request()
+
+    def ready(self, then, busy: bool = False) -> None:
+        """Run ``then`` (on the lock) once the state's threshold can be applied. A per-cell scale needs the
+        source's per-cell statistics and keys: a pass over every step (seconds at 10^6 steps), so that runs
+        in the session's worker, never on the event loop; ``busy`` says so in the status line meanwhile."""
+        s, st = self.s, self.s.state
+        if not Threshold(st.threshold, st.scale).scaled:
+            then()
+            return
+        if busy:
+            s.say(f"Computing the per-cell {st.scale} of every cell of {s.src.label}…", "busy")
+        engine, source, theta, scale = s.engine, st.source, st.threshold, st.scale
+
+        def apply(answer) -> None:
+            if isinstance(answer, Exception):
+                s.say(failure("Threshold", answer), "error")
+            else:
+                then()
+        s.worker.submit("threshold", lambda: engine.key_thresholds(source, theta, scale), apply)
 
     def cells_text(self, k: int | None = None) -> str:
         k = len(self.s.cells) if k is None else k
@@ -138,18 +176,29 @@ class SelectReceiver:
                                f"{note}: {k} cells selected.")
 
     def on_threshold(self, value) -> None:
-        if value is None:
-            return
         s = self.s
+        if s.quiet or value is None:
+            return
+        theta, problem = client_number(value, "threshold", *self.threshold_bounds())
+        if theta is None:
+            s.refuse(problem, lambda: self.show_threshold(s.state.threshold))
+            return
         s.user_acted()
-        s.state = s.state.with_(threshold=round(float(value), 4))
+        s.state = s.state.with_(threshold=round(theta, 4))
+        if problem:
+            self.show_threshold(s.state.threshold)
         s.sv.threshold_line.location = s.state.threshold
-        self.changed(lambda k: f"Threshold {s.state.threshold:g}: {self.cells_text(k)}")
+        prefix = f"{problem}. " if problem else ""
+        self.changed(lambda k: f"{prefix}Threshold {s.state.threshold:g}: {self.cells_text(k)}")
 
     def on_scale(self, value: str) -> None:
         """Threshold the value or a per-cell normalised value; the threshold resets to the new range."""
         s = self.s
-        if s.quiet or value == s.state.scale or value not in SCALES:
+        if s.quiet or value == s.state.scale:
+            return
+        if value not in SCALES:
+            s.refuse(f"scale {value!r} is not one of {', '.join(SCALES)}; unchanged",
+                     lambda: setattr(s.sv.scale, "value", s.state.scale))
             return
         s.user_acted()
         lo, hi = threshold_range(s.src.value_range(), value)
@@ -157,16 +206,31 @@ class SelectReceiver:
         s.state = s.state.with_(scale=value, threshold=theta)
         with s.batch():
             self.configure_source()
-        self.changed(lambda k: f"Threshold on {SCALE_NAMES[value]} (threshold {theta:g}): {self.cells_text(k)}")
+        self.ready(lambda: self._changed(lambda k: f"Threshold on {SCALE_NAMES[value]} (threshold {theta:g}): "
+                                                   f"{self.cells_text(k)}"), busy=True)
 
     def on_margins(self) -> None:
         s = self.s
         if s.quiet:
             return
+        top = s.defaults.select.max_margin
+        margins, problems = {}, []
+        for key, spinner in (("left", s.sv.left), ("right", s.sv.right)):
+            value, problem = client_number(spinner.value if spinner.value is not None else 0,
+                                           f"{key} (off steps)", 0, top, integer=True)
+            margins[key] = getattr(s.state, key) if value is None else value
+            if problem:
+                problems.append(problem)
+        if problems:
+            with s.batch():
+                s.sv.left.value, s.sv.right.value = margins["left"], margins["right"]
+            if (margins["left"], margins["right"]) == (s.state.left, s.state.right):
+                s.refuse("; ".join(problems))
+                return
         s.user_acted()
-        left, right = int(s.sv.left.value or 0), int(s.sv.right.value or 0)
-        s.state = s.state.with_(left=max(0, left), right=max(0, right))
-        self.changed(lambda k: f"Off-margins L={s.state.left}, R={s.state.right}: {self.cells_text(k)}")
+        s.state = s.state.with_(**margins)
+        prefix = f"{'; '.join(problems)}. " if problems else ""
+        self.changed(lambda k: f"{prefix}Off-margins L={s.state.left}, R={s.state.right}: {self.cells_text(k)}")
 
     def on_pattern_point(self, x: float | None) -> None:
         """A click, or the end of a drag, on the pattern plot at ``x``: left of the brush sets L, right
@@ -181,7 +245,11 @@ class SelectReceiver:
 
     def on_source(self, name: str) -> None:
         s = self.s
-        if s.quiet or name == s.state.source or name not in s.project.sources:
+        if s.quiet or name == s.state.source:
+            return
+        if name not in s.project.sources:
+            s.refuse(f"source {str(name)[:60]!r} is not in this project; unchanged",
+                     lambda: setattr(s.sv.source_select, "value", s.state.source))
             return
         s.user_acted()
         src = s.project.source(name)
@@ -191,9 +259,14 @@ class SelectReceiver:
             theta = default_threshold((lo, hi), s.defaults)
         s.state = s.state.with_(source=name, threshold=theta, add=(), remove=())
         with s.batch():
-            self.recompute_cells()
-            s.say(f"Source {src.label}: {self.cells_text()}")
             self.configure_source()
+        self.ready(self._source_changed, busy=True)
+
+    def _source_changed(self) -> None:
+        s = self.s
+        with s.batch():
+            self.recompute_cells()
+            s.say(f"Source {s.src.label}: {self.cells_text()}")
             s.show_window()
             s.sync_url()
         s.match.request()

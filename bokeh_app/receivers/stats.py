@@ -18,11 +18,12 @@ class StatsReceiver:
         self.best_threshold: float | None = None
         self.suggested: list[int] = []
         self.phrase_rows: list[tuple[int, int]] = []
+        self.track = session.stv.track.value            # the panel's track as the server accepted it
 
     def connect(self) -> None:
         s, stv = self.s, self.s.stv
         stv.track.on_change("value", lambda attr, old, new: self.on_track(new))
-        stv.label.on_change("value", lambda attr, old, new: None if s.quiet else self.update())
+        stv.label.on_change("value", lambda attr, old, new: self.on_label(new, old))
         stv.apply_best.on_click(self.on_apply_best)
         stv.suggest.on_click(self.on_suggest)
         stv.add_suggested.on_click(lambda: s.select.on_add_cells(",".join(str(c) for c in self.suggested[:5])))
@@ -69,20 +70,34 @@ class StatsReceiver:
 
     def on_track(self, name: str) -> None:
         s = self.s
-        if name not in s.project.meta:
+        if s.quiet:
             return
+        if name not in s.project.meta or s.project.meta[name].kind != "discrete":
+            s.refuse(f"track {str(name)[:60]!r} is not a discrete meta track of this project; unchanged",
+                     lambda: setattr(s.stv.track, "value", self.track))
+            return
+        self.track = name
         labels = queries.track_labels(s.engine, name)
         with s.batch():
             s.stv.label.options = labels
             s.stv.label.value = labels[-1] if labels else ""
         self.update()
 
+    def on_label(self, label: str, old: str) -> None:
+        s = self.s
+        if s.quiet:
+            return
+        if label not in s.stv.label.options:
+            s.refuse(f"label {str(label)[:60]!r} is not a label of {self.track}; unchanged",
+                     lambda: setattr(s.stv.label, "value", old if old in s.stv.label.options else ""))
+            return
+        self.update()
+
     def on_apply_best(self) -> None:
         if self.best_threshold is None:
             return
         value = self.best_threshold
-        with self.s.batch():
-            self.s.sv.threshold.value = value
+        self.s.select.show_threshold(value)
         self.s.select.on_threshold(value)
 
     # --- long jobs: suggest, phrase map, compare ---------------------------------------------------

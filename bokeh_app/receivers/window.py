@@ -4,6 +4,7 @@ moving it (back, forward, go to step, word width, shown tracks)."""
 from __future__ import annotations
 
 from bokeh_app import columns
+from bokeh_app.state import client_number
 from bokeh_app.views.common import SCALAR_PALETTE
 from bokeh_app.views.select import label_orientation
 
@@ -74,8 +75,19 @@ class WindowReceiver:
         s = self.s
         if pos is None or (user and s.quiet):
             return
+        if user:
+            step, problem = client_number(pos, "step", 0, s.project.T - 1, integer=True)
+            if step is None:
+                s.refuse(problem, lambda: setattr(s.sv.position, "value", s.state.pos))
+                return
+            if problem:
+                message = problem
+            pos = step
         pos = s.clamp_pos(int(pos))
         if user and pos == s.state.pos:
+            if s.sv.position.value != pos:
+                s.refuse(message or f"Steps {pos:,}–{min(pos + s.window, s.project.T) - 1:,}.",
+                         lambda: setattr(s.sv.position, "value", pos))
             return
         s.user_acted()
         with s.batch():
@@ -93,9 +105,14 @@ class WindowReceiver:
         s = self.s
         if s.quiet:
             return
+        offered = s.defaults.select.word_widths
         try:
             ww = int(value)
         except (TypeError, ValueError):
+            ww = None
+        if ww not in offered:
+            s.refuse(f"word width {str(value)[:20]!r} is not one of {', '.join(map(str, offered))} px; unchanged",
+                     lambda: setattr(s.sv.word_width, "value", str(s.word_width)))
             return
         s.user_acted()
         s.state = s.state.with_(word_width=ww)

@@ -34,12 +34,18 @@ def _project_row(summary: dict) -> str:
             f"<td>{sources}</td><td>{meta}</td></tr>")
 
 
-def build_landing(summaries: list[dict], data_dir_label: str) -> LandingView:
-    rows = "".join(_project_row(s) for s in summaries) or \
-        '<tr><td colspan="4">No projects (no lstm.yml below the data folder).</td></tr>'
-    table = Div(name="project_list", stylesheets=[PAGE_CSS], text=(
-        '<table class="lv-projects"><tr><th>project</th><th>name</th><th>sources (steps × cells)</th>'
-        f"<th>meta tracks</th></tr>{rows}</table>"))
+def table_html(summaries: list[dict], pending: int = 0) -> str:
+    """The project table; ``pending`` projects still being read are counted in a last row."""
+    rows = "".join(_project_row(s) for s in summaries)
+    if pending:
+        rows += f'<tr><td colspan="4" class="lv-busy">⏳ reading {pending:,} more project(s)…</td></tr>'
+    rows = rows or '<tr><td colspan="4">No projects (no lstm.yml below the data folder).</td></tr>'
+    return ('<table class="lv-projects"><tr><th>project</th><th>name</th><th>sources (steps × cells)</th>'
+            f"<th>meta tracks</th></tr>{rows}</table>")
+
+
+def build_landing(summaries: list[dict], data_dir_label: str, pending: int = 0) -> LandingView:
+    table = Div(name="project_list", stylesheets=[PAGE_CSS], text=table_html(summaries, pending))
     status = status_div()
     layout = Column(header("projects", f"{len(summaries)} found in {data_dir_label}", False), status,
                     table, name="landing", stylesheets=[PAGE_CSS])

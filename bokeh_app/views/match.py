@@ -19,7 +19,7 @@ from bokeh.plotting import figure
 
 from bokeh_app.columns import CATEGORY_COLORS, LABEL_SPAN, column_rows, empty_image, matrix_columns
 from bokeh_app.config import UIDefaults
-from bokeh_app.views.common import COUNT_PALETTE, SCALAR_PALETTE, section
+from bokeh_app.views.common import COUNT_PALETTE, SCALAR_PALETTE, lean, section
 
 NO_COLOUR = "none"
 COUNT_HEATMAP = "n(t)"
@@ -152,6 +152,7 @@ def build_match_view(*, tracks: list[tuple[str, str]], defaults: UIDefaults) -> 
                  background_fill_color="#e8f1fb", background_fill_alpha=0.95, border_line_color="#90b4dc",
                  padding=6, visible=False, level="overlay")
     plot.add_layout(busy)
+    lean(plot, cp, *[h.plot for h in heatmaps.values()])
     layout = Column(section("match view: the top matches of S (exact)"), colour,
                     Row(Column(plot, cp), *[h.plot for h in heatmaps.values()]), name="match_view")
     return MatchView(plot=plot, matches=matches, words=words, background=background,

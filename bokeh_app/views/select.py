@@ -22,7 +22,7 @@ from bokeh.transform import transform
 from bokeh_app.columns import PATTERN_BRUSH
 from bokeh_app.config import UIDefaults
 from bokeh_app.views.common import (FADED_COLOR, FOCUS_COLOR, MARGIN_COLOR, PAGE_CSS,
-                                    SELECTED_COLOR, THRESHOLD_COLOR, section)
+                                    SELECTED_COLOR, THRESHOLD_COLOR, lean, section)
 
 LEFT_BORDER = 110          # px left of every strip's frame, so the strips line up under the plot
 
@@ -281,6 +281,7 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
         section("meta tracks"), track_toggle if tracks else Div(text="(none in this project)"),
         section("search results"), search_info, search_table,
         width=270)
+    lean(plot, count_plot, pattern_plot, *[t.plot for t in track_views.values()])
     layout = Column(toolbar_row, Row(strips, side), name="select_view")
     view = SelectView(
         plot=plot, traces=traces, highlight=highlight, boundaries=boundaries, brush_boxes=brush_boxes,

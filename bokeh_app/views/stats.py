@@ -11,7 +11,7 @@ from bokeh.models import (Button, Column, ColumnDataSource, DataTable, Div, Hove
                           TableColumn, TapTool)
 from bokeh.plotting import figure
 
-from bokeh_app.views.common import section
+from bokeh_app.views.common import lean, section
 
 ENRICHED = "#d95f02"
 DEPLETED = "#7570b3"
@@ -114,6 +114,7 @@ def build_stats_view(*, tracks: dict[str, list[str]], sources: list[tuple[str, s
     compare = Button(name="stats_compare", label="compare", width=100)
     compare_info = Div(name="stats_compare_info", text="", width=420)
 
+    lean(ep, cp, pp)
     layout = Column(section("hypothesis statistics (exact, over the whole corpus)"),
                     Row(track, label),
                     Row(ep, Column(cp, detector, apply_best), Column(suggest, table, add_suggested)),

@@ -102,6 +102,20 @@ PIXELS_JS = """
 }
 """
 
+WAIT_IDLE_JS = """
+() => {
+  if (!(window.Bokeh && Bokeh.documents.length)) { return false; }
+  const doc = Bokeh.documents[0];
+  const roots = doc.roots();
+  if (roots.some((r) => r.name === 'loading_status')) { return false; }
+  // Views of an added root are built asynchronously: on a project page the plots the tests draw on too.
+  const want = roots.some((r) => r.name === 'project_view') ? ['select_plot', 'match_plot'] : [];
+  const models = [...roots.filter((r) => r.type !== 'ColumnDataSource'), ...want.map((n) => doc.get_model_by_name(n))];
+  const views = models.map((m) => (m == null ? null : Bokeh.index.find_one(m)));
+  return views.length > 0 && views.every((v) => v != null && v.has_finished());
+}
+"""
+
 TO_SCREEN_JS = """
 ([name, x, y]) => {
   const view = Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name(name));
@@ -183,8 +197,9 @@ class AppPage:
         return self
 
     def wait_idle(self, timeout: float = 30_000) -> None:
-        self.page.wait_for_function(
-            "() => window.Bokeh && Bokeh.documents.length && Bokeh.documents[0].is_idle", timeout=timeout)
+        # A project page is built after the first pull and replaces a small "Opening…" page; BokehJS's
+        # ``document.is_idle`` follows only the roots of the first render, so each root's view is asked.
+        self.page.wait_for_function(WAIT_IDLE_JS, timeout=timeout)
 
     def hook(self, plots: list[str], models: list[str]) -> None:
         self.page.evaluate(HOOKS_JS, [plots, models])
@@ -484,6 +499,22 @@ def test_bad_url_values_show_a_message_not_a_dead_page(app_page):
     page = app_page().open({"project": "no-such-project"})
     assert "not among the projects served here" in page.status()
     assert "?project=small" in page.value("project_list", "text")
+
+
+def test_markup_in_a_phrase_or_a_link_is_shown_as_text(app_page):
+    """Phrase search and URL values echo what was typed: as text, never as markup that runs."""
+    payload = '<img src=x onerror="window.__xss=1">'
+    page = app_page().open({"project": "small", "source": payload, "tracks": payload})
+    search = page.page.get_by_role("textbox").and_(page.page.locator("input[placeholder^='type words']"))
+    search.fill(payload)
+    search.press("Enter")
+    page.wait_for("() => /occur|not in|dictionary|unknown/i.test("
+                  "Bokeh.documents[0].get_model_by_name('status').text)")
+    page.wait_idle()
+    assert page.page.evaluate("() => window.__xss") is None
+    assert page.page.locator("img[src='x']").count() == 0
+    assert "<img" in page.status().replace("&lt;", "<").replace("&gt;", ">")      # shown, escaped
+    page.screenshot("xss_as_text")
 
 
 def test_650_cells_update_timing_and_wire_size(app_page, browser_data, figures):

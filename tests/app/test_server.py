@@ -30,6 +30,15 @@ def fetch(url: str) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
+def built(session, name: str, timeout: float = 30):
+    """The page is built in the server's builder thread after the first pull: pull until it is there."""
+    deadline = time.time() + timeout
+    while session.document.get_model_by_name(name) is None and time.time() < deadline:
+        time.sleep(0.1)
+        session.pull()
+    return session.document
+
+
 def test_server_page_and_a_restored_session(server, app_data):
     srv, url = server
     assert srv.address == "127.0.0.1"
@@ -42,7 +51,7 @@ def test_server_page_and_a_restored_session(server, app_data):
     expected = [(m.start, m.end, m.length, m.inter, m.union) for m in engine.match(S1, cells, 0.3)]
     with pull_session(url=url, arguments={"project": "small", "pos": "100", "threshold": "0.3",
                                           "brush": "110,112"}) as session:
-        doc = session.document
+        doc = built(session, "selection")
         assert doc.get_model_by_name("selection").data["cell"] == cells
         assert doc.get_model_by_name("threshold").value == 0.3
         # The match runs off the document lock; its rows arrive a moment later.
@@ -58,7 +67,7 @@ def test_server_page_and_a_restored_session(server, app_data):
         assert rows == expected
         assert "matches in" in session.document.get_model_by_name("status").text
     with pull_session(url=url, arguments={"project": "nested/wide"}) as session:
-        assert session.document.get_model_by_name("select_plot") is not None
+        assert built(session, "select_plot").get_model_by_name("select_plot") is not None
         assert session.document.title.endswith("wide test project")
 
 

@@ -89,3 +89,34 @@ def test_catalogue_keeps_a_bounded_number_of_projects_open(tmp_path):
     import gc
     gc.collect()
     assert fds() - before <= 4 * 3 + 2                               # a few files per open project
+
+
+def test_a_very_long_url_gets_a_page_saying_why_and_no_session(server):
+    """Tornado drops a request over its header limit without a word; ours answer 414 with a message."""
+    port = server.port
+    before = sessions(server)
+    long_query = "/?project=small&add=" + ",".join(str(i % 48) for i in range(40_000))    # ~100 KB
+    status, body = request(port, long_query, {"Host": f"127.0.0.1:{port}"})
+    assert status == 414 and "address is" in body and "at most 65,536 bytes" in body
+    assert sessions(server) == before
+    # A long but reasonable scenario (hand edits of many cells) is still served.
+    query = "/?project=small&add=" + ",".join(str(i % 48) for i in range(5_000))          # ~15 KB
+    status, page = request(port, query, {"Host": f"127.0.0.1:{port}"})
+    assert status == 200 and "<title>LSTMVis</title>" in page
+
+
+def test_default_ports_are_implied_as_a_browser_sends_them():
+    """Behind a proxy on port 80 a browser sends ``Host: example.org`` and ``Origin: http://example.org``."""
+    from types import SimpleNamespace
+
+    from bokeh_app.server import RefusedRequest
+
+    gate = RefusedRequest(["example.org:80", "127.0.0.1:5006"])
+
+    def refused(headers):
+        return gate.match(SimpleNamespace(protocol="http", headers=headers)) is not None
+
+    assert not refused({"Host": "example.org", "Origin": "http://example.org"})
+    assert not refused({"Host": "EXAMPLE.org:80"})
+    assert refused({"Host": "example.org", "Origin": "https://example.org"})          # port 443: not allowed
+    assert refused({"Host": "evil.example"}) and refused({"Host": "127.0.0.1:5006", "Origin": "http://evil"})

@@ -14,7 +14,7 @@ from bokeh.document import Document
 
 from bokeh_app.app import build_document
 from bokeh_app.catalogue import Catalogue
-from bokeh_app.worker import Worker
+from bokeh_app.worker import Worker, in_flight
 from gpu_matcher import stats
 
 from test_document import S1, S2, click, engine_matches, model, set_threshold, shown_matches
@@ -26,10 +26,12 @@ def catalogue(app_data) -> Catalogue:
 
 
 async def drain(doc: Document, timeout: float = 60) -> None:
-    """Run ``doc``'s next-tick callbacks until none is left and no unlocked one is still running."""
+    """Run ``doc``'s next-tick callbacks until none is left, no unlocked one is still running and no
+    worker thread is busy (a thread hands its answer over before it counts down)."""
     tasks: list = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        busy = in_flight()
         pending = list(doc.session_callbacks)
         for cb in pending:
             doc.remove_next_tick_callback(cb)
@@ -37,7 +39,7 @@ async def drain(doc: Document, timeout: float = 60) -> None:
             if inspect.isawaitable(result):
                 tasks.append(asyncio.ensure_future(result))
         tasks = [t for t in tasks if not t.done()]
-        if not pending and not tasks:
+        if not pending and not tasks and not busy:
             return
         await asyncio.sleep(0.005)
     raise AssertionError("callbacks still pending")
