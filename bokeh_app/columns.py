@@ -83,6 +83,50 @@ def trace_y(values: np.ndarray) -> np.ndarray:
     return out.ravel()
 
 
+def robust_range(sample: np.ndarray, low: float = 0.5, high: float = 99.5, pad: float = 0.06
+                 ) -> tuple[float, float]:
+    """A y range that one outlier unit cannot stretch: the ``low``..``high`` percentiles of the finite
+    values of ``sample``, padded by ``pad`` of the span on each side (values outside are drawn clipped)."""
+    v = np.asarray(sample, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return -1.0, 1.0
+    lo, hi = (float(x) for x in np.percentile(v, [low, high]))
+    if hi <= lo:                        # a (nearly) constant sample: its full range, else a unit around it
+        lo, hi = float(v.min()), float(v.max())
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+    room = pad * (hi - lo)
+    return lo - room, hi + room
+
+
+def scaled_values(values: np.ndarray, center: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Per-cell z-scores of ``values`` (n, D) as ``gpu_matcher.scaling`` defines them: ``(v - center) /
+    spread``, 0 for a constant cell (spread 0), NaN where the value is NaN."""
+    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (v - center) / spread
+    return np.where(spread > 0, z, np.where(np.isnan(v), np.nan, 0.0))
+
+
+def clipped_columns(values: np.ndarray, lo: float, hi: float, limit: int = 2000) -> dict:
+    """Markers at the plot's edge for values outside ``[lo, hi]`` (``values`` (W, D) in window x):
+    ``x y cell value marker``, at most ``limit`` of them, the farthest out first."""
+    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        above, below = v > hi, v < lo
+    t, c = np.nonzero(above | below)
+    out = v[t, c]
+    if t.size > limit:
+        keep = np.argsort(-np.maximum(out - hi, lo - out), kind="stable")[:limit]
+        t, c, out = t[keep], c[keep], out[keep]
+    inset = 0.015 * (hi - lo)           # inside the frame, so the whole marker shows
+    up = out > hi
+    return {"x": t.astype(float).tolist(), "y": np.where(up, hi - inset, lo + inset).tolist(),
+            "cell": c.astype(int).tolist(), "value": out.tolist(),
+            "marker": ["triangle" if u else "inverted_triangle" for u in up.tolist()]}
+
+
 def word_labels(words: Sequence[str], room: int) -> dict[int, str]:
     """The select view's x-axis labels: window position -> the word, fitted to ``room`` px."""
     return {i: fit_label(w, room) for i, w in enumerate(words)}

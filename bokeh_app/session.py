@@ -111,6 +111,10 @@ class ProjectSession:
         return self.state.word_width or self.defaults.select.word_width
 
     @property
+    def min_length(self) -> int:
+        return self.state.min_length or self.defaults.match.min_length
+
+    @property
     def window(self) -> int:
         return max(1, min(self.project.T, self.defaults.select.window_px // self.word_width))
 
@@ -172,6 +176,7 @@ class ProjectSession:
             self.state = st.with_(pos=self.clamp_pos(st.pos))
             self.select.configure_source()
             self.sv.left.value, self.sv.right.value = st.left, st.right
+            self.sv.min_length.value = self.min_length
             self.sv.word_width.value = str(self.word_width)
             self.sv.track_toggle.active = [i for i, t in enumerate(self.project.meta) if t in self.shown_tracks]
             self.show_tracks()

@@ -21,6 +21,7 @@ from bokeh.transform import transform
 
 from bokeh_app.columns import PATTERN_BRUSH
 from bokeh_app.config import UIDefaults
+from bokeh_app.state import MAX_MIN_LENGTH
 from bokeh_app.views.common import (FADED_COLOR, FOCUS_COLOR, MARGIN_COLOR, PAGE_CSS,
                                     SELECTED_COLOR, THRESHOLD_COLOR, lean, section)
 
@@ -99,6 +100,8 @@ class SelectView:
     layout: object
     extra: dict = field(default_factory=dict)
     scale: Select | None = None
+    min_length: Spinner | None = None
+    clipped: ColumnDataSource | None = None
 
 
 def _strip(name: str, x_range: Range1d, width_px: int, height: int, label: str):
@@ -186,6 +189,12 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
                           line_color=THRESHOLD_COLOR, line_dash="dashed", line_width=2, editable=True)
     for annotation in (focus_box, threshold_line):
         plot.add_layout(annotation)
+    # Values beyond the robust y range: a marker at the edge, so an outlier unit stays visible.
+    clipped = ColumnDataSource(name="clipped", data={"x": [], "y": [], "cell": [], "value": [], "marker": []})
+    clip_marks = plot.scatter(x="x", y="y", marker="marker", size=7, source=clipped, fill_color="#d62728",
+                              line_color="#7f1d1d", name="clipped_marks")
+    plot.add_tools(HoverTool(renderers=[clip_marks], tooltips=[("cell", "@cell"), ("value", "@value{0.000}"),
+                                                                ("", "beyond the y range")]))
     # No renderers: the brush only reports its range (SelectionGeometry); nothing is hit-tested.
     box_select = BoxSelectTool(dimensions="width", renderers=[], name="brush_tool",
                                description="brush a range of words")
@@ -218,6 +227,8 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
                    width=118)
     right = Spinner(name="right", title="off after (R)", low=0, high=sd.max_margin, step=1,
                     value=sd.right, width=118)
+    min_length = Spinner(name="min_length", title="shortest match (steps)", low=1, high=MAX_MIN_LENGTH, step=1,
+                         value=defaults.match.min_length, width=250)
     # The pattern as segments plus their labels, in one source; x in steps (the brush drawn
     # PATTERN_BRUSH wide whatever its length). A click or a drag's end left or right of the brush sets L
     # or R to the steps between it and the brush (receivers.select.on_pattern_point).
@@ -276,6 +287,7 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
     side = Column(
         section("threshold"), threshold, scale,
         section("pattern: off L · on · off R (click or drag beside it)"), pattern_plot, Row(left, right),
+        min_length,
         section("selected cells S"), selection_table, Row(cell_input, add_button, remove_button),
         reset_button,
         section("meta tracks"), track_toggle if tracks else Div(text="(none in this project)"),
@@ -292,7 +304,8 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
         add_button=add_button, remove_button=remove_button, reset_button=reset_button,
         source_select=source_select, word_width=word_width, back=back, forward=forward,
         position=position, search=search, search_hits=search_hits, search_table=search_table,
-        search_info=search_info, track_toggle=track_toggle, layout=layout, scale=scale)
+        search_info=search_info, track_toggle=track_toggle, layout=layout, scale=scale,
+        min_length=min_length, clipped=clipped)
     view.extra["base_line"] = base
     return view
 

@@ -135,3 +135,40 @@ def test_hypothesis_panel_columns():
     flat = columns.phrase_columns(np.zeros((2, 1)), [0, 1], str, ["a", "b"], [1, 2], [1, 2])
     assert list(flat["y"]) == [0.0, 0.0]                 # one PCA component: y stays 0
     assert columns.search_columns([3], ["x [y] z"]) == {"pos": [3], "context": ["x [y] z"]}
+
+
+# --- unbounded activations ------------------------------------------------------------------------------
+def test_robust_range_ignores_one_outlier_unit_and_pads():
+    rng = np.random.default_rng(0)
+    sample = rng.normal(size=(200, 1000))
+    sample[:, 7] *= 50.0                                   # one outlier unit: 0.1% of the values
+    lo, hi = columns.robust_range(sample)
+    p_lo, p_hi = np.percentile(sample, [0.5, 99.5])
+    room = 0.06 * (p_hi - p_lo)
+    assert (lo, hi) == pytest.approx((p_lo - room, p_hi + room))
+    assert hi < np.abs(sample[:, 7]).max() / 5             # the outlier does not stretch it
+    assert columns.robust_range(np.full((3, 4), 2.0)) == pytest.approx((1.44, 2.56))   # a unit around it
+    assert columns.robust_range(np.array([np.nan, np.inf])) == (-1.0, 1.0)
+    with_nan = sample.copy()
+    with_nan[0, :] = np.nan
+    assert np.isfinite(columns.robust_range(with_nan)).all()
+
+
+def test_scaled_values_are_per_cell_z_scores():
+    values = np.array([[1.0, 5.0, np.nan], [3.0, 5.0, 2.0]])
+    center, spread = np.array([2.0, 5.0, 1.0]), np.array([0.5, 0.0, 2.0])
+    z = columns.scaled_values(values, center, spread)
+    np.testing.assert_array_equal(z, [[-2.0, 0.0, np.nan], [2.0, 0.0, 0.5]])
+
+
+def test_clipped_markers_sit_at_the_edge_the_value_left_by():
+    values = np.zeros((4, 3))
+    values[1, 2], values[3, 0], values[2, 1] = 9.0, -4.0, 1.0          # 1.0 is on the edge: not clipped
+    cols = columns.clipped_columns(values, -1.0, 1.0)
+    assert same_length(cols) == 2
+    rows = sorted(zip(cols["x"], cols["cell"], cols["value"], cols["marker"], cols["y"]))
+    assert rows == [(1.0, 2, 9.0, "triangle", pytest.approx(1.0 - 0.03)),
+                    (3.0, 0, -4.0, "inverted_triangle", pytest.approx(-1.0 + 0.03))]
+    capped = columns.clipped_columns(values, -1.0, 1.0, limit=1)
+    assert capped["value"] == [9.0]                                      # the farthest out first
+    assert same_length(columns.clipped_columns(np.full((2, 2), np.nan), 0.0, 1.0)) == 0

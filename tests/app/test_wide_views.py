@@ -1,0 +1,130 @@
+"""The select view on unbounded activations at D >= 1,000 (issue 14): a ``transform: none`` source with
+one outlier unit; the robust y range with clipped markers, z-scores drawn in scaled units, the threshold
+slider's range from the data, the shortest match in the app and the URL, and the unit page."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import numpy as np
+import pytest
+from bokeh.document import Document
+from bokeh.events import ButtonClick
+
+from bokeh_app.app import build_document
+from bokeh_app.catalogue import Catalogue
+from bokeh_app.config import load_defaults
+from bokeh_app.queries import value_sample
+from bokeh_app.state import ViewState, parse_query, to_query
+from gpu_matcher.scaling import zscores
+
+from conftest import make_app_project
+
+S2 = "states::states2"
+OUTLIER, FACTOR = 7, 40.0
+DEFAULTS = load_defaults()
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory) -> Catalogue:
+    root = tmp_path_factory.mktemp("wide-data")
+    make_app_project(root / "outlier", 1500, 1024, seed=3, name="outlier project", outlier=(OUTLIER, FACTOR))
+    return Catalogue(root, "numpy")
+
+
+def open_doc(catalogue, **query):
+    doc = Document()
+    build_document(doc, catalogue, {k: [str(v).encode()] for k, v in query.items()})
+    return doc
+
+
+def model(doc, name):
+    found = doc.get_model_by_name(name)
+    assert found is not None, f"no model named {name!r}"
+    return found
+
+
+def window_values(engine, doc) -> tuple[int, np.ndarray]:
+    pos = int(model(doc, "position").value)
+    W = len(model(doc, "select_plot").xaxis[0].ticker.ticks)
+    return pos, engine.context(S2, pos, pos + W).values.astype(np.float64)
+
+
+def test_the_outlier_unit_does_not_stretch_the_axis_and_stays_visible(catalogue):
+    engine = catalogue.engine("outlier")
+    doc = open_doc(catalogue, project="outlier", source=S2, pos=40)
+    y = model(doc, "select_plot").y_range
+    sample = value_sample(engine.project.source(S2))
+    assert sample.shape[1] == 1024
+    p_lo, p_hi = np.percentile(sample, [0.5, 99.5])
+    assert y.start < p_lo < p_hi < y.end
+    top = float(np.nanmax(sample[:, OUTLIER]))
+    assert y.end < top / 5                              # without the robust range the axis reaches `top`
+    # Every value beyond the axis in view has a marker at the edge, the outlier unit's among them.
+    pos, values = window_values(engine, doc)
+    clipped = model(doc, "clipped").data
+    t, c = np.nonzero((values > y.end) | (values < y.start))
+    assert sorted(zip(clipped["x"], clipped["cell"])) == sorted(zip(t.astype(float).tolist(), c.tolist()))
+    assert OUTLIER in clipped["cell"]
+    assert all(v == pytest.approx(values[int(x), cell]) for x, cell, v in
+               zip(clipped["x"], clipped["cell"], clipped["value"]))
+    # The slider spans the data, not [-1, 1], and not up to the outlier either.
+    slider = model(doc, "threshold")
+    assert slider.start >= 0.0 and slider.end <= p_hi * 1.1 and slider.end > 1.0
+    assert slider.start < slider.value < slider.end
+
+
+def test_zscore_draws_scaled_values_and_the_scaled_threshold_line(catalogue):
+    engine = catalogue.engine("outlier")
+    doc = open_doc(catalogue, project="outlier", source=S2, pos=40, scale="zscore", threshold=1.5)
+    pos, _ = window_values(engine, doc)
+    W = len(model(doc, "select_plot").xaxis[0].ticker.ticks)
+    src = engine.project.source(S2)
+    expected = zscores(src, src.raw(pos, pos + W), engine.cell_scale(S2, "zscore"))
+    drawn = np.asarray(model(doc, "traces").data["y"]).reshape(1024, W + 1)[:, :W].T
+    np.testing.assert_allclose(drawn, expected, rtol=1e-5, atol=1e-5)
+    line = model(doc, "threshold_line")
+    assert line.visible and line.location == 1.5
+    y = model(doc, "select_plot").y_range
+    assert y.start < 0.0 < 1.5 < y.end < 20                  # z units, robust
+    assert model(doc, "select_plot").yaxis[0].axis_label == "z-score within each cell"
+    # Back to the value: raw values again, the slider in value units.
+    model(doc, "scale").value = "none"
+    drawn = np.asarray(model(doc, "traces").data["y"]).reshape(1024, W + 1)[:, :W].T
+    np.testing.assert_allclose(drawn, engine.context(S2, pos, pos + W).values, rtol=1e-6)
+    assert model(doc, "threshold").end < 20
+
+
+def test_minimum_match_length_one_in_the_app_and_the_url(catalogue):
+    engine = catalogue.engine("outlier")
+    doc = open_doc(catalogue, project="outlier", source=S2, brush="100,100", threshold=1.0)
+    cells = list(model(doc, "selection").data["cell"])
+    assert cells
+    spinner = model(doc, "min_length")
+    assert spinner.value == DEFAULTS.match.min_length
+    spinner.value = 1
+    expected = [(m.start, m.end) for m in engine.match(S2, cells, 1.0, top=DEFAULTS.match.top, min_length=1,
+                                                         phrase_length=DEFAULTS.match.phrase_length,
+                                                         distinct=DEFAULTS.match.distinct, sequences=True)]
+    data = model(doc, "matches").data
+    assert list(zip(data["start"], data["end"])) == expected
+    assert any(s == e for s, e in expected)                  # single steps are listed now
+    query = parse_qs(model(doc, "url_state").data["query"][0])
+    assert query["minlen"] == ["1"]
+    # Reopening the URL restores it.
+    doc2 = open_doc(catalogue, **{k: v[-1] for k, v in query.items()})
+    assert model(doc2, "min_length").value == 1
+    data2 = model(doc2, "matches").data
+    assert list(zip(data2["start"], data2["end"])) == expected
+
+
+def test_minlen_round_trips_through_the_url_and_bad_values_fall_back():
+    for n in (1, 3, 50):
+        state = ViewState(project="p", min_length=n)
+        query = parse_qs(to_query(state, DEFAULTS))
+        parsed = parse_query({k: [v[-1].encode()] for k, v in query.items()}, DEFAULTS)
+        assert parsed.state == state and not parsed.messages
+    assert "minlen" not in to_query(ViewState(project="p", min_length=DEFAULTS.match.min_length), DEFAULTS)
+    for bad in ("0", "-2", "x", "51"):
+        parsed = parse_query({"minlen": [bad.encode()]}, DEFAULTS)
+        assert parsed.state.min_length is None and "minlen" in parsed.messages[0]
