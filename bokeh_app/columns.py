@@ -337,3 +337,31 @@ def phrase_columns(coords: np.ndarray, values: Sequence[int], label_of: Callable
             "label": [label_of(v) for v in values],
             "color": [CATEGORY_COLORS[int(v) % len(CATEGORY_COLORS)] for v in values],
             "text": list(texts), "start": [int(s) for s in starts], "end": [int(e) for e in ends]}
+
+
+# --- the unit page ----------------------------------------------------------------------------------------
+def unit_context_columns(contexts: Sequence[dict]) -> dict:
+    """A unit's top activating contexts (``rank position value scaled text``), best first; the word at
+    the peak is marked «so»."""
+    cols, add = _rows(("rank", "position", "value", "scaled", "text"))
+    for i, c in enumerate(contexts):
+        words = [w.replace("\n", "⏎") for w in c["words"]]
+        words[c["at"]] = f"«{words[c['at']]}»"
+        add(i + 1, int(c["position"]), float(c["value"]), float(c.get("scaled", float("nan"))), " ".join(words))
+    return cols
+
+
+def unit_histogram_columns(histogram: dict, threshold: float | None, on_color: str, off_color: str) -> dict:
+    """A unit's activation histogram as bars (``left right count color``): bins at or above a value
+    threshold in ``on_color`` (``threshold`` None, a scaled one: every bin ``off_color``)."""
+    edges, counts = histogram.get("edges", []), histogram.get("counts", [])
+    lefts, rights = edges[:-1], edges[1:]
+    on = [threshold is not None and a >= threshold for a in lefts]
+    return {"left": list(lefts), "right": list(rights), "count": list(counts),
+            "color": [on_color if o else off_color for o in on]}
+
+
+def unit_token_columns(tokens: Sequence[dict]) -> dict:
+    """The tokens a unit is on at most (``token on occurrences rate``), most on-steps first."""
+    return {"token": [t["token"].replace("\n", "⏎") for t in tokens], "on": [t["on"] for t in tokens],
+            "occurrences": [t["occurrences"] for t in tokens], "rate": [round(t["rate"], 4) for t in tokens]}

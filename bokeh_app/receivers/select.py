@@ -126,6 +126,7 @@ class SelectReceiver:
             s.sync_url()
             self.apply()
         s.match.request()
+        s.unit.refresh()
 
     def ready(self, then, busy: bool = False) -> None:
         """Run ``then`` (on the lock) once the state's threshold can be applied. A per-cell scale needs the
@@ -223,6 +224,7 @@ class SelectReceiver:
             s.sync_url()
             s.show_window()
         s.match.request()
+        s.unit.refresh()
 
     def on_margins(self) -> None:
         s = self.s
@@ -290,7 +292,8 @@ class SelectReceiver:
         theta = s.state.threshold
         if theta is None or not lo <= theta <= hi:
             theta = default_threshold((lo, hi), s.defaults)
-        s.state = s.state.with_(source=name, threshold=theta, add=(), remove=())
+        unit = s.state.unit if s.state.unit is None or s.state.unit < src.D else None
+        s.state = s.state.with_(source=name, threshold=theta, add=(), remove=(), unit=unit)
         with s.batch():
             self.configure_source()
         self.ready(self._source_changed, busy=True)
@@ -303,6 +306,7 @@ class SelectReceiver:
             s.show_window()
             s.sync_url()
         s.match.request()
+        s.unit.refresh()
 
     # --- callbacks: cells edited by hand ---------------------------------------------------------
     def parse_cells(self, text: str) -> list[int] | None:

@@ -141,7 +141,7 @@ def build_track(name: str, kind: str, rows: int, x_range: Range1d, defaults: UID
 
 
 def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str, str, int]],
-                      defaults: UIDefaults) -> SelectView:
+                      defaults: UIDefaults, unit_box=None) -> SelectView:
     """The select view's models. ``sources``: (name, label); ``tracks``: (name, kind, rows)."""
     sd = defaults.select
     x_range = Range1d(-0.5, 9.5, name="select_x_range")
@@ -289,7 +289,7 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
         section("pattern: off L · on · off R (click or drag beside it)"), pattern_plot, Row(left, right),
         min_length,
         section("selected cells S"), selection_table, Row(cell_input, add_button, remove_button),
-        reset_button,
+        reset_button, *([unit_box] if unit_box is not None else []),
         section("meta tracks"), track_toggle if tracks else Div(text="(none in this project)"),
         section("search results"), search_info, search_table,
         width=270)

@@ -172,3 +172,20 @@ def test_clipped_markers_sit_at_the_edge_the_value_left_by():
     capped = columns.clipped_columns(values, -1.0, 1.0, limit=1)
     assert capped["value"] == [9.0]                                      # the farthest out first
     assert same_length(columns.clipped_columns(np.full((2, 2), np.nan), 0.0, 1.0)) == 0
+
+
+def test_unit_page_columns():
+    contexts = [{"position": 9, "value": 3.5, "start": 7, "stop": 11, "at": 2, "words": ["a", "b\n", "c", "d"]},
+                {"position": 2, "value": 1.0, "scaled": 0.5, "start": 0, "stop": 3, "at": 0, "words": ["x", "y", "z"]}]
+    cols = columns.unit_context_columns(contexts)
+    assert same_length(cols) == 2
+    assert cols["text"] == ["a b⏎ «c» d", "«x» y z"] and cols["rank"] == [1, 2] and cols["position"] == [9, 2]
+    assert np.isnan(cols["scaled"][0]) and cols["scaled"][1] == 0.5
+    hist = {"edges": [0.0, 1.0, 2.0, 3.0], "counts": [5, 2, 1]}
+    bars = columns.unit_histogram_columns(hist, 1.0, "on", "off")
+    assert bars == {"left": [0.0, 1.0, 2.0], "right": [1.0, 2.0, 3.0], "count": [5, 2, 1],
+                    "color": ["off", "on", "on"]}
+    assert columns.unit_histogram_columns(hist, None, "on", "off")["color"] == ["off"] * 3
+    assert same_length(columns.unit_histogram_columns({"edges": [], "counts": []}, 0.0, "on", "off")) == 0
+    toks = columns.unit_token_columns([{"token": "the", "on": 3, "occurrences": 4, "rate": 0.75}])
+    assert toks == {"token": ["the"], "on": [3], "occurrences": [4], "rate": [0.75]}

@@ -128,3 +128,62 @@ def test_minlen_round_trips_through_the_url_and_bad_values_fall_back():
     for bad in ("0", "-2", "x", "51"):
         parsed = parse_query({"minlen": [bad.encode()]}, DEFAULTS)
         assert parsed.state.min_length is None and "minlen" in parsed.messages[0]
+
+
+def test_the_unit_page_shows_the_engines_exact_profile(catalogue):
+    from gpu_matcher.hypotheses import unit_profile
+
+    from bokeh_app import columns
+
+    engine = catalogue.engine("outlier")
+    doc = open_doc(catalogue, project="outlier", source=S2, brush="100,101", threshold=1.0)
+    page = model(doc, "unit_view")
+    assert not page.visible
+    # From the select view: the unit box.
+    model(doc, "unit_cell").value = OUTLIER
+    button = model(doc, "unit_open")
+    button._trigger_event(ButtonClick(button))
+    assert page.visible
+
+    def same(cols: dict) -> dict:             # NaN (no scaled value) compares equal to itself
+        return {k: [None if isinstance(v, float) and np.isnan(v) else v for v in vs] for k, vs in cols.items()}
+
+    def shown(doc) -> tuple[dict, dict, dict]:
+        return tuple(same(dict(model(doc, name).data)) for name in ("unit_contexts", "unit_histogram",
+                                                                    "unit_tokens"))
+
+    def expected(cell, threshold, scale="none"):
+        p = unit_profile(engine, S2, cell, threshold, scale)
+        return (same(columns.unit_context_columns(p.contexts)),
+                same(columns.unit_histogram_columns(p.histogram, threshold if scale == "none" else None,
+                                                    "#d62728", "#9aa3ad")),
+                same(columns.unit_token_columns(p.tokens))), p
+
+    want, profile = expected(OUTLIER, 1.0)
+    contexts, hist, tokens = shown(doc)
+    assert contexts["position"] == [c["position"] for c in profile.contexts] and len(contexts["position"]) == 10
+    assert contexts["value"] == [c["value"] for c in profile.contexts]
+    assert hist["count"] == profile.histogram["counts"] and sum(hist["count"]) == profile.steps
+    assert tokens["token"] == [t["token"] for t in profile.tokens] and tokens["on"] == [t["on"] for t in profile.tokens]
+    assert (contexts, hist, tokens) == want
+    assert f"at {profile.on_steps:,} of 1,500 steps" in model(doc, "unit_info").text
+    assert parse_qs(model(doc, "url_state").data["query"][0])["unit"] == [str(OUTLIER)]
+    # It follows the threshold and the scale.
+    slider = model(doc, "threshold")
+    slider.value = 2.0
+    slider.trigger("value_throttled", 1.0, 2.0)
+    assert shown(doc) == expected(OUTLIER, 2.0)[0]
+    model(doc, "scale").value = "zscore"
+    assert shown(doc) == expected(OUTLIER, model(doc, "threshold").value, "zscore")[0]
+    # A single ticked row of S opens that cell; the URL reopens it.
+    cells = list(model(doc, "selection").data["cell"])
+    assert cells
+    model(doc, "selection").selected.indices = [0]
+    assert parse_qs(model(doc, "url_state").data["query"][0])["unit"] == [str(cells[0])]
+    query = {k: v[-1] for k, v in parse_qs(model(doc, "url_state").data["query"][0]).items()}
+    doc2 = open_doc(catalogue, **query)
+    assert model(doc2, "unit_view").visible
+    assert shown(doc2) == expected(cells[0], float(query["threshold"]), "zscore")[0]
+    button = model(doc2, "unit_close")
+    button._trigger_event(ButtonClick(button))
+    assert not model(doc2, "unit_view").visible and "unit" not in model(doc2, "url_state").data["query"][0]
