@@ -42,6 +42,34 @@ def padded(values: np.ndarray, width: int, fill=np.nan) -> np.ndarray:
     return np.concatenate([values.astype(pad.dtype, copy=False), pad])
 
 
+def category_ticks(labels: dict[int, str] | None, room: int = 40) -> dict[int, str]:
+    """A discrete colour bar's tick labels: colour ``i`` of ``CATEGORY_COLORS`` names the labels whose id
+    is ``i`` modulo 10 (ids fold onto 10 colours), joined by "/" (a colour no label has: no text; more
+    than ``room`` characters: cut, which only folded labels reach)."""
+    n = len(CATEGORY_COLORS)
+    names: dict[int, list[str]] = {i: [] for i in range(n)}
+    for k, name in sorted((labels or {}).items()):
+        names[int(k) % n].append(str(name))
+    return {i: fit_label("/".join(v), int(room * 6.5)) if v else "" for i, v in names.items()}
+
+
+def scalar_bounds(values: np.ndarray, value_range: tuple[float, float] | None) -> tuple[float, float]:
+    """A scalar strip's colour range: the track's declared range, else the finite values' (else 0..1)."""
+    if value_range is not None:
+        return float(value_range[0]), float(value_range[1])
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(v.min()), float(v.max())
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def text_px(text: str, char_px: float = 6.5) -> int:
+    """About how wide ``text`` is at 11 px (for borders that must hold a label)."""
+    return int(len(text) * char_px) + 4
+
+
 def palette_color(palette: Sequence[str], value: float, lo: float, hi: float) -> tuple[str, float]:
     """A palette's colour for ``value`` on ``[lo, hi]`` and the value's place there (0..1)."""
     frac = 0.0 if hi <= lo else min(1.0, max(0.0, (value - lo) / (hi - lo)))
@@ -158,8 +186,7 @@ def track_columns(kind: str, values: np.ndarray, width: int, room: int, label_of
             add(i, 0, CATEGORY_COLORS[int(v) % len(CATEGORY_COLORS)], 0.85, fit_label(label_of(v), room),
                 "#ffffff")
     else:
-        lo, hi = value_range or (float(np.nanmin(values)) if values.size else 0.0,
-                                 float(np.nanmax(values)) if values.size else 1.0)
+        lo, hi = scalar_bounds(values[:width], value_range)
         for i, v in enumerate(values[:width]):
             color, _ = palette_color(palette, float(v), lo, hi) if np.isfinite(v) else ("#ffffff", 0.0)
             frac = 0.0 if hi <= lo else (float(v) - lo) / (hi - lo)
@@ -278,8 +305,10 @@ def column_rows(summaries: dict, lows: dict, highs: dict, context_left: int, wor
     cells, add = _rows(("x", "y", "track", "offset", "value", "share", "text", "color", "alpha", "text_color"))
     names, add_name = _rows(("x", "y", "text"))
     for y, (name, sm) in enumerate(summaries.items()):
-        add_name(-LABEL_SPAN - 0.45, y, f"{name}: " + {"discrete": "majority label (share)",
-                                                        "wordvec": "mean top-1 weight"}.get(sm.kind, "mean"))
+        what = {"discrete": " (majority)", "wordvec": " (top-1 weight)"}.get(sm.kind, " (mean)")
+        # Monospace 11 px in LABEL_SPAN word columns: a longer name is cut, the cells' hover names it.
+        room = int(LABEL_SPAN * word_px / 6.7) - len(what)
+        add_name(-LABEL_SPAN - 0.45, y, (name if len(name) <= room else name[:max(1, room - 1)] + "…") + what)
         for x, v in enumerate(sm.value):
             if not np.isfinite(v):
                 continue

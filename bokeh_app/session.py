@@ -49,7 +49,9 @@ class ProjectSession:
                   for name, t in meta.items()]
         self.uv = build_unit_view(defaults.select.window_px + 280)
         self.sv = build_select_view(sources=sources, tracks=tracks, defaults=defaults, unit_box=self.uv.box)
-        self.mv = build_match_view(tracks=[(name, t.kind) for name, t in meta.items()], defaults=defaults)
+        self.mv = build_match_view(tracks=[(name, t.kind) for name, t in meta.items()], defaults=defaults,
+                                   labels={name: dict(t.labels) for name, t in meta.items()
+                                           if t.kind == "discrete" and isinstance(t.labels, dict)})
         discrete = {name: track_labels(engine, name) for name, t in meta.items() if t.kind == "discrete"}
         self.stv = build_stats_view(tracks=discrete, sources=sources) if discrete else None
         self.status = status_div(defaults.select.window_px + 280)

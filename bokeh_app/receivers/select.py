@@ -96,6 +96,10 @@ class SelectReceiver:
         # Without S the strip stays blank rather than showing a row of zeros.
         n = on[:, cells].sum(axis=1).astype(np.float32) if cells else np.full(on.shape[0], np.nan, np.float32)
         sv.counts.data = columns.count_columns(columns.padded(n, W), len(cells), s.word_width >= 16, COUNT_PALETTE)
+        mapper = sv.extra["count_mapper"]
+        if mapper.high != max(1, len(cells)):          # the n(t) strip's colour bar: 0 .. |S|
+            mapper.high = max(1, len(cells))
+            sv.count_plot.right[0].ticker.ticks = [0, max(1, len(cells))]
         sv.highlight.args = {"cells": [int(c) for c in cells], "stride": W + 1}
         sv.brush_boxes.data = columns.brush_box_columns(st.brush, st.pos, st.left, st.right, BRUSH_COLOR,
                                                         MARGIN_COLOR)

@@ -61,6 +61,11 @@ class WindowReceiver:
             sv.tracks[name].source.data = columns.track_columns(
                 track.kind, ctx.meta[name], W, room, track.label, weights=ctx.meta_weights.get(name),
                 value_range=track.value_range, palette=SCALAR_PALETTE)
+            mapper = sv.tracks[name].mapper
+            if mapper is not None:
+                lo, hi = columns.scalar_bounds(ctx.meta[name][:W], track.value_range)
+                if (mapper.low, mapper.high) != (lo, hi):
+                    mapper.update(low=lo, high=hi)
         with s.batch():
             sv.position.value = st.pos
         self.update_title()

@@ -43,22 +43,22 @@ def build_unit_view(width_px: int) -> UnitView:
                                                             "scaled": [], "text": []})
     three = NumberFormatter(format="0.000")
     contexts_table = DataTable(
-        name="unit_contexts_table", source=contexts, width=560, height=280, index_position=None,
+        name="unit_contexts_table", source=contexts, width=720, height=280, index_position=None,
         reorderable=False, columns=[
             TableColumn(field="rank", title="#", width=28), TableColumn(field="position", title="step", width=62),
             TableColumn(field="value", title="value", width=62, formatter=three),
             TableColumn(field="scaled", title="scaled", width=56, formatter=three),
-            TableColumn(field="text", title="context (the peak «marked»)", width=350)])
+            TableColumn(field="text", title="context (the peak «marked»)", width=510)])
     histogram = ColumnDataSource(name="unit_histogram", data={"left": [], "right": [], "count": [], "color": []})
-    hp = figure(name="unit_histogram_plot", width=380, height=280, tools="", toolbar_location=None,
-                title="activation histogram (every step; red: on at the threshold)", y_axis_type="linear")
+    hp = figure(name="unit_histogram_plot", width=340, height=280, tools="", toolbar_location=None,
+                title="activation histogram (red: on)", y_axis_type="linear")
     hp.quad(left="left", right="right", bottom=0, top="count", fill_color="color", line_color="white",
             source=histogram, name="unit_histogram_bars")
     hp.add_tools(HoverTool(tooltips=[("values", "@left{0.000} – @right{0.000}"), ("steps", "@count")]))
     hp.xaxis.axis_label = "value"
     hp.yaxis.axis_label = "steps"
     hp.y_range.start = 0
-    hp.title.text_font_size = "11px"
+    hp.title.text_font_size = "12px"
     tokens = ColumnDataSource(name="unit_tokens", data={"token": [], "on": [], "occurrences": [], "rate": []})
     tokens_table = DataTable(
         name="unit_tokens_table", source=tokens, width=300, height=280, index_position=None, reorderable=False,

@@ -113,7 +113,7 @@ def test_column_rows_under_the_matrix():
     assert cells["track"] == ["n(t)", "pos", "pos"] and cells["offset"] == [-1, -1, 0]
     assert cells["color"] == [PALETTE[-1], CATEGORY_COLORS[1], CATEGORY_COLORS[2]]
     assert cells["alpha"][1] == pytest.approx(0.575) and cells["share"][2] == 1.0
-    assert names["text"] == ["n(t): mean", "pos: majority label (share)"]
+    assert names["text"] == ["n(t) (mean)", "pos (majority)"]
 
 
 def test_hypothesis_panel_columns():
@@ -189,3 +189,15 @@ def test_unit_page_columns():
     assert same_length(columns.unit_histogram_columns({"edges": [], "counts": []}, 0.0, "on", "off")) == 0
     toks = columns.unit_token_columns([{"token": "the", "on": 3, "occurrences": 4, "rate": 0.75}])
     assert toks == {"token": ["the"], "on": [3], "occurrences": [4], "rate": [0.75]}
+
+
+def test_colour_bar_ticks_and_scalar_bounds():
+    ticks = columns.category_ticks({0: "opening_parenthesis", 1: "other", 11: "folded_label"})
+    assert ticks[0] == "opening_parenthesis" and ticks[1] == "other/folded_label"
+    assert set(ticks) == set(range(len(CATEGORY_COLORS))) and ticks[5] == ""      # no label: no text
+    assert columns.category_ticks(None) == {i: "" for i in range(len(CATEGORY_COLORS))}
+    assert columns.scalar_bounds(np.array([3.0, np.nan, -1.0]), None) == (-1.0, 3.0)
+    assert columns.scalar_bounds(np.array([2.0, 2.0]), None) == (2.0, 3.0)
+    assert columns.scalar_bounds(np.array([np.nan]), None) == (0.0, 1.0)
+    assert columns.scalar_bounds(np.array([5.0]), (0, 10)) == (0.0, 10.0)
+    assert columns.text_px("x" * 10) > columns.text_px("x" * 5)

@@ -24,7 +24,7 @@ def test_enrichment_and_detector_follow_the_matches(catalogue):
     assert cells and shown_matches(doc)
     want = stats.enrichment(engine, S1, session.match.matches, "pos")
     shown = model(doc, "stats_enrichment").data
-    assert shown["label"] == [r.label for r in want.labels] == model(doc, "stats_enrichment_plot").x_range.factors
+    assert shown["label"] == [r.label for r in want.labels] == model(doc, "stats_enrichment_plot").y_range.factors[::-1]
     assert shown["matched"] == [r.matched for r in want.labels]
     assert shown["p_value"] == [r.p_value for r in want.labels]
     label = model(doc, "stats_label").value

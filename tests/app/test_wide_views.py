@@ -187,3 +187,32 @@ def test_the_unit_page_shows_the_engines_exact_profile(catalogue):
     button = model(doc2, "unit_close")
     button._trigger_event(ButtonClick(button))
     assert not model(doc2, "unit_view").visible and "unit" not in model(doc2, "url_state").data["query"][0]
+
+
+def test_every_heatmap_has_a_colour_bar_and_strips_line_up(tmp_path):
+    """Colour bars on the n(t) strip, scalar strips and every match heatmap (a discrete one names its
+    labels); the strips share one left border wide enough for the longest track name."""
+    from bokeh.models import ColorBar
+
+    from gpu_matcher import open_project
+
+    folder = make_app_project(tmp_path / "named", 600, 32, seed=5, name="named")
+    project = open_project(folder)
+    project.add_meta("sentence_final_punctuation_class", np.arange(600) % 3, kind="discrete",
+                     labels=["opening_parenthesis", "closing_parenthesis", "other"])
+    doc = open_doc(Catalogue(tmp_path, "numpy"), project="named", brush="100,101", threshold=0.2)
+    assert model(doc, "count_legend").color_mapper.high == len(model(doc, "selection").data["cell"])
+    assert model(doc, "count_legend").ticker.ticks == [0, len(model(doc, "selection").data["cell"])]
+    assert isinstance(model(doc, "track_score_legend"), ColorBar)
+    session_tracks = ["pos", "score", "topk", "sentence_final_punctuation_class"]
+    for name in ["n(t)"] + session_tracks:
+        plot = model(doc, f"match_heatmap_plot_{name}")
+        bars = [r for r in plot.below + plot.right if isinstance(r, ColorBar)]
+        assert len(bars) == 1 and bars[0].name == f"match_heatmap_legend_{name}", name
+        assert bars[0].color_mapper is plot.renderers[0].glyph.color_mapper
+    legend = model(doc, "match_heatmap_legend_sentence_final_punctuation_class")
+    assert [legend.major_label_overrides.get(i) for i in range(3)] == ["opening_parenthesis",
+                                                                       "closing_parenthesis", "other"]
+    borders = {model(doc, n).min_border_left for n in ["select_plot", "count_plot"] +
+               [f"track_{t}" for t in session_tracks]}
+    assert len(borders) == 1 and borders.pop() >= 7 * len("sentence_final_punctuation_class")
