@@ -191,9 +191,12 @@ def value_sample(src) -> np.ndarray:
         return hit[1]
     T, D = src.shape
     n = int(min(T, max(64, SAMPLE_VALUES // max(1, D))))
-    rows = np.unique(np.linspace(0, T - 1, n).astype(np.int64))
-    # Blocks of 16 neighbouring rows: a read per row would cost a chunk per row on disk.
-    blocks = [np.asarray(src.raw(int(a), int(a) + 16)) for a in rows[::16]]
+    # At most 64 reads of neighbouring rows (as Source.value_range): a read per row would cost a
+    # chunk per row on disk.
+    reads = max(1, min(64, n // 16))
+    size = -(-n // reads)
+    starts = np.unique(np.linspace(0, max(0, T - size), reads).astype(np.int64))
+    blocks = [np.asarray(src.raw(int(a), int(a) + size)) for a in starts]
     raw = np.concatenate(blocks).astype(np.float64) if blocks else np.zeros((0, D))
     sample = np.tanh(raw) if src.transform == "tanh" else raw
     _SAMPLES[id(src)] = (src, sample)
