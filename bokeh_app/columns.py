@@ -155,6 +155,25 @@ def clipped_columns(values: np.ndarray, lo: float, hi: float, limit: int = 2000)
             "marker": ["triangle" if u else "inverted_triangle" for u in up.tolist()]}
 
 
+def nearest_trace(values: np.ndarray, x: float, y: float, cells: Sequence[int] | None, tolerance: float
+                  ) -> int | None:
+    """The cell whose trace passes nearest to a click at window ``(x, y)`` (``values`` (W, D) as drawn):
+    its value at the nearest step, among ``cells`` (all when None or empty), within ``tolerance`` of
+    ``y``; None when no trace is that close."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 2 or v.shape[0] == 0 or not np.isfinite(x) or not np.isfinite(y):
+        return None
+    t = int(min(max(round(x), 0), v.shape[0] - 1))
+    pool = np.asarray(sorted(set(int(c) for c in cells)) if cells else np.arange(v.shape[1]), dtype=np.int64)
+    pool = pool[(pool >= 0) & (pool < v.shape[1])]
+    if pool.size == 0:
+        return None
+    gap = np.abs(v[t, pool] - y)
+    gap[np.isnan(gap)] = np.inf
+    i = int(np.argmin(gap))
+    return int(pool[i]) if gap[i] <= tolerance else None
+
+
 def word_labels(words: Sequence[str], room: int) -> dict[int, str]:
     """The select view's x-axis labels: window position -> the word, fitted to ``room`` px."""
     return {i: fit_label(w, room) for i, w in enumerate(words)}

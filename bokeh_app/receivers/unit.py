@@ -1,10 +1,12 @@
 """The unit page: one cell's profile over the whole corpus (``gpu_matcher.hypotheses.unit_profile``),
-asked for from the select view (the unit box, or a single ticked row of the S table) and computed in the
+asked for from the select view (the unit box, a single ticked row of the S table, or a click on a trace) and computed in the
 session's worker, never on the event loop; it follows the source, threshold and scale."""
 
 from __future__ import annotations
 
 import html
+
+from bokeh.events import Tap
 
 from bokeh_app import columns
 from bokeh_app.state import client_number
@@ -23,6 +25,7 @@ class UnitReceiver:
         uv.open.on_click(lambda: self.on_open(uv.cell.value))
         uv.close.on_click(self.on_close)
         s.sv.selection.selected.on_change("indices", lambda attr, old, new: self.on_ticked(new))
+        s.sv.plot.on_event(Tap, lambda event: self.on_trace_click(event.x, event.y))
 
     # --- callbacks -------------------------------------------------------------------------------
     def on_open(self, value) -> None:
@@ -45,6 +48,17 @@ class UnitReceiver:
         i = indices[0]
         if 0 <= i < len(s.cells):
             self.show(int(s.cells[i]))
+
+    def on_trace_click(self, x, y) -> None:
+        """A click on a trace of the select view opens its cell's page: S's traces when there is an S
+        (they are the ones drawn on top), within 3% of the y range of the click."""
+        s = self.s
+        if x is None or y is None:
+            return
+        lo, hi = s.navigate.y_range()
+        cell = columns.nearest_trace(s.navigate.values, float(x), float(y), s.cells, 0.03 * (hi - lo))
+        if cell is not None:
+            self.show(cell)
 
     def on_close(self) -> None:
         s = self.s

@@ -17,6 +17,7 @@ class WindowReceiver:
         self._trace_layout: tuple[int, int] | None = None     # (W, D) of the sent trace x column
         self._y_key: tuple | None = None                      # (source, zscore?) of the y range shown
         self._y: tuple[float, float] = (-1.0, 1.0)
+        self.values = np.zeros((0, 0), np.float32)            # the window's values as drawn (W, D)
 
     def connect(self) -> None:
         s, sv = self.s, self.s.sv
@@ -40,6 +41,7 @@ class WindowReceiver:
             params = s.engine.cell_scale(st.source, st.scale)
             values = columns.scaled_values(values, params.center, params.spread).astype(np.float32)
         lo, hi = self.y_range()
+        self.values = values                           # as drawn: a click on a trace finds its cell
         y = columns.trace_y(columns.padded(values, W))
         sv.clipped.data = columns.clipped_columns(values, lo, hi)
         if self._trace_layout != (W, D):

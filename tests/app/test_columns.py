@@ -201,3 +201,13 @@ def test_colour_bar_ticks_and_scalar_bounds():
     assert columns.scalar_bounds(np.array([np.nan]), None) == (0.0, 1.0)
     assert columns.scalar_bounds(np.array([5.0]), (0, 10)) == (0.0, 10.0)
     assert columns.text_px("x" * 10) > columns.text_px("x" * 5)
+
+
+def test_nearest_trace_to_a_click():
+    values = np.array([[0.0, 1.0, 2.0], [0.5, 1.5, np.nan]])
+    assert columns.nearest_trace(values, 0.2, 0.9, None, 0.2) == 1
+    assert columns.nearest_trace(values, 0.8, 1.9, None, 0.2) is None         # step 1 has no trace near 1.9
+    assert columns.nearest_trace(values, 1.0, 1.4, [0, 2], 0.2) is None       # only S counts when given
+    assert columns.nearest_trace(values, 1.0, 0.6, [0, 2], 0.2) == 0
+    assert columns.nearest_trace(values, 9.0, 1.5, [], 0.2) == 1              # x clamped into the window
+    assert columns.nearest_trace(np.zeros((0, 3)), 0.0, 0.0, None, 1.0) is None

@@ -184,6 +184,16 @@ def test_the_unit_page_shows_the_engines_exact_profile(catalogue):
     doc2 = open_doc(catalogue, **query)
     assert model(doc2, "unit_view").visible
     assert shown(doc2) == expected(cells[0], float(query["threshold"]), "zscore")[0]
+    # A click on one of S's traces opens that cell (values as drawn: raw at scale none).
+    from bokeh.events import Tap
+    doc3 = open_doc(catalogue, project="outlier", source=S2, pos=40, brush="50,51", threshold=1.0)
+    cells = list(model(doc3, "selection").data["cell"])
+    value = engine.context(S2, 50, 51).values[0, cells[-1]]
+    plot = model(doc3, "select_plot")
+    plot._trigger_event(Tap(plot, x=10.1, y=float(value)))
+    assert model(doc3, "unit_view").visible and model(doc3, "unit_cell").value in cells
+    got = model(doc3, "unit_cell").value
+    assert abs(engine.context(S2, 50, 51).values[0, got] - value) <= 0.03 * (plot.y_range.end - plot.y_range.start)
     button = model(doc2, "unit_close")
     button._trigger_event(ButtonClick(button))
     assert not model(doc2, "unit_view").visible and "unit" not in model(doc2, "url_state").data["query"][0]
