@@ -42,6 +42,34 @@ def padded(values: np.ndarray, width: int, fill=np.nan) -> np.ndarray:
     return np.concatenate([values.astype(pad.dtype, copy=False), pad])
 
 
+def category_ticks(labels: dict[int, str] | None, room: int = 40) -> dict[int, str]:
+    """A discrete colour bar's tick labels: colour ``i`` of ``CATEGORY_COLORS`` names the labels whose id
+    is ``i`` modulo 10 (ids fold onto 10 colours), joined by "/" (a colour no label has: no text; more
+    than ``room`` characters: cut, which only folded labels reach)."""
+    n = len(CATEGORY_COLORS)
+    names: dict[int, list[str]] = {i: [] for i in range(n)}
+    for k, name in sorted((labels or {}).items()):
+        names[int(k) % n].append(str(name))
+    return {i: fit_label("/".join(v), int(room * 6.5)) if v else "" for i, v in names.items()}
+
+
+def scalar_bounds(values: np.ndarray, value_range: tuple[float, float] | None) -> tuple[float, float]:
+    """A scalar strip's colour range: the track's declared range, else the finite values' (else 0..1)."""
+    if value_range is not None:
+        return float(value_range[0]), float(value_range[1])
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(v.min()), float(v.max())
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def text_px(text: str, char_px: float = 6.5) -> int:
+    """About how wide ``text`` is at 11 px (for borders that must hold a label)."""
+    return int(len(text) * char_px) + 4
+
+
 def palette_color(palette: Sequence[str], value: float, lo: float, hi: float) -> tuple[str, float]:
     """A palette's colour for ``value`` on ``[lo, hi]`` and the value's place there (0..1)."""
     frac = 0.0 if hi <= lo else min(1.0, max(0.0, (value - lo) / (hi - lo)))
@@ -83,6 +111,69 @@ def trace_y(values: np.ndarray) -> np.ndarray:
     return out.ravel()
 
 
+def robust_range(sample: np.ndarray, low: float = 0.5, high: float = 99.5, pad: float = 0.06
+                 ) -> tuple[float, float]:
+    """A y range that one outlier unit cannot stretch: the ``low``..``high`` percentiles of the finite
+    values of ``sample``, padded by ``pad`` of the span on each side (values outside are drawn clipped)."""
+    v = np.asarray(sample, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return -1.0, 1.0
+    lo, hi = (float(x) for x in np.percentile(v, [low, high]))
+    if hi <= lo:                        # a (nearly) constant sample: its full range, else a unit around it
+        lo, hi = float(v.min()), float(v.max())
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+    room = pad * (hi - lo)
+    return lo - room, hi + room
+
+
+def scaled_values(values: np.ndarray, center: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Per-cell z-scores of ``values`` (n, D) as ``gpu_matcher.scaling`` defines them: ``(v - center) /
+    spread``, 0 for a constant cell (spread 0), NaN where the value is NaN."""
+    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (v - center) / spread
+    return np.where(spread > 0, z, np.where(np.isnan(v), np.nan, 0.0))
+
+
+def clipped_columns(values: np.ndarray, lo: float, hi: float, limit: int = 2000) -> dict:
+    """Markers at the plot's edge for values outside ``[lo, hi]`` (``values`` (W, D) in window x):
+    ``x y cell value marker``, at most ``limit`` of them, the farthest out first."""
+    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        above, below = v > hi, v < lo
+    t, c = np.nonzero(above | below)
+    out = v[t, c]
+    if t.size > limit:
+        keep = np.argsort(-np.maximum(out - hi, lo - out), kind="stable")[:limit]
+        t, c, out = t[keep], c[keep], out[keep]
+    inset = 0.015 * (hi - lo)           # inside the frame, so the whole marker shows
+    up = out > hi
+    return {"x": t.astype(float).tolist(), "y": np.where(up, hi - inset, lo + inset).tolist(),
+            "cell": c.astype(int).tolist(), "value": out.tolist(),
+            "marker": ["triangle" if u else "inverted_triangle" for u in up.tolist()]}
+
+
+def nearest_trace(values: np.ndarray, x: float, y: float, cells: Sequence[int] | None, tolerance: float
+                  ) -> int | None:
+    """The cell whose trace passes nearest to a click at window ``(x, y)`` (``values`` (W, D) as drawn):
+    its value at the nearest step, among ``cells`` (all when None or empty), within ``tolerance`` of
+    ``y``; None when no trace is that close."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 2 or v.shape[0] == 0 or not np.isfinite(x) or not np.isfinite(y):
+        return None
+    t = int(min(max(round(x), 0), v.shape[0] - 1))
+    pool = np.asarray(sorted(set(int(c) for c in cells)) if cells else np.arange(v.shape[1]), dtype=np.int64)
+    pool = pool[(pool >= 0) & (pool < v.shape[1])]
+    if pool.size == 0:
+        return None
+    gap = np.abs(v[t, pool] - y)
+    gap[np.isnan(gap)] = np.inf
+    i = int(np.argmin(gap))
+    return int(pool[i]) if gap[i] <= tolerance else None
+
+
 def word_labels(words: Sequence[str], room: int) -> dict[int, str]:
     """The select view's x-axis labels: window position -> the word, fitted to ``room`` px."""
     return {i: fit_label(w, room) for i, w in enumerate(words)}
@@ -114,8 +205,7 @@ def track_columns(kind: str, values: np.ndarray, width: int, room: int, label_of
             add(i, 0, CATEGORY_COLORS[int(v) % len(CATEGORY_COLORS)], 0.85, fit_label(label_of(v), room),
                 "#ffffff")
     else:
-        lo, hi = value_range or (float(np.nanmin(values)) if values.size else 0.0,
-                                 float(np.nanmax(values)) if values.size else 1.0)
+        lo, hi = scalar_bounds(values[:width], value_range)
         for i, v in enumerate(values[:width]):
             color, _ = palette_color(palette, float(v), lo, hi) if np.isfinite(v) else ("#ffffff", 0.0)
             frac = 0.0 if hi <= lo else (float(v) - lo) / (hi - lo)
@@ -234,8 +324,10 @@ def column_rows(summaries: dict, lows: dict, highs: dict, context_left: int, wor
     cells, add = _rows(("x", "y", "track", "offset", "value", "share", "text", "color", "alpha", "text_color"))
     names, add_name = _rows(("x", "y", "text"))
     for y, (name, sm) in enumerate(summaries.items()):
-        add_name(-LABEL_SPAN - 0.45, y, f"{name}: " + {"discrete": "majority label (share)",
-                                                        "wordvec": "mean top-1 weight"}.get(sm.kind, "mean"))
+        what = {"discrete": " (majority)", "wordvec": " (top-1 weight)"}.get(sm.kind, " (mean)")
+        # Monospace 11 px in LABEL_SPAN word columns: a longer name is cut, the cells' hover names it.
+        room = int(LABEL_SPAN * word_px / 6.7) - len(what)
+        add_name(-LABEL_SPAN - 0.45, y, (name if len(name) <= room else name[:max(1, room - 1)] + "…") + what)
         for x, v in enumerate(sm.value):
             if not np.isfinite(v):
                 continue
@@ -293,3 +385,31 @@ def phrase_columns(coords: np.ndarray, values: Sequence[int], label_of: Callable
             "label": [label_of(v) for v in values],
             "color": [CATEGORY_COLORS[int(v) % len(CATEGORY_COLORS)] for v in values],
             "text": list(texts), "start": [int(s) for s in starts], "end": [int(e) for e in ends]}
+
+
+# --- the unit page ----------------------------------------------------------------------------------------
+def unit_context_columns(contexts: Sequence[dict]) -> dict:
+    """A unit's top activating contexts (``rank position value scaled text``), best first; the word at
+    the peak is marked «so»."""
+    cols, add = _rows(("rank", "position", "value", "scaled", "text"))
+    for i, c in enumerate(contexts):
+        words = [w.replace("\n", "⏎") for w in c["words"]]
+        words[c["at"]] = f"«{words[c['at']]}»"
+        add(i + 1, int(c["position"]), float(c["value"]), float(c.get("scaled", float("nan"))), " ".join(words))
+    return cols
+
+
+def unit_histogram_columns(histogram: dict, threshold: float | None, on_color: str, off_color: str) -> dict:
+    """A unit's activation histogram as bars (``left right count color``): bins at or above a value
+    threshold in ``on_color`` (``threshold`` None, a scaled one: every bin ``off_color``)."""
+    edges, counts = histogram.get("edges", []), histogram.get("counts", [])
+    lefts, rights = edges[:-1], edges[1:]
+    on = [threshold is not None and a >= threshold for a in lefts]
+    return {"left": list(lefts), "right": list(rights), "count": list(counts),
+            "color": [on_color if o else off_color for o in on]}
+
+
+def unit_token_columns(tokens: Sequence[dict]) -> dict:
+    """The tokens a unit is on at most (``token on occurrences rate``), most on-steps first."""
+    return {"token": [t["token"].replace("\n", "⏎") for t in tokens], "on": [t["on"] for t in tokens],
+            "occurrences": [t["occurrences"] for t in tokens], "rate": [round(t["rate"], 4) for t in tokens]}

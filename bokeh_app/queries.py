@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bokeh_app.columns import CATEGORY_COLORS, matrix_words, row_label
+from bokeh_app.columns import CATEGORY_COLORS, matrix_words, robust_range, row_label, scaled_values
 from gpu_matcher import Engine, ProjectError
 from gpu_matcher import stats as hypothesis
+from gpu_matcher.threshold import SCALE_RANGES
 
 PHRASE_POINTS = 20_000                 # most phrases drawn in the phrase map (PCA uses all of them)
 
@@ -33,6 +34,7 @@ class MatchJob:
     asked: float = 0.0                 # time.monotonic() when it was asked for
     scale: str = "none"                # the threshold's scale: the value, or per-cell zscore / quantile
     stats: tuple[str, str] = ("", "")  # (track, label) of the hypothesis panel, "" when it is absent
+    min_length: int | None = None      # the shortest match; None: the match defaults'
 
 
 @dataclass
@@ -163,7 +165,7 @@ def match_answer(engine: Engine, job: MatchJob, md) -> MatchResult:
     numbers (``md``: the match view's defaults)."""
     t0 = time.perf_counter()
     matches = engine.match(job.source, list(job.cells), job.threshold, job.left, job.right, top=md.top,
-                           min_length=md.min_length, phrase_length=md.phrase_length, distinct=md.distinct,
+                           min_length=job.min_length or md.min_length, phrase_length=md.phrase_length, distinct=md.distinct,
                            sequences=True, scale=job.scale)
     t1 = time.perf_counter()
     matrix = match_matrix(engine, job.source, matches, list(job.cells), job.threshold, md.context_left,
@@ -172,6 +174,61 @@ def match_answer(engine: Engine, job: MatchJob, md) -> MatchResult:
     if job.stats[0]:
         answer = stats_answer(engine, job.source, matches, list(job.cells), job.threshold, job.scale, *job.stats)
     return MatchResult(matches, matrix, (t1 - t0) * 1000, (time.perf_counter() - t0) * 1000, answer)
+
+
+# --- the select view's value axis ----------------------------------------------------------------------
+#: Values a sample for the y range holds at most (rows x D): quantiles of it cost milliseconds.
+SAMPLE_VALUES = 200_000
+_SAMPLES: dict[int, tuple[object, np.ndarray]] = {}
+
+
+def value_sample(src) -> np.ndarray:
+    """(n, D) float64 values after the transform at evenly spaced steps of the whole source, n about
+    ``SAMPLE_VALUES / D`` (at least 64): what the robust y range and the threshold slider are taken from.
+    Kept per source object (the engine keeps its sources for its lifetime)."""
+    hit = _SAMPLES.get(id(src))
+    if hit is not None and hit[0] is src:
+        return hit[1]
+    T, D = src.shape
+    n = int(min(T, max(64, SAMPLE_VALUES // max(1, D))))
+    # At most 64 reads of neighbouring rows (as Source.value_range): a read per row would cost a
+    # chunk per row on disk.
+    reads = max(1, min(64, n // 16))
+    size = -(-n // reads)
+    starts = np.unique(np.linspace(0, max(0, T - size), reads).astype(np.int64))
+    blocks = [np.asarray(src.raw(int(a), int(a) + size)) for a in starts]
+    raw = np.concatenate(blocks).astype(np.float64) if blocks else np.zeros((0, D))
+    sample = np.tanh(raw) if src.transform == "tanh" else raw
+    _SAMPLES[id(src)] = (src, sample)
+    return sample
+
+
+def display_range(engine: Engine, source: str, scale: str) -> tuple[float, float]:
+    """The select view's y range: robust percentiles of the sample, in z-scores for ``zscore``
+    (``Engine.cell_scale``: a pass over the source the first time, so ask from the worker)."""
+    src = engine.project.source(source)
+    sample = value_sample(src)
+    if scale == "zscore":
+        params = engine.cell_scale(source, scale)
+        sample = scaled_values(sample, params.center, params.spread)
+    return robust_range(sample)
+
+
+def slider_range(engine: Engine, source: str, scale: str) -> tuple[float, float]:
+    """The threshold slider's range: the scale's for a per-cell scale, [-1, 1] (or [0, 1]) for ``tanh``,
+    else the robust range of the source's values (one outlier unit would push every useful θ to the
+    slider's far left)."""
+    src = engine.project.source(source)
+    if scale in SCALE_RANGES:
+        return SCALE_RANGES[scale]
+    if src.transform == "tanh":
+        return src.value_range()
+    sample = value_sample(src)
+    lo, hi = robust_range(sample)
+    finite = sample[np.isfinite(sample)]
+    if finite.size:                     # not below the least value (a ReLU's 0) nor above the largest
+        lo, hi = max(lo, float(finite.min())), min(hi, float(finite.max()))
+    return float(f"{lo:.3g}"), float(f"{hi:.3g}")
 
 
 # --- the hypothesis panel -----------------------------------------------------------------------------

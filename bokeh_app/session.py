@@ -15,12 +15,14 @@ from bokeh.models import Column
 
 from bokeh_app.config import UIDefaults
 from bokeh_app.queries import track_labels
-from bokeh_app.receivers import MatchReceiver, SearchReceiver, SelectReceiver, StatsReceiver, WindowReceiver
+from bokeh_app.receivers import (MatchReceiver, SearchReceiver, SelectReceiver, StatsReceiver, UnitReceiver,
+                                 WindowReceiver)
 from bokeh_app.state import ViewState, to_query
 from bokeh_app.views.common import follow_on_load, header, set_url_query, status_div, status_html, url_holder
 from bokeh_app.views.match import build_match_view
 from bokeh_app.views.select import build_select_view
 from bokeh_app.views.stats import build_stats_view
+from bokeh_app.views.unit import build_unit_view
 from bokeh_app.worker import Worker
 from gpu_matcher import Engine
 
@@ -45,20 +47,24 @@ class ProjectSession:
         meta, sources = self.project.meta, [(name, src.label) for name, src in self.project.sources.items()]
         tracks = [(name, t.kind, (t.dataset.shape[1] if t.kind == "wordvec" and t.dataset.ndim == 2 else 1))
                   for name, t in meta.items()]
-        self.sv = build_select_view(sources=sources, tracks=tracks, defaults=defaults)
-        self.mv = build_match_view(tracks=[(name, t.kind) for name, t in meta.items()], defaults=defaults)
+        self.uv = build_unit_view(defaults.select.window_px + 280)
+        self.sv = build_select_view(sources=sources, tracks=tracks, defaults=defaults, unit_box=self.uv.box)
+        self.mv = build_match_view(tracks=[(name, t.kind) for name, t in meta.items()], defaults=defaults,
+                                   labels={name: dict(t.labels) for name, t in meta.items()
+                                           if t.kind == "discrete" and isinstance(t.labels, dict)})
         discrete = {name: track_labels(engine, name) for name, t in meta.items() if t.kind == "discrete"}
         self.stv = build_stats_view(tracks=discrete, sources=sources) if discrete else None
         self.status = status_div(defaults.select.window_px + 280)
         self.url = url_holder(follow_address_bar)
         self.header = header(self.project.name, f"{self.project.description} · project {self.project.id}", True)
-        self.layout = Column(self.sv.layout, self.mv.layout, *([self.stv.layout] if self.stv else []),
+        self.layout = Column(self.sv.layout, self.uv.layout, self.mv.layout, *([self.stv.layout] if self.stv else []),
                              name="project_view")
         self.navigate = WindowReceiver(self)
         self.select = SelectReceiver(self)
         self.search = SearchReceiver(self)
         self.match = MatchReceiver(self)
         self.stats = StatsReceiver(self) if self.stv is not None else None
+        self.unit = UnitReceiver(self)
 
     @property
     def synchronous(self) -> bool | None:
@@ -66,7 +72,7 @@ class ProjectSession:
 
     @property
     def receivers(self) -> list:
-        return [r for r in (self.navigate, self.select, self.search, self.match, self.stats) if r is not None]
+        return [r for r in (self.navigate, self.select, self.search, self.match, self.stats, self.unit) if r is not None]
 
     def connect(self, doc) -> None:
         """Wire every receiver's callbacks, show the state (running its match) and add the roots."""
@@ -109,6 +115,10 @@ class ProjectSession:
     @property
     def word_width(self) -> int:
         return self.state.word_width or self.defaults.select.word_width
+
+    @property
+    def min_length(self) -> int:
+        return self.state.min_length or self.defaults.match.min_length
 
     @property
     def window(self) -> int:
@@ -172,6 +182,7 @@ class ProjectSession:
             self.state = st.with_(pos=self.clamp_pos(st.pos))
             self.select.configure_source()
             self.sv.left.value, self.sv.right.value = st.left, st.right
+            self.sv.min_length.value = self.min_length
             self.sv.word_width.value = str(self.word_width)
             self.sv.track_toggle.active = [i for i, t in enumerate(self.project.meta) if t in self.shown_tracks]
             self.show_tracks()
@@ -186,6 +197,7 @@ class ProjectSession:
             self.say("Brush a range of words in the plot to select cells." if not st.brush and not self.cells
                      else "")
         self.match.request()
+        self.unit.refresh()
 
     def show_window(self) -> None:
         """The window at ``state.pos`` and everything S draws on it."""

@@ -2,7 +2,8 @@
 
 Every scenario is a URL: ``?project=ID&source=FILE::PATH&pos=P&threshold=θ&brush=S,E&left=L&right=R``
 plus ``add=`` / ``remove=`` (cells edited by hand), ``tracks=`` (shown meta tracks), ``ww=`` (word
-width, px) and ``scale=zscore|quantile`` (threshold a per-cell normalised value, ``gpu_matcher.threshold``).
+width, px), ``scale=zscore|quantile`` (threshold a per-cell normalised value, ``gpu_matcher.threshold``),
+``minlen=`` (the shortest match shown, 1 allowed) and ``unit=`` (the cell whose unit page is open).
 Parsing never raises: a malformed or unknown value falls back to the default and adds a one-line message
 for the status bar. A project id is only ever looked up among discovered projects.
 """
@@ -19,7 +20,10 @@ from gpu_matcher.threshold import SCALE_DEFAULTS, SCALE_RANGES, SCALES
 
 #: Query keys, in the order they are written.
 KEYS = ("project", "source", "pos", "threshold", "scale", "brush", "left", "right", "add", "remove", "tracks",
-        "ww")
+        "ww", "minlen", "unit")
+
+#: The longest minimum match length the app offers (the engine takes any; beyond this the view is empty).
+MAX_MIN_LENGTH = 50
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class ViewState:
     tracks: tuple[str, ...] | None = None     # shown meta tracks; None: all
     word_width: int | None = None             # px per step; None: the default
     scale: str = "none"                       # threshold on: the value, or a per-cell zscore / quantile
+    min_length: int | None = None             # matches shorter than this are dropped; None: the default
+    unit: int | None = None                   # the cell whose unit page is open; None: none
 
     def with_(self, **changes) -> "ViewState":
         return replace(self, **changes)
@@ -158,6 +164,25 @@ def parse_query(arguments: Mapping[str, Sequence], defaults: UIDefaults) -> Pars
             out["word_width"] = ww
         except ValueError:
             msgs.append(f"ww {_shown(value)} is not a width in px; using {defaults.select.word_width}")
+    value = get("minlen")
+    if value is not None:
+        try:
+            minlen = int(value)
+            if not 1 <= minlen <= MAX_MIN_LENGTH:
+                raise ValueError
+            out["min_length"] = minlen
+        except ValueError:
+            msgs.append(f"minlen {_shown(value)} is not a length in [1, {MAX_MIN_LENGTH}]; using "
+                        f"{defaults.match.min_length}")
+    value = get("unit")
+    if value:
+        try:
+            unit = int(value)
+            if unit < 0:
+                raise ValueError
+            out["unit"] = unit
+        except ValueError:
+            msgs.append(f"unit {_shown(value)} is not a cell number; no unit page")
     return Parsed(ViewState(**out), msgs)
 
 
@@ -234,6 +259,9 @@ def resolve(state: ViewState, project, defaults: UIDefaults) -> Parsed:
         if bad:
             msgs.append(f"{key}: cell {bad[0]} is out of range [0, {D}); ignored")
             changes[key] = tuple(c for c in cells if c < D)
+    if state.unit is not None and state.unit >= D:
+        msgs.append(f"unit {state.unit} is out of range [0, {D}); no unit page")
+        changes["unit"] = None
     if state.tracks is not None:
         unknown = [t for t in state.tracks if t not in project.meta]
         if unknown:
@@ -276,4 +304,8 @@ def to_query(state: ViewState, defaults: UIDefaults) -> str:
         items.append(("tracks", _join(state.tracks)))
     if state.word_width is not None and state.word_width != defaults.select.word_width:
         items.append(("ww", str(state.word_width)))
+    if state.min_length is not None and state.min_length != defaults.match.min_length:
+        items.append(("minlen", str(state.min_length)))
+    if state.unit is not None:
+        items.append(("unit", str(state.unit)))
     return urlencode(items, safe=":,/")

@@ -32,7 +32,7 @@ class MatchReceiver:
         generation = s.worker.generation("match") if generation is None else generation
         return MatchJob(generation, st.source, tuple(s.cells), float(st.threshold), st.left, st.right,
                         tuple(s.shown_tracks), s.last_note, time.monotonic(), scale=st.scale,
-                        stats=s.stats_choice())
+                        stats=s.stats_choice(), min_length=s.min_length)
 
     def request(self) -> None:
         """Ask for the matches of the current S; a newer request supersedes this one."""

@@ -9,7 +9,8 @@ import numpy as np
 from bokeh.events import PanEnd, SelectionGeometry, Tap
 
 from bokeh_app import columns
-from bokeh_app.state import client_number, default_threshold, threshold_range
+from bokeh_app.queries import slider_range
+from bokeh_app.state import MAX_MIN_LENGTH, client_number, default_threshold, threshold_range
 from bokeh_app.views.common import BRUSH_COLOR, COUNT_PALETTE, MARGIN_COLOR
 from bokeh_app.views.select import pattern_margin, pattern_x_range
 from bokeh_app.worker import failure
@@ -30,6 +31,7 @@ class SelectReceiver:
         sv.scale.on_change("value", lambda attr, old, new: self.on_scale(new))
         sv.left.on_change("value", lambda attr, old, new: self.on_margins())
         sv.right.on_change("value", lambda attr, old, new: self.on_margins())
+        sv.min_length.on_change("value", lambda attr, old, new: self.on_min_length(new))
         sv.plot.on_event(SelectionGeometry, self.on_selection_geometry)
         sv.pattern_plot.on_event(Tap, lambda event: self.on_pattern_point(event.x))
         sv.pattern_plot.on_event(PanEnd, lambda event: self.on_pattern_point(event.x))
@@ -42,17 +44,17 @@ class SelectReceiver:
     def configure_source(self) -> None:
         """The value axis and the threshold slider for the state's source and scale."""
         s, sv, st = self.s, self.s.sv, self.s.state
-        lo, hi = s.src.value_range()
-        pad = 0.04 * (hi - lo)
-        sv.plot.y_range.update(start=lo - pad, end=hi + pad)
-        lo, hi = threshold_range((lo, hi), st.scale)
+        lo, hi = slider_range(s.engine, st.source, st.scale)
+        lo, hi = min(lo, st.threshold), max(hi, st.threshold)        # a URL's θ beyond the robust range
         sv.threshold.update(start=lo, end=hi, step=float(f"{(hi - lo) / 200:.2g}"))
         self.show_threshold(st.threshold)
         sv.threshold_line.location = st.threshold
-        sv.threshold_line.visible = not Threshold(st.threshold, st.scale).scaled   # a scaled θ is no value line
+        # The plot shows z-scores under zscore (receivers.window), so θ is a line there; a quantile is not.
+        sv.threshold_line.visible = st.scale != "quantile"
         sv.scale.value = st.scale
         sv.source_select.value = st.source
-        sv.plot.yaxis.axis_label = "tanh(state)" if s.src.transform == "tanh" else "value"
+        sv.plot.yaxis.axis_label = ("z-score within each cell" if st.scale == "zscore" else
+                                    "tanh(state)" if s.src.transform == "tanh" else "value")
         sv.position.high = s.project.T - 1
 
     def show_threshold(self, value: float) -> None:
@@ -67,7 +69,11 @@ class SelectReceiver:
     def threshold_bounds(self) -> tuple[float, float]:
         """The threshold's range for the state's source and scale (never the slider's: a client may send
         any start and end)."""
-        return threshold_range(self.s.src.value_range(), self.s.state.scale)
+        s = self.s
+        if s.state.scale != "none":
+            return threshold_range(s.src.value_range(), s.state.scale)
+        (a, b), (c, d) = s.src.value_range(), slider_range(s.engine, s.state.source, "none")
+        return min(a, c), max(b, d)
 
     def recompute_cells(self) -> None:
         """S = cells of the brush (MATCHING.md) plus hand additions minus hand removals."""
@@ -90,6 +96,10 @@ class SelectReceiver:
         # Without S the strip stays blank rather than showing a row of zeros.
         n = on[:, cells].sum(axis=1).astype(np.float32) if cells else np.full(on.shape[0], np.nan, np.float32)
         sv.counts.data = columns.count_columns(columns.padded(n, W), len(cells), s.word_width >= 16, COUNT_PALETTE)
+        mapper = sv.extra["count_mapper"]
+        if mapper.high != max(1, len(cells)):          # the n(t) strip's colour bar: 0 .. |S|
+            mapper.high = max(1, len(cells))
+            sv.count_plot.right[0].ticker.ticks = [0, max(1, len(cells))]
         sv.highlight.args = {"cells": [int(c) for c in cells], "stride": W + 1}
         sv.brush_boxes.data = columns.brush_box_columns(st.brush, st.pos, st.left, st.right, BRUSH_COLOR,
                                                         MARGIN_COLOR)
@@ -120,6 +130,7 @@ class SelectReceiver:
             s.sync_url()
             self.apply()
         s.match.request()
+        s.unit.refresh()
 
     def ready(self, then, busy: bool = False) -> None:
         """Run ``then`` (on the lock) once the state's threshold can be applied. A per-cell scale needs the
@@ -201,13 +212,23 @@ class SelectReceiver:
                      lambda: setattr(s.sv.scale, "value", s.state.scale))
             return
         s.user_acted()
-        lo, hi = threshold_range(s.src.value_range(), value)
+        lo, hi = slider_range(s.engine, s.state.source, value)
         theta = SCALE_DEFAULTS.get(value) or default_threshold((lo, hi), s.defaults)
         s.state = s.state.with_(scale=value, threshold=theta)
         with s.batch():
             self.configure_source()
-        self.ready(lambda: self._changed(lambda k: f"Threshold on {SCALE_NAMES[value]} (threshold {theta:g}): "
-                                                   f"{self.cells_text(k)}"), busy=True)
+        self.ready(lambda: self._scale_changed(value, theta), busy=True)
+
+    def _scale_changed(self, value: str, theta: float) -> None:
+        """The values are drawn in the new scale's units (z-scores for zscore): the whole window again."""
+        s = self.s
+        with s.batch():
+            self.recompute_cells()
+            s.say(f"Threshold on {SCALE_NAMES[value]} (threshold {theta:g}): {self.cells_text()}")
+            s.sync_url()
+            s.show_window()
+        s.match.request()
+        s.unit.refresh()
 
     def on_margins(self) -> None:
         s = self.s
@@ -232,6 +253,24 @@ class SelectReceiver:
         prefix = f"{'; '.join(problems)}. " if problems else ""
         self.changed(lambda k: f"{prefix}Off-margins L={s.state.left}, R={s.state.right}: {self.cells_text(k)}")
 
+    def on_min_length(self, value) -> None:
+        """The shortest match the match view lists (1: single steps count); S is unchanged."""
+        s = self.s
+        if s.quiet or value is None:
+            return
+        n, problem = client_number(value, "shortest match", 1, MAX_MIN_LENGTH, integer=True)
+        if n is None or (problem and n == s.min_length):
+            s.refuse(problem, lambda: setattr(s.sv.min_length, "value", s.min_length))
+            return
+        s.user_acted()
+        s.state = s.state.with_(min_length=None if n == s.defaults.match.min_length else n)
+        with s.batch():
+            if problem:
+                s.sv.min_length.value = n
+            s.say(f"{problem + '. ' if problem else ''}Matches of at least {n} step{'s' if n > 1 else ''}.")
+            s.sync_url()
+        s.match.request()
+
     def on_pattern_point(self, x: float | None) -> None:
         """A click, or the end of a drag, on the pattern plot at ``x``: left of the brush sets L, right
         of it R, to the off steps between there and the brush (the spinners follow, and S with them)."""
@@ -253,11 +292,12 @@ class SelectReceiver:
             return
         s.user_acted()
         src = s.project.source(name)
-        lo, hi = threshold_range(src.value_range(), s.state.scale)
+        lo, hi = slider_range(s.engine, name, s.state.scale)
         theta = s.state.threshold
         if theta is None or not lo <= theta <= hi:
             theta = default_threshold((lo, hi), s.defaults)
-        s.state = s.state.with_(source=name, threshold=theta, add=(), remove=())
+        unit = s.state.unit if s.state.unit is None or s.state.unit < src.D else None
+        s.state = s.state.with_(source=name, threshold=theta, add=(), remove=(), unit=unit)
         with s.batch():
             self.configure_source()
         self.ready(self._source_changed, busy=True)
@@ -270,6 +310,7 @@ class SelectReceiver:
             s.show_window()
             s.sync_url()
         s.match.request()
+        s.unit.refresh()
 
     # --- callbacks: cells edited by hand ---------------------------------------------------------
     def parse_cells(self, text: str) -> list[int] | None:

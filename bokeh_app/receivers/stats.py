@@ -47,12 +47,16 @@ class StatsReceiver:
 
     def apply(self, answer: StatsAnswer) -> None:
         stv = self.s.stv
-        stv.enrichment_plot.x_range.factors = [r.label for r in answer.enrichment]
+        # The first row on top (a categorical y axis lists its factors bottom up).
+        stv.enrichment_plot.y_range.factors = [r.label for r in reversed(answer.enrichment)]
         stv.enrichment.data = columns.enrichment_columns(answer.enrichment, ENRICHED, DEPLETED)
         best = answer.best if answer.now is not None else None
         self.best_threshold = best.threshold if best is not None else None
         stv.apply_best.disabled = best is None
         stv.curve.data = columns.curve_columns(answer.points if answer.now is not None else [])
+        slider = self.s.sv.threshold                            # the data's robust range
+        if (stv.curve_plot.x_range.start, stv.curve_plot.x_range.end) != (slider.start, slider.end):
+            stv.curve_plot.x_range.update(start=slider.start, end=slider.end)
         stv.best.data = columns.best_columns(best)
         if best is not None:
             stv.apply_best.label = f"apply the best-F1 threshold ({best.threshold:g}, F1 {best.f1:.3f})"

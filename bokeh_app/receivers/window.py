@@ -3,7 +3,9 @@ moving it (back, forward, go to step, word width, shown tracks)."""
 
 from __future__ import annotations
 
-from bokeh_app import columns
+import numpy as np
+
+from bokeh_app import columns, queries
 from bokeh_app.state import client_number
 from bokeh_app.views.common import SCALAR_PALETTE
 from bokeh_app.views.select import label_orientation
@@ -13,6 +15,9 @@ class WindowReceiver:
     def __init__(self, session):
         self.s = session
         self._trace_layout: tuple[int, int] | None = None     # (W, D) of the sent trace x column
+        self._y_key: tuple | None = None                      # (source, zscore?) of the y range shown
+        self._y: tuple[float, float] = (-1.0, 1.0)
+        self.values = np.zeros((0, 0), np.float32)            # the window's values as drawn (W, D)
 
     def connect(self) -> None:
         s, sv = self.s, self.s.sv
@@ -31,7 +36,14 @@ class WindowReceiver:
         ctx = s.engine.context(st.source, start, stop, cells=(), threshold=st.threshold, meta=s.shown_tracks,
                                scale=st.scale)
         D = ctx.values.shape[1]
-        y = columns.trace_y(columns.padded(ctx.values, W))
+        values = ctx.values
+        if st.scale == "zscore":          # drawn in the threshold's units: the line is θ itself
+            params = s.engine.cell_scale(st.source, st.scale)
+            values = columns.scaled_values(values, params.center, params.spread).astype(np.float32)
+        lo, hi = self.y_range()
+        self.values = values                           # as drawn: a click on a trace finds its cell
+        y = columns.trace_y(columns.padded(values, W))
+        sv.clipped.data = columns.clipped_columns(values, lo, hi)
         if self._trace_layout != (W, D):
             sv.traces.data = {"x": columns.trace_x(W, D), "y": y}
             self._trace_layout = (W, D)
@@ -51,9 +63,31 @@ class WindowReceiver:
             sv.tracks[name].source.data = columns.track_columns(
                 track.kind, ctx.meta[name], W, room, track.label, weights=ctx.meta_weights.get(name),
                 value_range=track.value_range, palette=SCALAR_PALETTE)
+            mapper = sv.tracks[name].mapper
+            if mapper is not None:
+                lo, hi = columns.scalar_bounds(ctx.meta[name][:W], track.value_range)
+                if (mapper.low, mapper.high) != (lo, hi):
+                    mapper.update(low=lo, high=hi)
         with s.batch():
             sv.position.value = st.pos
         self.update_title()
+
+    def y_range(self) -> tuple[float, float]:
+        """The value axis for the state's source and scale, set when it changes: ``tanh`` values keep their
+        natural range; unbounded values and z-scores a robust one (receivers.select.ready has computed a
+        per-cell scale's statistics by now)."""
+        s, st = self.s, self.s.state
+        key = (st.source, st.scale == "zscore")
+        if self._y_key != key:
+            if s.src.transform == "tanh" and st.scale != "zscore":
+                lo, hi = s.src.value_range()
+                pad = 0.04 * (hi - lo)
+                lo, hi = lo - pad, hi + pad
+            else:
+                lo, hi = queries.display_range(s.engine, st.source, "zscore" if key[1] else "none")
+            s.sv.plot.y_range.update(start=lo, end=hi)
+            self._y_key, self._y = key, (lo, hi)
+        return self._y
 
     def update_title(self) -> None:
         s, st = self.s, self.s.state

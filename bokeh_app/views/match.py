@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bokeh.core.properties import value as fixed_value
-from bokeh.models import (Column, ColumnDataSource, FixedTicker, HoverTool, Label, LinearColorMapper, Range1d,
-                          Row, Select, TapTool)
+from bokeh.models import (BasicTicker, ColorBar, Column, ColumnDataSource, FixedTicker, HoverTool, Label,
+                          LinearColorMapper, Range1d, Row, Select, TapTool)
 from bokeh.plotting import figure
 
-from bokeh_app.columns import CATEGORY_COLORS, LABEL_SPAN, column_rows, empty_image, matrix_columns
+from bokeh_app.columns import (CATEGORY_COLORS, LABEL_SPAN, category_ticks, column_rows, empty_image,
+                               matrix_columns, text_px)
 from bokeh_app.config import UIDefaults
 from bokeh_app.views.common import COUNT_PALETTE, SCALAR_PALETTE, lean, section
 
@@ -58,8 +59,26 @@ def heatmap_mapper(kind: str) -> LinearColorMapper:
     return LinearColorMapper(palette=SCALAR_PALETTE, low=0, high=1, nan_color="rgba(0,0,0,0)")
 
 
-def build_match_view(*, tracks: list[tuple[str, str]], defaults: UIDefaults) -> MatchView:
-    """``tracks``: (name, kind) of the project's meta tracks, each getting a heatmap."""
+def heatmap_legend(name: str, kind: str, mapper: LinearColorMapper, width: int,
+                   labels: dict[int, str] | None = None) -> tuple[ColorBar, str]:
+    """A heatmap's colour bar and where it goes: a discrete track's colours with their label names on the
+    right (names need room), a count's or a scalar's range under the heatmap."""
+    common = dict(name=f"match_heatmap_legend_{name}", color_mapper=mapper, major_label_text_font_size="9px",
+                  major_tick_line_color=None, bar_line_color="#dddddd", padding=4)
+    if kind == "discrete":
+        return ColorBar(**common, orientation="vertical", width=10, height=10 * 18,
+                        ticker=FixedTicker(ticks=list(range(len(CATEGORY_COLORS)))),
+                        major_label_overrides=category_ticks(labels)), "right"
+    title = "cells of S on" if kind == "count" else "mean value"
+    return ColorBar(**common, orientation="horizontal", width=width, height=8, title=title,
+                    title_text_font_size="9px", title_text_font_style="normal",
+                    ticker=BasicTicker(desired_num_ticks=3)), "below"
+
+
+def build_match_view(*, tracks: list[tuple[str, str]], defaults: UIDefaults,
+                     labels: dict[str, dict[int, str]] | None = None) -> MatchView:
+    """``tracks``: (name, kind) of the project's meta tracks, each getting a heatmap with its colour bar;
+    ``labels``: a discrete track's label names by id (its colour bar's ticks)."""
     md = defaults.match
     rows, columns = md.top, md.columns
     # Row -1 is the header; the row labels (rank, start, length, inter/union) are text in the plot,
@@ -119,6 +138,11 @@ def build_match_view(*, tracks: list[tuple[str, str]], defaults: UIDefaults) -> 
         hp.xaxis.major_label_overrides = {(columns - 1) / 2: name}
         hp.xaxis.major_tick_line_color = None
         hp.xaxis.axis_line_color = None
+        # A name wider than the heatmap gets border room on both sides rather than being cut.
+        over = max(0, text_px(name) - columns * md.heatmap_cell_px) // 2 + 6
+        hp.min_border_left = hp.min_border_right = over
+        legend, side = heatmap_legend(name, kind, mapper, columns * md.heatmap_cell_px, (labels or {}).get(name))
+        hp.add_layout(legend, side)
         heatmaps[name] = Heatmap(name=name, plot=hp, source=source, mapper=mapper)
 
     # Under the matrix: one row per heatmap, its columns on the word matrix's x range.

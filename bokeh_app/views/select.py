@@ -12,17 +12,19 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from bokeh.models import (BoxAnnotation, BoxSelectTool, Button, CheckboxGroup, Column, ColumnDataSource,
+from bokeh.models import (BasicTicker, BoxAnnotation, BoxSelectTool, Button, CheckboxGroup, ColorBar, Column, ColumnDataSource,
+                          LinearColorMapper,
                           CustomJS, CustomJSHover, CustomJSTransform, DataTable, Div, FixedTicker, HoverTool,
                           NumericInput, Range1d, Row, SaveTool, Select, Slider, Span, Spinner,
                           TableColumn, TextInput)
 from bokeh.plotting import figure
 from bokeh.transform import transform
 
-from bokeh_app.columns import PATTERN_BRUSH
+from bokeh_app.columns import PATTERN_BRUSH, text_px
 from bokeh_app.config import UIDefaults
-from bokeh_app.views.common import (FADED_COLOR, FOCUS_COLOR, MARGIN_COLOR, PAGE_CSS,
-                                    SELECTED_COLOR, THRESHOLD_COLOR, lean, section)
+from bokeh_app.state import MAX_MIN_LENGTH
+from bokeh_app.views.common import (COUNT_PALETTE, FADED_COLOR, FOCUS_COLOR, MARGIN_COLOR, PAGE_CSS,
+                                    SCALAR_PALETTE, SELECTED_COLOR, THRESHOLD_COLOR, lean, section)
 
 LEFT_BORDER = 110          # px left of every strip's frame, so the strips line up under the plot
 
@@ -59,6 +61,7 @@ class TrackView:
     rows: int
     plot: object
     source: ColumnDataSource
+    mapper: LinearColorMapper | None = None      # a scalar strip's colour bar's range
 
 
 @dataclass
@@ -99,11 +102,20 @@ class SelectView:
     layout: object
     extra: dict = field(default_factory=dict)
     scale: Select | None = None
+    min_length: Spinner | None = None
+    clipped: ColumnDataSource | None = None
 
 
-def _strip(name: str, x_range: Range1d, width_px: int, height: int, label: str):
+def left_border(labels) -> int:
+    """The left border of the plot and every strip: room for the longest strip label (track names such
+    as "prose_position_in_sentence"), the same for all so their frames line up. (A border Bokeh has to
+    grow for a label moves that frame right and cuts the strip's right end.)"""
+    return max([LEFT_BORDER] + [text_px(str(label), 7.0) + 16 for label in labels])
+
+
+def _strip(name: str, x_range: Range1d, width_px: int, height: int, label: str, border: int = LEFT_BORDER):
     p = figure(name=name, x_range=x_range, y_range=Range1d(-0.5, 0.5), frame_width=width_px,
-               frame_height=height, toolbar_location=None, min_border_left=LEFT_BORDER,
+               frame_height=height, toolbar_location=None, min_border_left=border,
                min_border_right=10, min_border_top=1, min_border_bottom=1, tools="")
     p.xaxis.visible = False
     p.yaxis.ticker = FixedTicker(ticks=[0])
@@ -116,11 +128,12 @@ def _strip(name: str, x_range: Range1d, width_px: int, height: int, label: str):
     return p
 
 
-def build_track(name: str, kind: str, rows: int, x_range: Range1d, defaults: UIDefaults) -> TrackView:
+def build_track(name: str, kind: str, rows: int, x_range: Range1d, defaults: UIDefaults,
+                border: int = LEFT_BORDER) -> TrackView:
     """A strip for one meta track: discrete (coloured cells with labels), scalar, or top-K rows."""
     rows = max(1, rows)
     row_px = defaults.select.track_row_px
-    p = _strip(f"track_{name}", x_range, defaults.select.window_px, rows * row_px, name)
+    p = _strip(f"track_{name}", x_range, defaults.select.window_px, rows * row_px, name, border)
     p.y_range = Range1d(rows - 0.5, -0.5)
     if rows > 1:
         p.yaxis.ticker = FixedTicker(ticks=list(range(rows)))
@@ -134,14 +147,26 @@ def build_track(name: str, kind: str, rows: int, x_range: Range1d, defaults: UID
     p.text(x="x", y="y", text="text", text_align="center", text_baseline="middle",
            text_font_size="10px", text_color="text_color", source=source)
     p.add_tools(HoverTool(tooltips=[(name, "@text"), ("step", "@x")], mode="mouse"))
-    return TrackView(name=name, kind=kind, rows=rows, plot=p, source=source)
+    mapper = None
+    if kind == "scalar":               # its colours' legend; discrete and top-K strips are labelled in place
+        mapper = LinearColorMapper(palette=SCALAR_PALETTE, low=0.0, high=1.0)
+        p.add_layout(strip_legend(f"track_{name}_legend", mapper, rows * row_px), "right")
+    return TrackView(name=name, kind=kind, rows=rows, plot=p, source=source, mapper=mapper)
+
+
+def strip_legend(name: str, mapper: LinearColorMapper, height: int, ticker=None) -> ColorBar:
+    """A strip's colour bar on its right: the strip's own height, its ends labelled."""
+    return ColorBar(name=name, color_mapper=mapper, orientation="vertical", width=8, height=max(12, height - 2),
+                    padding=1, margin=2, major_label_text_font_size="8px", major_tick_line_color=None,
+                    ticker=ticker or BasicTicker(desired_num_ticks=2), bar_line_color="#dddddd")
 
 
 def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str, str, int]],
-                      defaults: UIDefaults) -> SelectView:
+                      defaults: UIDefaults, unit_box=None) -> SelectView:
     """The select view's models. ``sources``: (name, label); ``tracks``: (name, kind, rows)."""
     sd = defaults.select
     x_range = Range1d(-0.5, 9.5, name="select_x_range")
+    border = left_border([name if rows <= 1 else f"{name} #1" for name, _, rows in tracks])
 
     # --- parallel coordinates ----------------------------------------------------------------------
     traces = ColumnDataSource(name="traces", data={"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)})
@@ -152,7 +177,7 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
                                                              "color": [], "alpha": [], "hatch": []})
     boundaries = ColumnDataSource(name="boundaries", data={"x": []})
     plot = figure(name="select_plot", x_range=x_range, y_range=Range1d(-1.05, 1.05),
-                  frame_width=sd.window_px, frame_height=sd.height_px, min_border_left=LEFT_BORDER,
+                  frame_width=sd.window_px, frame_height=sd.height_px, min_border_left=border,
                   min_border_right=10, min_border_bottom=10, toolbar_location="right",
                   tools="", output_backend="canvas", title=" ")
     plot.title.text_font_style = "normal"
@@ -186,6 +211,12 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
                           line_color=THRESHOLD_COLOR, line_dash="dashed", line_width=2, editable=True)
     for annotation in (focus_box, threshold_line):
         plot.add_layout(annotation)
+    # Values beyond the robust y range: a marker at the edge, so an outlier unit stays visible.
+    clipped = ColumnDataSource(name="clipped", data={"x": [], "y": [], "cell": [], "value": [], "marker": []})
+    clip_marks = plot.scatter(x="x", y="y", marker="marker", size=7, source=clipped, fill_color="#d62728",
+                              line_color="#7f1d1d", name="clipped_marks")
+    plot.add_tools(HoverTool(renderers=[clip_marks], tooltips=[("cell", "@cell"), ("value", "@value{0.000}"),
+                                                                ("", "beyond the y range")]))
     # No renderers: the brush only reports its range (SelectionGeometry); nothing is hit-tested.
     box_select = BoxSelectTool(dimensions="width", renderers=[], name="brush_tool",
                                description="brush a range of words")
@@ -198,13 +229,16 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
     # --- n(t) under the words: one source (counts, colours, labels), so one message per update -------
     counts = ColumnDataSource(name="counts", data={"x": [], "n": [], "color": [], "text": [],
                                                    "text_color": []})
-    count_plot = _strip("count_plot", x_range, sd.window_px, 24, "n(t) of S")
+    count_plot = _strip("count_plot", x_range, sd.window_px, 24, "n(t) of S", border)
     count_plot.rect(x="x", y=0, width=1, height=1, fill_color="color", line_color=None, source=counts)
     count_plot.text(x="x", y=0, text="text", text_color="text_color", text_align="center",
                     text_baseline="middle", text_font_size="10px", source=counts)
     count_plot.add_tools(HoverTool(tooltips=[("cells of S on", "@n")], mode="mouse"))
+    count_mapper = LinearColorMapper(palette=list(COUNT_PALETTE), low=0, high=1, name="count_mapper")
+    # 0 and |S| (receivers.select keeps both in step with S).
+    count_plot.add_layout(strip_legend("count_legend", count_mapper, 24, FixedTicker(ticks=[0, 1])), "right")
 
-    track_views = {name: build_track(name, kind, rows, x_range, defaults) for name, kind, rows in tracks}
+    track_views = {name: build_track(name, kind, rows, x_range, defaults, border) for name, kind, rows in tracks}
 
     # --- side panel ----------------------------------------------------------------------------------
     threshold = Slider(name="threshold", title="threshold", start=-1, end=1, value=0.3, step=0.01,
@@ -218,6 +252,8 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
                    width=118)
     right = Spinner(name="right", title="off after (R)", low=0, high=sd.max_margin, step=1,
                     value=sd.right, width=118)
+    min_length = Spinner(name="min_length", title="shortest match (steps)", low=1, high=MAX_MIN_LENGTH, step=1,
+                         value=defaults.match.min_length, width=250)
     # The pattern as segments plus their labels, in one source; x in steps (the brush drawn
     # PATTERN_BRUSH wide whatever its length). A click or a drag's end left or right of the brush sets L
     # or R to the steps between it and the brush (receivers.select.on_pattern_point).
@@ -246,9 +282,9 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
     selection = ColumnDataSource(name="selection", data={"cell": [], "on": [], "hand": []})
     selection_table = DataTable(name="selection_table", source=selection, width=250, height=150,
                                 index_position=None, selectable="checkbox", reorderable=False,
-                                columns=[TableColumn(field="cell", title="cell"),
-                                         TableColumn(field="on", title="steps on (view)"),
-                                         TableColumn(field="hand", title="edit")])
+                                columns=[TableColumn(field="cell", title="cell", width=55),
+                                         TableColumn(field="on", title="steps on (view)", width=115),
+                                         TableColumn(field="hand", title="edit", width=50)])
     cell_input = TextInput(name="cell_input", placeholder="cells, e.g. 3, 17", width=120)
     add_button = Button(name="add_cells", label="add", width=58)
     remove_button = Button(name="remove_cells", label="remove", width=64)   # ticked rows or typed cells
@@ -276,8 +312,9 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
     side = Column(
         section("threshold"), threshold, scale,
         section("pattern: off L · on · off R (click or drag beside it)"), pattern_plot, Row(left, right),
+        min_length,
         section("selected cells S"), selection_table, Row(cell_input, add_button, remove_button),
-        reset_button,
+        reset_button, *([unit_box] if unit_box is not None else []),
         section("meta tracks"), track_toggle if tracks else Div(text="(none in this project)"),
         section("search results"), search_info, search_table,
         width=270)
@@ -292,8 +329,10 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
         add_button=add_button, remove_button=remove_button, reset_button=reset_button,
         source_select=source_select, word_width=word_width, back=back, forward=forward,
         position=position, search=search, search_hits=search_hits, search_table=search_table,
-        search_info=search_info, track_toggle=track_toggle, layout=layout, scale=scale)
+        search_info=search_info, track_toggle=track_toggle, layout=layout, scale=scale,
+        min_length=min_length, clipped=clipped)
     view.extra["base_line"] = base
+    view.extra["count_mapper"] = count_mapper
     return view
 
 

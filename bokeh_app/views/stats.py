@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bokeh.models import (Button, Column, ColumnDataSource, DataTable, Div, HoverTool, Legend, Row, Select,
-                          TableColumn, TapTool)
+from bokeh.models import (Button, Column, ColumnDataSource, DataTable, Div, HoverTool, Legend, Range1d, Row,
+                          Select, TableColumn, TapTool)
 from bokeh.plotting import figure
 
 from bokeh_app.views.common import lean, section
@@ -53,21 +53,28 @@ def build_stats_view(*, tracks: dict[str, list[str]], sources: list[tuple[str, s
 
     enrichment = ColumnDataSource(name="stats_enrichment", data={
         "label": [], "ratio": [], "matched": [], "corpus": [], "p_value": [], "color": []})
-    ep = figure(name="stats_enrichment_plot", x_range=[], height=220, width=340, tools="",
-                toolbar_location=None, title="enrichment of the matched steps (ratio to the corpus)")
-    ep.vbar(x="label", top="ratio", width=0.8, color="color", source=enrichment, name="stats_enrichment_bars")
+    # Horizontal bars: a label reads level on the y axis however long it is (names like
+    # "sentence_final_punctuation" overlapped under vertical bars).
+    ep = figure(name="stats_enrichment_plot", y_range=[], height=220, width=340, tools="",
+                toolbar_location=None, title="label enrichment: matched steps / corpus")
+    ep.hbar(y="label", right="ratio", height=0.8, color="color", source=enrichment, name="stats_enrichment_bars")
     ep.add_tools(HoverTool(tooltips=[("label", "@label"), ("ratio", "@ratio{0.00}"),
                                      ("matched steps", "@matched"), ("corpus steps", "@corpus"),
                                      ("p (hypergeometric, >=)", "@p_value{0.0e}")]))
-    ep.y_range.start = 0
-    ep.yaxis.axis_label = "ratio"
+    ep.x_range.start = 0
+    ep.xaxis.axis_label = "ratio"
+    ep.yaxis.major_label_text_font_size = "10px"
+    ep.title.text_font_size = "12px"
 
     detector = Div(name="stats_detector", text="", width=340)
     curve = ColumnDataSource(name="stats_curve", data={"threshold": [], "precision": [], "recall": [],
                                                         "f1": []})
     best = ColumnDataSource(name="stats_best", data={"threshold": [], "f1": []})
+    # x: the threshold slider's range (receivers.stats), not the grid's, which one outlier unit stretches.
     cp = figure(name="stats_curve_plot", height=220, width=360, tools="", toolbar_location=None,
-                title="S as a detector of the label, over thresholds", y_range=(0, 1.02))
+                title="S as a detector of the label, over thresholds", y_range=(0, 1.02),
+                x_range=Range1d(-1, 1, name="stats_curve_x_range"))
+    cp.title.text_font_size = "12px"
     items = []
     for column, color in (("precision", "#1b9e77"), ("recall", "#7570b3"), ("f1", "#d95f02")):
         r = cp.line(x="threshold", y=column, source=curve, color=color, line_width=2)
@@ -96,13 +103,17 @@ def build_stats_view(*, tracks: dict[str, list[str]], sources: list[tuple[str, s
                         width=340)
     phrases = ColumnDataSource(name="stats_phrases", data={"x": [], "y": [], "label": [], "color": [],
                                                             "text": [], "start": [], "end": []})
-    pp = figure(name="stats_phrase_plot", height=300, width=420, tools="pan,wheel_zoom,reset",
+    pp = figure(name="stats_phrase_plot", height=300, width=560, tools="pan,wheel_zoom,reset",
                 toolbar_location="right", title="phrase map (PCA of the on/off patterns)",
                 output_backend="canvas")
     dots = pp.scatter(x="x", y="y", color="color", source=phrases, size=5, alpha=0.5, legend_field="label",
                       name="stats_phrase_points")
     pp.legend.label_text_font_size = "9px"
-    pp.legend.location = "top_left"
+    # Outside the frame, on the right: inside it covered the points.
+    legend = pp.legend[0]
+    pp.center = [r for r in pp.center if r is not legend]
+    legend.location = "top_left"
+    pp.add_layout(legend, "right")
     pp.add_tools(HoverTool(renderers=[dots], tooltips=[("label", "@label"), ("phrase", "@text"),
                                                         ("steps", "@start-@end"), ("", "click: show it above")]),
                  TapTool(renderers=[dots]))

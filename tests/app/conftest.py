@@ -27,7 +27,9 @@ POS_LABELS = ["NOUN", "VERB", "ADJ", "DET", "ADV"]
 
 def make_app_project(folder: Path, T: int, D: int, *, seed: int = 0, dtype: str = "float16",
                      tracks: bool = True, second_source: bool = True, mean_sequence: int = 300,
-                     name: str | None = None) -> Path:
+                     name: str | None = None, outlier: tuple[int, float] | None = None) -> Path:
+    """``outlier=(cell, factor)`` multiplies one unit of ``states2`` by ``factor`` (a transformer's
+    outlier dimension)."""
     folder = Path(folder)
     make_project(folder, T, D, dtype=dtype, seed=seed, mean_sequence=mean_sequence)
     rng = np.random.default_rng(seed + 1)
@@ -39,7 +41,10 @@ def make_app_project(folder: Path, T: int, D: int, *, seed: int = 0, dtype: str 
             step = max(1, (8 << 20) // (D * 4))
             for a in range(0, T, step):
                 block = np.asarray(src[a:a + step], dtype=np.float32)
-                out[a:a + step] = np.maximum(0.0, 1.7 * block).astype(np.float16)
+                block = np.maximum(0.0, 1.7 * block)
+                if outlier is not None:
+                    block[:, outlier[0]] *= outlier[1]
+                out[a:a + step] = block.astype(np.float16)
         types.append("    - {type: output, layer: 1, path: states2, transform: none}")
     meta = ""
     if tracks:

@@ -30,7 +30,7 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-ru
                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LONG_T = int(os.environ.get("LSTMVIS_BROWSER_LONG_T", 1_000_000))
 LONG_D = int(os.environ.get("LSTMVIS_BROWSER_LONG_D", 128))
-S1 = "states::states1"
+S1, S2 = "states::states1", "states::states2"
 DEFAULTS = load_defaults()
 
 pytestmark = [
@@ -138,10 +138,26 @@ def browser_data(tmp_path_factory) -> Path:
     make_app_project(root / "small", 3000, 48, seed=1, name="small test project")
     make_app_project(root / "d650", 4000, 650, seed=4, tracks=False, second_source=False, name="d650")
     make_project(root / "long", LONG_T, LONG_D, seed=5)
+    wide_project(root / "wide")
     catalogue = get_catalogue(root, "numpy")
     for pid in catalogue.ids:                       # layouts are built before anything is timed
         catalogue.engine(pid).layout(S1)
     return root
+
+
+WIDE_LABELS = ["opening_parenthesis", "closing_parenthesis", "sentence_final_punctuation", "other"]
+
+
+def wide_project(folder: Path) -> None:
+    """D = 1,024, a ``transform: none`` source with one outlier unit (cell 7), and meta tracks with long
+    names and labels (issue 14: cut labels)."""
+    from gpu_matcher import open_project
+    make_app_project(folder, 1500, 1024, seed=3, tracks=False, name="wide outlier project", outlier=(7, 40.0))
+    project = open_project(folder)
+    words = np.asarray(project.word_ids_dataset[()]) if project.word_ids_dataset is not None else np.arange(1500)
+    project.add_meta("punctuation_class", (words % len(WIDE_LABELS)).astype(np.int32), kind="discrete",
+                     labels=WIDE_LABELS)
+    project.add_meta("prose_position_in_sentence", np.linspace(0, 1, 1500).astype(np.float32), kind="scalar")
 
 
 @pytest.fixture(scope="module")
@@ -644,3 +660,27 @@ def test_sessions_are_independent_and_a_long_match_does_not_stall_another(app_pa
     assert a.matches() == engine_rows(long_engine, cells_a, 0.35)
     figures["other_session_during_long_match_ms"] = round(b_ms, 1)
     assert b_ms < 1500
+
+
+def test_wide_outlier_project_long_names_are_not_cut(app_page, browser_data):
+    """A transform:none source at D = 1,024 with an outlier unit and long track names: the robust y range,
+    clipped markers, colour bars and the unit page in one screenshot (test-output/browser_wide.png), which
+    a person looks at for cut labels."""
+    engine = engine_of(browser_data, "wide")
+    page = app_page(width=1700, height=1300).open({"project": "wide", "source": S2, "pos": 40, "brush": "50,51",
+                                                   "threshold": 1.5, "unit": 7, "minlen": 1})
+    page.wait_for_matches(timeout=60_000)
+    page.wait_for("() => window.__col('unit_contexts', 'position').length > 0")
+    page.wait_for("() => window.__col('stats_enrichment', 'label').length > 0", timeout=60_000)
+    assert page.column("clipped", "cell") and 7 in page.column("clipped", "cell")
+    assert page.value("min_length", "value") == 1 and page.query()["minlen"] == "1"
+    cells = engine.select(S2, 50, 51, 1.5).cells
+    assert cells and page.column("selection", "cell") == cells
+    for plot, least in (("select_plot", 20_000), ("unit_histogram_plot", 2_000), ("track_punctuation_class", 500),
+                        ("match_heatmap_plot_n(t)", 500), ("stats_enrichment_plot", 2_000)):
+        assert page.pixels(plot)[0] > least, plot
+    page.page.get_by_role("button", name="phrase map: PCA of every label span's S (Fig. 9)").click()
+    page.wait_for("() => window.__col('stats_phrases', 'x').length > 0", timeout=60_000)
+    page.wait_idle()
+    assert page.pixels("stats_phrase_plot")[0] > 2_000
+    page.screenshot("wide")

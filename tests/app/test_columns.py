@@ -113,7 +113,7 @@ def test_column_rows_under_the_matrix():
     assert cells["track"] == ["n(t)", "pos", "pos"] and cells["offset"] == [-1, -1, 0]
     assert cells["color"] == [PALETTE[-1], CATEGORY_COLORS[1], CATEGORY_COLORS[2]]
     assert cells["alpha"][1] == pytest.approx(0.575) and cells["share"][2] == 1.0
-    assert names["text"] == ["n(t): mean", "pos: majority label (share)"]
+    assert names["text"] == ["n(t) (mean)", "pos (majority)"]
 
 
 def test_hypothesis_panel_columns():
@@ -135,3 +135,79 @@ def test_hypothesis_panel_columns():
     flat = columns.phrase_columns(np.zeros((2, 1)), [0, 1], str, ["a", "b"], [1, 2], [1, 2])
     assert list(flat["y"]) == [0.0, 0.0]                 # one PCA component: y stays 0
     assert columns.search_columns([3], ["x [y] z"]) == {"pos": [3], "context": ["x [y] z"]}
+
+
+# --- unbounded activations ------------------------------------------------------------------------------
+def test_robust_range_ignores_one_outlier_unit_and_pads():
+    rng = np.random.default_rng(0)
+    sample = rng.normal(size=(200, 1000))
+    sample[:, 7] *= 50.0                                   # one outlier unit: 0.1% of the values
+    lo, hi = columns.robust_range(sample)
+    p_lo, p_hi = np.percentile(sample, [0.5, 99.5])
+    room = 0.06 * (p_hi - p_lo)
+    assert (lo, hi) == pytest.approx((p_lo - room, p_hi + room))
+    assert hi < np.abs(sample[:, 7]).max() / 5             # the outlier does not stretch it
+    assert columns.robust_range(np.full((3, 4), 2.0)) == pytest.approx((1.44, 2.56))   # a unit around it
+    assert columns.robust_range(np.array([np.nan, np.inf])) == (-1.0, 1.0)
+    with_nan = sample.copy()
+    with_nan[0, :] = np.nan
+    assert np.isfinite(columns.robust_range(with_nan)).all()
+
+
+def test_scaled_values_are_per_cell_z_scores():
+    values = np.array([[1.0, 5.0, np.nan], [3.0, 5.0, 2.0]])
+    center, spread = np.array([2.0, 5.0, 1.0]), np.array([0.5, 0.0, 2.0])
+    z = columns.scaled_values(values, center, spread)
+    np.testing.assert_array_equal(z, [[-2.0, 0.0, np.nan], [2.0, 0.0, 0.5]])
+
+
+def test_clipped_markers_sit_at_the_edge_the_value_left_by():
+    values = np.zeros((4, 3))
+    values[1, 2], values[3, 0], values[2, 1] = 9.0, -4.0, 1.0          # 1.0 is on the edge: not clipped
+    cols = columns.clipped_columns(values, -1.0, 1.0)
+    assert same_length(cols) == 2
+    rows = sorted(zip(cols["x"], cols["cell"], cols["value"], cols["marker"], cols["y"]))
+    assert rows == [(1.0, 2, 9.0, "triangle", pytest.approx(1.0 - 0.03)),
+                    (3.0, 0, -4.0, "inverted_triangle", pytest.approx(-1.0 + 0.03))]
+    capped = columns.clipped_columns(values, -1.0, 1.0, limit=1)
+    assert capped["value"] == [9.0]                                      # the farthest out first
+    assert same_length(columns.clipped_columns(np.full((2, 2), np.nan), 0.0, 1.0)) == 0
+
+
+def test_unit_page_columns():
+    contexts = [{"position": 9, "value": 3.5, "start": 7, "stop": 11, "at": 2, "words": ["a", "b\n", "c", "d"]},
+                {"position": 2, "value": 1.0, "scaled": 0.5, "start": 0, "stop": 3, "at": 0, "words": ["x", "y", "z"]}]
+    cols = columns.unit_context_columns(contexts)
+    assert same_length(cols) == 2
+    assert cols["text"] == ["a b⏎ «c» d", "«x» y z"] and cols["rank"] == [1, 2] and cols["position"] == [9, 2]
+    assert np.isnan(cols["scaled"][0]) and cols["scaled"][1] == 0.5
+    hist = {"edges": [0.0, 1.0, 2.0, 3.0], "counts": [5, 2, 1]}
+    bars = columns.unit_histogram_columns(hist, 1.0, "on", "off")
+    assert bars == {"left": [0.0, 1.0, 2.0], "right": [1.0, 2.0, 3.0], "count": [5, 2, 1],
+                    "color": ["off", "on", "on"]}
+    assert columns.unit_histogram_columns(hist, None, "on", "off")["color"] == ["off"] * 3
+    assert same_length(columns.unit_histogram_columns({"edges": [], "counts": []}, 0.0, "on", "off")) == 0
+    toks = columns.unit_token_columns([{"token": "the", "on": 3, "occurrences": 4, "rate": 0.75}])
+    assert toks == {"token": ["the"], "on": [3], "occurrences": [4], "rate": [0.75]}
+
+
+def test_colour_bar_ticks_and_scalar_bounds():
+    ticks = columns.category_ticks({0: "opening_parenthesis", 1: "other", 11: "folded_label"})
+    assert ticks[0] == "opening_parenthesis" and ticks[1] == "other/folded_label"
+    assert set(ticks) == set(range(len(CATEGORY_COLORS))) and ticks[5] == ""      # no label: no text
+    assert columns.category_ticks(None) == {i: "" for i in range(len(CATEGORY_COLORS))}
+    assert columns.scalar_bounds(np.array([3.0, np.nan, -1.0]), None) == (-1.0, 3.0)
+    assert columns.scalar_bounds(np.array([2.0, 2.0]), None) == (2.0, 3.0)
+    assert columns.scalar_bounds(np.array([np.nan]), None) == (0.0, 1.0)
+    assert columns.scalar_bounds(np.array([5.0]), (0, 10)) == (0.0, 10.0)
+    assert columns.text_px("x" * 10) > columns.text_px("x" * 5)
+
+
+def test_nearest_trace_to_a_click():
+    values = np.array([[0.0, 1.0, 2.0], [0.5, 1.5, np.nan]])
+    assert columns.nearest_trace(values, 0.2, 0.9, None, 0.2) == 1
+    assert columns.nearest_trace(values, 0.8, 1.9, None, 0.2) is None         # step 1 has no trace near 1.9
+    assert columns.nearest_trace(values, 1.0, 1.4, [0, 2], 0.2) is None       # only S counts when given
+    assert columns.nearest_trace(values, 1.0, 0.6, [0, 2], 0.2) == 0
+    assert columns.nearest_trace(values, 9.0, 1.5, [], 0.2) == 1              # x clamped into the window
+    assert columns.nearest_trace(np.zeros((0, 3)), 0.0, 0.0, None, 1.0) is None

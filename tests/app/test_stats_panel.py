@@ -24,7 +24,7 @@ def test_enrichment_and_detector_follow_the_matches(catalogue):
     assert cells and shown_matches(doc)
     want = stats.enrichment(engine, S1, session.match.matches, "pos")
     shown = model(doc, "stats_enrichment").data
-    assert shown["label"] == [r.label for r in want.labels] == model(doc, "stats_enrichment_plot").x_range.factors
+    assert shown["label"] == [r.label for r in want.labels] == model(doc, "stats_enrichment_plot").y_range.factors[::-1]
     assert shown["matched"] == [r.matched for r in want.labels]
     assert shown["p_value"] == [r.p_value for r in want.labels]
     label = model(doc, "stats_label").value
@@ -90,7 +90,9 @@ def test_per_cell_scale_travels_in_the_url_and_drives_S_and_the_match(catalogue)
     assert model(doc, "scale").value == "zscore"
     slider = model(doc, "threshold")
     assert (slider.start, slider.end, slider.value) == (-4.0, 4.0, 1.0)
-    assert not model(doc, "threshold_line").visible
+    # The plot draws z-scores (test_wide_views), so the scaled threshold is a line on it.
+    line = model(doc, "threshold_line")
+    assert line.visible and line.location == 1.0
     sel = engine.select(S1, 110, 112, 1.0, scale="zscore")
     assert model(doc, "selection").data["cell"] == sel.cells and sel.cells
     want = engine.match(S1, sel.cells, 1.0, top=len(shown_matches(doc)) or 1, scale="zscore")
@@ -104,6 +106,7 @@ def test_per_cell_scale_travels_in_the_url_and_drives_S_and_the_match(catalogue)
     sel = engine.select(S1, 110, 112, 0.9, scale="quantile")
     assert model(doc, "selection").data["cell"] == sel.cells
     assert url_of(doc)["scale"] == "quantile" and url_of(doc)["threshold"] == "0.9"
+    assert not line.visible                                    # values are drawn, not quantiles
     model(doc, "scale").value = "none"
     assert "scale" not in url_of(doc) and model(doc, "threshold_line").visible
 
