@@ -367,6 +367,17 @@ def best_columns(best) -> dict:
     return {"threshold": [best.threshold], "f1": [best.f1]} if best is not None else {"threshold": [], "f1": []}
 
 
+def m_curve_columns(over_m: Sequence) -> dict:
+    """"At least m of k on" over m at one threshold (``m precision recall f1``; ``hypotheses.AtLeast``)."""
+    return {"m": [a.m for a in over_m], "precision": [a.detection.precision for a in over_m],
+            "recall": [a.detection.recall for a in over_m], "f1": [a.detection.f1 for a in over_m]}
+
+
+def best_m_columns(best) -> dict:
+    """The best m over the curve over m (one row ``m f1``), or no row for ``None``."""
+    return {"m": [best.m], "f1": [best.detection.f1]} if best is not None else {"m": [], "f1": []}
+
+
 def suggestion_columns(ranked: Sequence) -> dict:
     """Suggested cells (``cell score rate_in rate_out``), rounded for the table."""
     return {"cell": [r.cell for r in ranked], "score": [round(r.score, 4) for r in ranked],

@@ -14,6 +14,7 @@ import numpy as np
 
 from bokeh_app.columns import CATEGORY_COLORS, matrix_words, robust_range, row_label, scaled_values
 from gpu_matcher import Engine, ProjectError
+from gpu_matcher import hypotheses
 from gpu_matcher import stats as hypothesis
 from gpu_matcher.threshold import SCALE_RANGES
 
@@ -33,7 +34,8 @@ class MatchJob:
     note: str = ""                     # the status message of the action that asked for it
     asked: float = 0.0                 # time.monotonic() when it was asked for
     scale: str = "none"                # the threshold's scale: the value, or per-cell zscore / quantile
-    stats: tuple[str, str] = ("", "")  # (track, label) of the hypothesis panel, "" when it is absent
+    stats: tuple = ("", "", None)      # (track, label, at least m or None: all) of the hypothesis panel;
+                                       # track "" when it is absent
     min_length: int | None = None      # the shortest match; None: the match defaults'
 
 
@@ -234,16 +236,19 @@ def slider_range(engine: Engine, source: str, scale: str) -> tuple[float, float]
 # --- the hypothesis panel -----------------------------------------------------------------------------
 @dataclass
 class StatsAnswer:
-    """The hypothesis panel's numbers for one S, threshold, label and match list (gpu_matcher.stats)."""
+    """The hypothesis panel's numbers for one S, threshold, label, m and match list (gpu_matcher.stats,
+    gpu_matcher.hypotheses): the detector is "at least m of the k cells of S on"."""
 
     track: str
     label: str
     threshold: float
-    cells: int
+    cells: int                                  # k
     enrichment: list                            # LabelEnrichment rows
-    points: list                                # Detection over the threshold grid, by threshold
-    now: object = None                          # Detection at the current threshold
+    points: list                                # Detection over the threshold grid at m, by threshold
+    now: object = None                          # Detection at the current threshold and m
     error: str = ""
+    m: int = 0                                  # the detector's m (k: every cell on); 0 without S
+    over_m: list = field(default_factory=list)  # hypotheses.AtLeast for m = 1..k at the current threshold
 
     @property
     def best(self):
@@ -251,20 +256,43 @@ class StatsAnswer:
         best = max(self.points, key=lambda p: (p.f1, -p.threshold)) if self.points else None
         return best if best is not None and best.f1 > 0 else None
 
+    @property
+    def best_m(self):
+        """The m of the highest F1 at the current threshold when above 0 (ties: the larger m, the stricter
+        detector, as ``AtLeastGrid.best``)."""
+        best = max(self.over_m, key=lambda a: (a.detection.f1, a.m)) if self.over_m else None
+        return best if best is not None and best.detection.f1 > 0 else None
+
+
+def chosen_m(atleast: int | None, k: int) -> int:
+    """The detector's m for S of k cells: ``atleast`` clamped to [1, k]; None (the default) is k."""
+    return k if atleast is None else max(1, min(int(atleast), k))
+
 
 def stats_answer(engine: Engine, source: str, matches: list, cells: list[int], threshold: float, scale: str,
-                 track: str, label: str) -> StatsAnswer:
-    """Enrichment of ``matches`` and S as a detector of ``track == label``; errors become ``error``."""
-    answer = StatsAnswer(track, label, float(threshold), len(cells), [], [])
+                 track: str, label: str, atleast: int | None = None) -> StatsAnswer:
+    """Enrichment of ``matches`` and "at least m of S on" (m = ``chosen_m(atleast, k)``) as a detector of
+    ``track == label``, over thresholds at m and over m at ``threshold``; errors become ``error``."""
+    k = len(set(cells))
+    answer = StatsAnswer(track, label, float(threshold), k, [], [], m=chosen_m(atleast, k) if k else 0)
     try:
         if matches and track:
             answer.enrichment = hypothesis.enrichment(engine, source, matches, track).labels
         if cells and track and label != "":
-            grid = hypothesis.default_thresholds(engine, source, scale=scale)
-            curve = hypothesis.detector_curve(engine, source, cells, grid + [float(threshold)], track, label,
-                                              scale)
-            answer.now = curve.points[-1]
-            answer.points = sorted(curve.points[:-1], key=lambda p: p.threshold)
+            grid = hypothesis.default_thresholds(engine, source, scale=scale) + [float(threshold)]
+            if answer.m == k:
+                # Every cell on: the old one-pass curve (cheap under every scale), and the curve over m at
+                # the current threshold alone (k cell rows).
+                curve = hypothesis.detector_curve(engine, source, cells, grid, track, label, scale)
+                points = curve.points
+                answer.over_m = hypotheses.at_least_grid(engine, source, cells, grid[-1:], track, label,
+                                                         scale).over_m(0)
+            else:
+                table = hypotheses.at_least_grid(engine, source, cells, grid, track, label, scale)
+                points = table.curve(answer.m).points
+                answer.over_m = table.over_m(len(grid) - 1)
+            answer.now = points[-1]
+            answer.points = sorted(points[:-1], key=lambda p: p.threshold)
     except ProjectError as exc:
         answer.error = str(exc)
     return answer

@@ -133,10 +133,10 @@ class ProjectSession:
     def clamp_pos(self, pos: int) -> int:
         return int(min(max(0, pos), max(0, self.project.T - self.window)))
 
-    def stats_choice(self) -> tuple[str, str]:
-        """(track, label) of the hypothesis panel; ("", "") without one."""
+    def stats_choice(self) -> tuple[str, str, int | None]:
+        """(track, label, at least m) of the hypothesis panel; ("", "", None) without one."""
         stv = self.stv
-        return ("", "") if stv is None else (stv.track.value or "", stv.label.value or "")
+        return ("", "", None) if stv is None else (stv.track.value or "", stv.label.value or "", self.state.atleast)
 
     # --- status line and URL ----------------------------------------------------------------------
     def say(self, text: str, level: str = "info") -> None:

@@ -3,7 +3,8 @@
 Every scenario is a URL: ``?project=ID&source=FILE::PATH&pos=P&threshold=θ&brush=S,E&left=L&right=R``
 plus ``add=`` / ``remove=`` (cells edited by hand), ``tracks=`` (shown meta tracks), ``ww=`` (word
 width, px), ``scale=zscore|quantile`` (threshold a per-cell normalised value, ``gpu_matcher.threshold``),
-``minlen=`` (the shortest match shown, 1 allowed) and ``unit=`` (the cell whose unit page is open).
+``minlen=`` (the shortest match shown, 1 allowed), ``unit=`` (the cell whose unit page is open) and
+``atleast=`` (the hypothesis panel's detector: at least m of the k cells of S on; absent: all k).
 Parsing never raises: a malformed or unknown value falls back to the default and adds a one-line message
 for the status bar. A project id is only ever looked up among discovered projects.
 """
@@ -20,7 +21,7 @@ from gpu_matcher.threshold import SCALE_DEFAULTS, SCALE_RANGES, SCALES
 
 #: Query keys, in the order they are written.
 KEYS = ("project", "source", "pos", "threshold", "scale", "brush", "left", "right", "add", "remove", "tracks",
-        "ww", "minlen", "unit")
+        "ww", "minlen", "unit", "atleast")
 
 #: The longest minimum match length the app offers (the engine takes any; beyond this the view is empty).
 MAX_MIN_LENGTH = 50
@@ -44,6 +45,7 @@ class ViewState:
     scale: str = "none"                       # threshold on: the value, or a per-cell zscore / quantile
     min_length: int | None = None             # matches shorter than this are dropped; None: the default
     unit: int | None = None                   # the cell whose unit page is open; None: none
+    atleast: int | None = None                # the detector's m (clamped to k, S's size); None: every cell
 
     def with_(self, **changes) -> "ViewState":
         return replace(self, **changes)
@@ -183,6 +185,15 @@ def parse_query(arguments: Mapping[str, Sequence], defaults: UIDefaults) -> Pars
             out["unit"] = unit
         except ValueError:
             msgs.append(f"unit {_shown(value)} is not a cell number; no unit page")
+    value = get("atleast")
+    if value:
+        try:
+            m = int(value)
+            if m < 1:
+                raise ValueError
+            out["atleast"] = m
+        except ValueError:
+            msgs.append(f"atleast {_shown(value)} is not a number of cells >= 1; every cell of S on")
     return Parsed(ViewState(**out), msgs)
 
 
@@ -308,4 +319,6 @@ def to_query(state: ViewState, defaults: UIDefaults) -> str:
         items.append(("minlen", str(state.min_length)))
     if state.unit is not None:
         items.append(("unit", str(state.unit)))
+    if state.atleast is not None:
+        items.append(("atleast", str(state.atleast)))
     return urlencode(items, safe=":,/")

@@ -1,6 +1,7 @@
-"""The hypothesis panel (``gpu_matcher.stats``): enrichment of the shown matches, S as a detector of a
-label (best-F1 threshold in one click), suggested cells, the phrase map and the comparison of two
-sources. Suggest, phrase map and compare are long: they run in the session's worker, off the lock."""
+"""The hypothesis panel (``gpu_matcher.stats``, ``gpu_matcher.hypotheses``): enrichment of the shown
+matches, "at least m of the k cells of S on" as a detector of a label (over thresholds and over m; the
+best-F1 threshold in one click), suggested cells, the phrase map and the comparison of two sources.
+Every number is computed in the session's worker, off the lock (with the match when it can be)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import html
 
 from bokeh_app import columns, queries
 from bokeh_app.queries import MatchJob, PhraseMap, StatsAnswer
+from bokeh_app.state import client_number
 from bokeh_app.views.stats import DEPLETED, ENRICHED
 from bokeh_app.worker import failure
 from gpu_matcher import stats as hypothesis
@@ -25,6 +27,7 @@ class StatsReceiver:
         stv.track.on_change("value", lambda attr, old, new: self.on_track(new))
         stv.label.on_change("value", lambda attr, old, new: self.on_label(new, old))
         stv.apply_best.on_click(self.on_apply_best)
+        stv.atleast.on_change("value", lambda attr, old, new: self.on_atleast(new))
         stv.suggest.on_click(self.on_suggest)
         stv.add_suggested.on_click(lambda: s.select.on_add_cells(",".join(str(c) for c in self.suggested[:5])))
         stv.phrase_map.on_click(self.on_phrase_map)
@@ -33,20 +36,35 @@ class StatsReceiver:
 
     # --- enrichment and detector -----------------------------------------------------------------
     def update(self) -> None:
-        """Enrichment of the shown matches and S as a detector of the chosen label (exact counts)."""
+        """Enrichment of the shown matches and S as a detector of the chosen label (exact counts), in the
+        session's worker: the m-of-k grid reads k cell rows of the whole corpus."""
         s, st = self.s, self.s.state
-        self.apply(queries.stats_answer(s.engine, st.source, s.match.matches, s.cells, st.threshold, st.scale,
-                                        *s.stats_choice()))
+        engine, matches, cells, choice = s.engine, list(s.match.matches), list(s.cells), s.stats_choice()
+        s.worker.submit("stats", lambda: queries.stats_answer(engine, st.source, matches, cells, st.threshold,
+                                                              st.scale, *choice), self.show)
+
+    def show(self, answer) -> None:
+        if isinstance(answer, Exception):
+            self.s.stv.detector.text = html.escape(failure("The detector", answer))
+            return
+        self.apply(answer)
 
     def after_match(self, job: MatchJob, answer: StatsAnswer | None) -> None:
         """A match arrived: its numbers were computed with it, unless the panel's choice changed since."""
         if answer is not None and answer.track and job.stats == self.s.stats_choice():
+            self.s.worker.renew("stats")                # an older panel-only answer must not follow it
             self.apply(answer)
         else:
             self.update()
 
     def apply(self, answer: StatsAnswer) -> None:
-        stv = self.s.stv
+        s, stv = self.s, self.s.stv
+        with s.batch():                                 # k is S's size: the spinner's range follows it
+            stv.atleast.update(high=max(1, answer.cells), value=max(1, answer.m), disabled=answer.cells < 2)
+        over_m = answer.over_m if answer.now is not None else []
+        stv.m_curve.data = columns.m_curve_columns(over_m)
+        stv.best_m.data = columns.best_m_columns(answer.best_m if over_m else None)
+        stv.m_curve_plot.x_range.update(start=0.5, end=max(1, answer.cells) + 0.5)
         # The first row on top (a categorical y axis lists its factors bottom up).
         stv.enrichment_plot.y_range.factors = [r.label for r in reversed(answer.enrichment)]
         stv.enrichment.data = columns.enrichment_columns(answer.enrichment, ENRICHED, DEPLETED)
@@ -67,10 +85,15 @@ class StatsReceiver:
         now = answer.now
         if now is None:
             return html.escape(answer.error) if answer.error else "S as a detector: select cells first."
-        return (f"<b>{answer.cells} cells all on</b> &rArr; {html.escape(answer.track)} = "
+        rule = (f"{answer.cells} cells all on" if answer.m == answer.cells
+                else f"at least {answer.m} of {answer.cells} cells on")
+        best = answer.best_m
+        at_best = "" if best is None or best.m == answer.m else \
+            f" · at this threshold the best m is {best.m} (F1 {best.detection.f1:.3f})"
+        return (f"<b>{rule}</b> &rArr; {html.escape(answer.track)} = "
                 f"{html.escape(answer.label)} at threshold {answer.threshold:g}: precision "
                 f"<b>{now.precision:.3f}</b> ({now.true_positives:,}/{now.predicted:,}), recall "
-                f"<b>{now.recall:.3f}</b> ({now.true_positives:,}/{now.positives:,}), F1 <b>{now.f1:.3f}</b>")
+                f"<b>{now.recall:.3f}</b> ({now.true_positives:,}/{now.positives:,}), F1 <b>{now.f1:.3f}</b>{at_best}")
 
     def on_track(self, name: str) -> None:
         s = self.s
@@ -95,6 +118,26 @@ class StatsReceiver:
             s.refuse(f"label {str(label)[:60]!r} is not a label of {self.track}; unchanged",
                      lambda: setattr(s.stv.label, "value", old if old in s.stv.label.options else ""))
             return
+        self.update()
+
+    def on_atleast(self, value) -> None:
+        """The detector's m: at least m of the k cells of S on (k: every cell); S and the matches stay."""
+        s = self.s
+        if s.quiet or value is None:
+            return
+        k = len(set(s.cells))
+        current = queries.chosen_m(s.state.atleast, k) if k else 1
+        m, problem = client_number(value, "at least m", 1, max(1, k), integer=True)
+        if m is None or (problem and m == current):
+            s.refuse(problem, lambda: setattr(s.stv.atleast, "value", current))
+            return
+        s.user_acted()
+        s.state = s.state.with_(atleast=None if m >= k else m)   # k: follows S as it grows
+        with s.batch():
+            if problem:
+                s.stv.atleast.value = m
+            s.say(f"{problem + '. ' if problem else ''}Detector: at least {m} of the {k} cells of S on.")
+            s.sync_url()
         self.update()
 
     def on_apply_best(self) -> None:

@@ -1,5 +1,6 @@
 """The hypothesis panel under the match view: label enrichment of the matches, S as a detector of a
-label (P/R/F1 and the curve over thresholds, best F1 marked), and suggested cells. Models only, returned
+label ("at least m of the k cells of S on": P/R/F1, the curve over thresholds at m and the curve over m
+at the threshold, best F1 marked on each), and suggested cells. Models only, returned
 as named handles; the numbers come from ``gpu_matcher.stats`` (``receivers.stats``).
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bokeh.models import (Button, Column, ColumnDataSource, DataTable, Div, HoverTool, Legend, Range1d, Row,
-                          Select, TableColumn, TapTool)
+                          Select, Spinner, TableColumn, TapTool)
 from bokeh.plotting import figure
 
 from bokeh_app.views.common import lean, section
@@ -27,6 +28,10 @@ class StatsView:
     curve: ColumnDataSource            # threshold precision recall f1
     best: ColumnDataSource             # threshold f1 (one row, or none)
     curve_plot: object
+    atleast: Spinner                   # the detector's m, 1..k
+    m_curve: ColumnDataSource          # m precision recall f1 (at the current threshold)
+    best_m: ColumnDataSource           # m f1 (one row, or none)
+    m_curve_plot: object
     apply_best: Button
     suggest: Button
     suggestions: ColumnDataSource      # cell score rate_in rate_out
@@ -66,7 +71,7 @@ def build_stats_view(*, tracks: dict[str, list[str]], sources: list[tuple[str, s
     ep.yaxis.major_label_text_font_size = "10px"
     ep.title.text_font_size = "12px"
 
-    detector = Div(name="stats_detector", text="", width=340)
+    detector = Div(name="stats_detector", text="", width=640)
     curve = ColumnDataSource(name="stats_curve", data={"threshold": [], "precision": [], "recall": [],
                                                         "f1": []})
     best = ColumnDataSource(name="stats_best", data={"threshold": [], "f1": []})
@@ -84,6 +89,23 @@ def build_stats_view(*, tracks: dict[str, list[str]], sources: list[tuple[str, s
     cp.add_layout(Legend(items=items, location="top_right", label_text_font_size="9px"))
     cp.xaxis.axis_label = "threshold"
     cp.add_tools(HoverTool(tooltips=[("threshold", "@threshold{0.000}"), ("precision", "@precision{0.000}"),
+                                     ("recall", "@recall{0.000}"), ("F1", "@f1{0.000}")], mode="vline"))
+    # "At least m of the k cells on": high follows k (receivers.stats); m = k is "every cell on".
+    atleast = Spinner(name="stats_atleast", title="detector: at least m of the k cells of S on", low=1, high=1,
+                      step=1, value=1, width=260)
+    m_curve = ColumnDataSource(name="stats_m_curve", data={"m": [], "precision": [], "recall": [], "f1": []})
+    best_m = ColumnDataSource(name="stats_best_m", data={"m": [], "f1": []})
+    mp = figure(name="stats_m_curve_plot", height=220, width=300, tools="", toolbar_location=None,
+                title="at least m of k on, over m (at the threshold)", y_range=(0, 1.02),
+                x_range=Range1d(0.5, 1.5, name="stats_m_curve_x_range"))
+    mp.title.text_font_size = "12px"
+    for column, color in (("precision", "#1b9e77"), ("recall", "#7570b3"), ("f1", "#d95f02")):
+        mp.line(x="m", y=column, source=m_curve, color=color, line_width=2)
+        mp.scatter(x="m", y=column, source=m_curve, color=color, size=4)
+    mp.scatter(x="m", y="f1", source=best_m, size=11, color="#d95f02", line_color="black",
+               name="stats_best_m_marker")
+    mp.xaxis.axis_label = "m"
+    mp.add_tools(HoverTool(tooltips=[("m", "@m"), ("precision", "@precision{0.000}"),
                                      ("recall", "@recall{0.000}"), ("F1", "@f1{0.000}")], mode="vline"))
     apply_best = Button(name="stats_apply_best", label="apply the best-F1 threshold", width=200,
                         disabled=True)
@@ -125,15 +147,17 @@ def build_stats_view(*, tracks: dict[str, list[str]], sources: list[tuple[str, s
     compare = Button(name="stats_compare", label="compare", width=100)
     compare_info = Div(name="stats_compare_info", text="", width=420)
 
-    lean(ep, cp, pp)
+    lean(ep, cp, mp, pp)
     layout = Column(section("hypothesis statistics (exact, over the whole corpus)"),
                     Row(track, label),
-                    Row(ep, Column(cp, detector, apply_best), Column(suggest, table, add_suggested)),
+                    Row(Column(ep, suggest, table, add_suggested),
+                        Column(Row(cp, mp), Row(atleast, apply_best, styles={"align-items": "end"}), detector)),
                     Row(Column(phrase_map, phrase_info, Row(compare_source, compare, styles={"align-items": "end"}),
                                compare_info), pp),
                     name="stats_view")
     return StatsView(track=track, label=label, enrichment=enrichment, enrichment_plot=ep, detector=detector,
-                     curve=curve, best=best, curve_plot=cp, apply_best=apply_best, suggest=suggest,
+                     curve=curve, best=best, curve_plot=cp, atleast=atleast, m_curve=m_curve,
+                     best_m=best_m, m_curve_plot=mp, apply_best=apply_best, suggest=suggest,
                      suggestions=suggestions, add_suggested=add_suggested, phrase_map=phrase_map,
                      phrases=phrases, phrase_plot=pp, phrase_info=phrase_info, compare_source=compare_source,
                      compare=compare, compare_info=compare_info, layout=layout)

@@ -125,6 +125,14 @@ def test_hypothesis_panel_columns():
     assert columns.curve_columns(points)["f1"] == [0.33, 0.4]
     assert columns.best_columns(points[1]) == {"threshold": [0.5], "f1": [0.4]}
     assert columns.best_columns(None) == {"threshold": [], "f1": []}
+    # "At least m of k on" over m: one row per m, the best (m, F1) as one row or none.
+    over_m = [SimpleNamespace(m=m, detection=SimpleNamespace(precision=p, recall=r, f1=f))
+              for m, p, r, f in ((1, 0.2, 0.9, 0.33), (2, 0.5, 0.5, 0.5), (3, 0.9, 0.1, 0.18))]
+    curve = columns.m_curve_columns(over_m)
+    assert same_length(curve) == 3 and curve["m"] == [1, 2, 3] and curve["recall"] == [0.9, 0.5, 0.1]
+    assert columns.m_curve_columns([]) == {"m": [], "precision": [], "recall": [], "f1": []}
+    assert columns.best_m_columns(over_m[1]) == {"m": [2], "f1": [0.5]}
+    assert columns.best_m_columns(None) == {"m": [], "f1": []}
     ranked = [SimpleNamespace(cell=4, score=0.123456, rate_in=0.9, rate_out=0.776544)]
     assert columns.suggestion_columns(ranked) == {"cell": [4], "score": [0.1235], "rate_in": [0.9],
                                                   "rate_out": [0.7765]}
@@ -211,3 +219,14 @@ def test_nearest_trace_to_a_click():
     assert columns.nearest_trace(values, 1.0, 0.6, [0, 2], 0.2) == 0
     assert columns.nearest_trace(values, 9.0, 1.5, [], 0.2) == 1              # x clamped into the window
     assert columns.nearest_trace(np.zeros((0, 3)), 0.0, 0.0, None, 1.0) is None
+
+
+def test_the_detectors_m_and_its_best_on_plain_answers():
+    from bokeh_app.queries import StatsAnswer, chosen_m
+
+    assert [chosen_m(None, 4), chosen_m(2, 4), chosen_m(9, 4), chosen_m(0, 4)] == [4, 2, 4, 1]
+    at = lambda m, f1: SimpleNamespace(m=m, detection=SimpleNamespace(f1=f1))      # noqa: E731
+    answer = StatsAnswer("pos", "NOUN", 0.3, 3, [], [], m=3, over_m=[at(1, 0.4), at(2, 0.6), at(3, 0.6)])
+    assert answer.best_m.m == 3                          # ties: the larger m, the stricter detector
+    answer.over_m = [at(1, 0.0), at(2, 0.0)]
+    assert answer.best_m is None                         # F1 0 everywhere: nothing to mark

@@ -467,7 +467,7 @@ def test_a_newer_match_replaces_an_older_one(catalogue):
 # --- the state round trip and the wire size ---------------------------------------------------------------
 def test_state_round_trips_through_the_url():
     state = ViewState(project="a/b", source=S1, pos=12, threshold=-0.25, brush=(14, 17), left=2, right=1,
-                      add=(3, 9), remove=(4,), tracks=("pos",), word_width=16)
+                      add=(3, 9), remove=(4,), tracks=("pos",), word_width=16, atleast=2)
     query = parse_qs(to_query(state, DEFAULTS), keep_blank_values=True)
     parsed = parse_query({k: [v[-1].encode()] for k, v in query.items()}, DEFAULTS)
     assert parsed.messages == [] and parsed.state == state

@@ -177,3 +177,98 @@ def test_a_failed_long_job_is_a_message(catalogue, monkeypatch):
     monkeypatch.setattr(stats, "compare", lambda *a, **k: 1 / 0)
     click(doc, "stats_compare")
     assert "Compare failed: internal error (ZeroDivisionError" in model(doc, "stats_compare_info").text
+
+
+# --- at least m of the k cells on (issue 14) ---------------------------------------------------------------
+def detector_numbers(det) -> str:
+    """The detector line's figures as the panel writes them."""
+    return (f"precision <b>{det.precision:.3f}</b> ({det.true_positives:,}/{det.predicted:,}), recall "
+            f"<b>{det.recall:.3f}</b> ({det.true_positives:,}/{det.positives:,}), F1 <b>{det.f1:.3f}</b>")
+
+
+def assert_panel_at(doc, engine, cells, m, threshold, label, scale="none"):
+    """The panel's detector line, curve over thresholds and curve over m equal hypotheses' exact grid."""
+    from gpu_matcher import hypotheses
+
+    k = len(cells)
+    assert model(doc, "stats_atleast").value == m and model(doc, "stats_atleast").high == k
+    det = hypotheses.at_least_detector(engine, S1, cells, m, threshold, "pos", label, scale=scale).detection
+    text = model(doc, "stats_detector").text
+    rule = f"{k} cells all on" if m == k else f"at least {m} of {k} cells on"
+    assert f"<b>{rule}</b>" in text and detector_numbers(det) in text
+    grid = hypotheses.at_least_grid(engine, S1, cells, None, "pos", label, scale=scale)
+    want = sorted(grid.curve(m).points, key=lambda p: p.threshold)
+    curve = model(doc, "stats_curve").data
+    assert curve["threshold"] == [p.threshold for p in want]
+    assert (curve["precision"], curve["recall"], curve["f1"]) == tuple(
+        [getattr(p, c) for p in want] for c in ("precision", "recall", "f1"))
+    over = hypotheses.at_least_grid(engine, S1, cells, [threshold], "pos", label, scale=scale).over_m(0)
+    shown = model(doc, "stats_m_curve").data
+    assert shown["m"] == list(range(1, k + 1))
+    assert shown["f1"] == [a.detection.f1 for a in over] and shown["recall"] == [a.detection.recall for a in over]
+    best = max(over, key=lambda a: (a.detection.f1, a.m))
+    assert model(doc, "stats_best_m").data == ({"m": [best.m], "f1": [best.detection.f1]} if best.detection.f1 > 0
+                                               else {"m": [], "f1": []})
+    return det
+
+
+def test_at_least_m_of_k_is_the_exact_grid_and_m_k_is_all_on(catalogue):
+    from test_document import url_of
+
+    engine = catalogue.engine("small")
+    doc, session = open_doc(catalogue, project="small", source=S1, pos=100, threshold=0.3, brush="110,112")
+    cells = model(doc, "selection").data["cell"]
+    k, label = len(cells), model(doc, "stats_label").value
+    assert k >= 3, "the scenario needs an m strictly between 1 and k"
+    # The default is m = k: every cell on, the old figures.
+    all_on = stats.detector(engine, S1, cells, 0.3, "pos", label)
+    assert detector_numbers(all_on) in model(doc, "stats_detector").text
+    assert_panel_at(doc, engine, cells, k, 0.3, label)
+    assert model(doc, "stats_curve").data["f1"] == [
+        p.f1 for p in sorted(stats.detector_curve(engine, S1, cells, None, "pos", label).points,
+                             key=lambda p: p.threshold)]
+    assert "atleast" not in url_of(doc)
+    matches = shown_matches(doc)
+    # m < k: the detector, both curves and the URL follow; S and the matches do not change.
+    m = 1
+    model(doc, "stats_atleast").value = m
+    det = assert_panel_at(doc, engine, cells, m, 0.3, label)
+    assert det.predicted > all_on.predicted, "the scenario must tell m < k from every cell on"
+    assert url_of(doc)["atleast"] == str(m) and f"at least {m} of the {k} cells" in status_of(doc)
+    assert model(doc, "selection").data["cell"] == cells and shown_matches(doc) == matches
+    model(doc, "stats_atleast").value = k - 1
+    assert_panel_at(doc, engine, cells, k - 1, 0.3, label)
+    # The threshold moves: the curve over m is recomputed at it, m kept.
+    set_threshold(doc, 0.35)
+    cells35 = model(doc, "selection").data["cell"]
+    if len(cells35) >= k - 1:
+        assert_panel_at(doc, engine, cells35, k - 1, 0.35, label)
+    # Back to m = k: the old "all on" figures again, and atleast= leaves the URL.
+    set_threshold(doc, 0.3)
+    model(doc, "stats_atleast").value = k
+    assert detector_numbers(all_on) in model(doc, "stats_detector").text and "atleast" not in url_of(doc)
+
+
+def test_atleast_travels_in_the_url_with_a_per_cell_scale(catalogue):
+    engine = catalogue.engine("small")
+    doc, session = open_doc(catalogue, project="small", source=S1, pos=100, threshold=1.0, scale="zscore",
+                            brush="110,112", atleast=2)
+    cells = model(doc, "selection").data["cell"]
+    assert len(cells) > 2, "the scenario needs m < k under the z-score"
+    label = model(doc, "stats_label").value
+    assert_panel_at(doc, engine, cells, 2, 1.0, label, scale="zscore")
+    scaled = stats.detector(engine, S1, cells, 1.0, "pos", label, scale="zscore")
+    # An m above k is k (every cell on); a client's value outside [1, k] is clamped with a message.
+    model(doc, "stats_atleast").value = len(cells) + 5
+    assert "outside [1," in status_of(doc)
+    assert_panel_at(doc, engine, cells, len(cells), 1.0, label, scale="zscore")
+    assert detector_numbers(scaled) in model(doc, "stats_detector").text
+
+
+def test_a_bad_atleast_falls_back_to_every_cell_with_a_message(catalogue):
+    doc, session = open_doc(catalogue, project="small", source=S1, pos=100, threshold=0.3, brush="110,112",
+                            atleast="zero")
+    assert "atleast 'zero' is not a number of cells >= 1" in status_of(doc)
+    assert session.state.atleast is None
+    k = len(model(doc, "selection").data["cell"])
+    assert model(doc, "stats_atleast").value == k and f"<b>{k} cells all on</b>" in model(doc, "stats_detector").text
