@@ -272,3 +272,15 @@ def test_a_bad_atleast_falls_back_to_every_cell_with_a_message(catalogue):
     assert session.state.atleast is None
     k = len(model(doc, "selection").data["cell"])
     assert model(doc, "stats_atleast").value == k and f"<b>{k} cells all on</b>" in model(doc, "stats_detector").text
+
+
+def test_a_hostile_atleast_is_refused_or_clamped(catalogue):
+    doc, session = open_doc(catalogue, project="small", source=S1, pos=100, threshold=0.3, brush="110,112",
+                            atleast=2)
+    spinner = model(doc, "stats_atleast")
+    for bad, why in ((float("nan"), "not a finite"), (2.5, "whole number")):
+        spinner.value = bad
+        assert session.state.atleast == 2 and spinner.value == 2 and why in status_of(doc)
+    spinner.value = -3
+    assert session.state.atleast == 1 and spinner.value == 1 and "outside [1," in status_of(doc)
+    assert "at least 1 of" in model(doc, "stats_detector").text
