@@ -96,7 +96,7 @@ def build_stats_view(*, tracks: dict[str, list[str]], sources: list[tuple[str, s
     m_curve = ColumnDataSource(name="stats_m_curve", data={"m": [], "precision": [], "recall": [], "f1": []})
     best_m = ColumnDataSource(name="stats_best_m", data={"m": [], "f1": []})
     mp = figure(name="stats_m_curve_plot", height=220, width=300, tools="", toolbar_location=None,
-                title="at least m of k on, over m (at the threshold)", y_range=(0, 1.02),
+                title="at least m of k on, over m (at θ)", y_range=(0, 1.02),
                 x_range=Range1d(0.5, 1.5, name="stats_m_curve_x_range"))
     mp.title.text_font_size = "12px"
     for column, color in (("precision", "#1b9e77"), ("recall", "#7570b3"), ("f1", "#d95f02")):
