@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from gpu_matcher.errors import ProjectError
+from gpu_matcher.extract.hooks import HookSet
 from gpu_matcher.extract.recurrent import rnn_kind, unroll
 from gpu_matcher.io.predictions import topk_from_logits
 from gpu_matcher.io.text import Corpus
@@ -88,13 +89,12 @@ def _batch_first(tensor: torch.Tensor, B: int, L: int, module: nn.Module | None,
     return out.reshape(B, L, -1)
 
 
-class _Capture:
+class _Capture(HookSet):
     """Forward hooks that keep what each named module saw (RNNs: inputs) or produced (others)."""
 
     def __init__(self, model: nn.Module, rnns: Sequence[str], modules: Sequence[str], logits: str | None):
         named = dict(model.named_modules())
-        self.handles = []
-        self.seen: dict[str, list] = {}
+        super().__init__()
         wanted = [(n, "input") for n in rnns] + [(n, "output") for n in modules]
         if logits not in (None, "output"):
             wanted.append((logits, "output"))
@@ -126,13 +126,6 @@ class _Capture:
                                "exactly one call over the whole batch")
         return calls[0]
 
-    def clear(self) -> None:
-        for calls in self.seen.values():
-            calls.clear()
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
 
 
 def _fingerprint(model: nn.Module, corpus: Corpus, settings: dict) -> dict:

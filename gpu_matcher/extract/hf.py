@@ -49,6 +49,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from gpu_matcher.errors import ProjectError
+from gpu_matcher.extract.hooks import HookSet
 
 HOOKS = ("resid_pre", "resid_post", "attn_out", "mlp_post")
 OFFSETS_FILE, OFFSETS_KEY = "offsets.h5", "offsets"
@@ -317,15 +318,15 @@ def probes_for(model: Any, layers: Sequence[int], hooks: Sequence[str], modules:
     return out
 
 
-class Capture:
+class Capture(HookSet):
     """Forward hooks that keep, per forward pass, each probe's tensor ``(B, L, D)``."""
 
     def __init__(self, model: Any, probes: Sequence[Probe]):
+        super().__init__()
         named = dict(model.named_modules())
         self.model = model
         self.probes = list(probes)
-        self.seen: dict[str, list] = {p.name: [] for p in probes}
-        self.handles = []
+        self.seen.update({p.name: [] for p in probes})
         for probe in probes:
             module = named[probe.module_name]
             if probe.pre:
@@ -365,13 +366,6 @@ class Capture:
                                "record a module whose output has one row per token")
         return value.reshape(B, L, -1)
 
-    def clear(self) -> None:
-        for calls in self.seen.values():
-            calls.clear()
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
 
 
 def attention_band(attn, b_idx, r_idx, window: int, causal: bool):
