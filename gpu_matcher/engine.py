@@ -31,6 +31,8 @@ log = logging.getLogger("gpu_matcher")
 
 #: Resolved thresholds (per-cell keys) an engine keeps: a view asks for the same few many times.
 KEY_CACHE_SIZE = 16
+#: Sources whose quantile tables (drawing in quantile units) an engine keeps.
+QUANTILE_CACHE_SIZE = 2
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -111,6 +113,8 @@ class Engine:
         self._words: np.ndarray | None = None
         self._scales: BoundedCache[str, CellScale] = BoundedCache(max(1, len(project.sources)))
         self._keys: BoundedCache[tuple[str, Threshold], np.ndarray | None] = BoundedCache(KEY_CACHE_SIZE)
+        # (D, 1025) keys and counts per source: ~20 bytes a cell and table point (80 MB at D = 4096).
+        self._quantiles: BoundedCache[str, scaling.QuantileTable] = BoundedCache(QUANTILE_CACHE_SIZE)
         self._host: Backend | None = None          # the NumPy backend for what self.backend cannot do
         self._host_told: set[str] = set()
 
@@ -148,6 +152,21 @@ class Engine:
         scaling.check_scale(scale)
         src = self.project.source(source)
         return self._scales.get(source, lambda: scaling.cell_scale(src))
+
+    def quantile_table(self, source: str) -> scaling.QuantileTable:
+        """Each cell's keys at 1,025 evenly spaced ranks (``scaling.quantile_table``), computed once per
+        engine and source (a pass over the cells: ask from a worker) and kept for the newest
+        ``QUANTILE_CACHE_SIZE`` sources."""
+        src = self.project.source(source)
+        return self._quantiles.get(source, lambda: scaling.quantile_table(src))
+
+    def quantile_units(self, source: str, start: int, stop: int) -> np.ndarray:
+        """(W, D) float64: the values of steps ``[start, stop)`` in quantile units, for DRAWING only
+        (``scaling.quantile_units``: interpolated between table ranks, off by less than 1/1024; every
+        on/off decision stays exact on the per-cell keys)."""
+        src = self.project.source(source)
+        start, stop = max(0, int(start)), min(self.project.T, int(stop))
+        return scaling.quantile_units(self.quantile_table(source), src.raw(start, max(start, stop)))
 
     def normalised_row(self, source: str, cell: int, scale: str) -> np.ndarray:
         """(T,) float64 ``z`` of one cell over the whole corpus (NaN where the value is NaN): the cell is

@@ -49,11 +49,12 @@ class SelectReceiver:
         sv.threshold.update(start=lo, end=hi, step=float(f"{(hi - lo) / 200:.2g}"))
         self.show_threshold(st.threshold)
         sv.threshold_line.location = st.threshold
-        # The plot shows z-scores under zscore (receivers.window), so θ is a line there; a quantile is not.
-        sv.threshold_line.visible = st.scale != "quantile"
+        # The plot draws the threshold's units (receivers.window: z-scores, quantiles), so θ is a line.
+        sv.threshold_line.visible = True
         sv.scale.value = st.scale
         sv.source_select.value = st.source
         sv.plot.yaxis.axis_label = ("z-score within each cell" if st.scale == "zscore" else
+                                    "quantile within each cell" if st.scale == "quantile" else
                                     "tanh(state)" if s.src.transform == "tanh" else "value")
         sv.position.high = s.project.T - 1
 
@@ -134,7 +135,8 @@ class SelectReceiver:
 
     def ready(self, then, busy: bool = False) -> None:
         """Run ``then`` (on the lock) once the state's threshold can be applied. A per-cell scale needs the
-        source's per-cell statistics and keys: a pass over every step (seconds at 10^6 steps), so that runs
+        source's per-cell statistics and keys (and, for quantile, the table the window is drawn through,
+        ``Engine.quantile_table``): a pass over every step (seconds at 10^6 steps), so that runs
         in the session's worker, never on the event loop; ``busy`` says so in the status line meanwhile."""
         s, st = self.s, self.s.state
         if not Threshold(st.threshold, st.scale).scaled:
@@ -149,7 +151,12 @@ class SelectReceiver:
                 s.say(failure("Threshold", answer), "error")
             else:
                 then()
-        s.worker.submit("threshold", lambda: engine.key_thresholds(source, theta, scale), apply)
+        def job():
+            keys = engine.key_thresholds(source, theta, scale)
+            if scale == "quantile":          # the table the window draws quantile units through
+                engine.quantile_table(source)
+            return keys
+        s.worker.submit("threshold", job, apply)
 
     def cells_text(self, k: int | None = None) -> str:
         k = len(self.s.cells) if k is None else k

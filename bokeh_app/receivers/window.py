@@ -15,7 +15,7 @@ class WindowReceiver:
     def __init__(self, session):
         self.s = session
         self._trace_layout: tuple[int, int] | None = None     # (W, D) of the sent trace x column
-        self._y_key: tuple | None = None                      # (source, zscore?) of the y range shown
+        self._y_key: tuple | None = None                      # (source, drawn scale) of the y range shown
         self._y: tuple[float, float] = (-1.0, 1.0)
         self.values = np.zeros((0, 0), np.float32)            # the window's values as drawn (W, D)
 
@@ -40,6 +40,9 @@ class WindowReceiver:
         if st.scale == "zscore":          # drawn in the threshold's units: the line is θ itself
             params = s.engine.cell_scale(st.source, st.scale)
             values = columns.scaled_values(values, params.center, params.spread).astype(np.float32)
+        elif st.scale == "quantile":      # quantile units through the engine's table (receivers.select.ready
+            # computed it in the worker); the drawn position is interpolated (< 1/1024), on/off stays exact
+            values = s.engine.quantile_units(st.source, start, stop).astype(np.float32)
         lo, hi = self.y_range()
         self.values = values                           # as drawn: a click on a trace finds its cell
         y = columns.trace_y(columns.padded(values, W))
@@ -74,17 +77,19 @@ class WindowReceiver:
 
     def y_range(self) -> tuple[float, float]:
         """The value axis for the state's source and scale, set when it changes: ``tanh`` values keep their
-        natural range; unbounded values and z-scores a robust one (receivers.select.ready has computed a
-        per-cell scale's statistics by now)."""
+        natural range, quantiles [0, 1]; unbounded values and z-scores a robust one (receivers.select.ready
+        has computed a per-cell scale's statistics by now)."""
         s, st = self.s, self.s.state
-        key = (st.source, st.scale == "zscore")
+        key = (st.source, st.scale)
         if self._y_key != key:
-            if s.src.transform == "tanh" and st.scale != "zscore":
+            if st.scale == "quantile":
+                lo, hi = -0.04, 1.04
+            elif s.src.transform == "tanh" and st.scale != "zscore":
                 lo, hi = s.src.value_range()
                 pad = 0.04 * (hi - lo)
                 lo, hi = lo - pad, hi + pad
             else:
-                lo, hi = queries.display_range(s.engine, st.source, "zscore" if key[1] else "none")
+                lo, hi = queries.display_range(s.engine, st.source, st.scale)
             s.sv.plot.y_range.update(start=lo, end=hi)
             self._y_key, self._y = key, (lo, hi)
         return self._y

@@ -125,6 +125,8 @@ def test_a_scale_switch_computes_its_statistics_in_a_worker(app_data, monkeypatc
                                                                   threshold="0.25")))
     threads: list = []
     monkeypatch.setattr(engine, "key_thresholds", slow(engine.key_thresholds, threads, once=True))
+    tables: list = []                  # the quantile table the window is drawn through: made in the worker
+    monkeypatch.setattr(engine, "quantile_table", slow(engine.quantile_table, tables, once=True))
     seen = {}
 
     def switch():
@@ -132,6 +134,7 @@ def test_a_scale_switch_computes_its_statistics_in_a_worker(app_data, monkeypatc
         seen["status"] = model(doc, "status").text
     loop = run_measured(doc, switch)
     assert threads and loop not in threads
+    assert tables and loop not in tables
     assert "Computing the per-cell quantile" in seen["status"]
     session_theta = model(doc, "threshold").value
     cells = engine.select(S1, 110, 112, session_theta, scale="quantile").cells

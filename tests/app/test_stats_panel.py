@@ -106,7 +106,7 @@ def test_per_cell_scale_travels_in_the_url_and_drives_S_and_the_match(catalogue)
     sel = engine.select(S1, 110, 112, 0.9, scale="quantile")
     assert model(doc, "selection").data["cell"] == sel.cells
     assert url_of(doc)["scale"] == "quantile" and url_of(doc)["threshold"] == "0.9"
-    assert not line.visible                                    # values are drawn, not quantiles
+    assert line.visible and line.location == 0.9               # quantiles are drawn (test_wide_views)
     model(doc, "scale").value = "none"
     assert "scale" not in url_of(doc) and model(doc, "threshold_line").visible
 

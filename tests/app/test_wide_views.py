@@ -16,7 +16,7 @@ from bokeh_app.catalogue import Catalogue
 from bokeh_app.config import load_defaults
 from bokeh_app.queries import value_sample
 from bokeh_app.state import ViewState, parse_query, to_query
-from gpu_matcher.scaling import zscores
+from gpu_matcher.scaling import quantile_units, zscores
 
 from conftest import make_app_project
 
@@ -93,6 +93,39 @@ def test_zscore_draws_scaled_values_and_the_scaled_threshold_line(catalogue):
     drawn = np.asarray(model(doc, "traces").data["y"]).reshape(1024, W + 1)[:, :W].T
     np.testing.assert_allclose(drawn, engine.context(S2, pos, pos + W).values, rtol=1e-6)
     assert model(doc, "threshold").end < 20
+
+
+def test_quantile_draws_quantile_units_and_the_threshold_line(catalogue):
+    """Under scale=quantile the traces are the values in quantile units through the engine's per-cell
+    table (exact at table keys, within 1/1024 of the empirical CDF elsewhere) and the line is θ."""
+    engine = catalogue.engine("outlier")
+    doc = open_doc(catalogue, project="outlier", source=S2, pos=40, scale="quantile", threshold=0.9)
+    pos, _ = window_values(engine, doc)
+    W = len(model(doc, "select_plot").xaxis[0].ticker.ticks)
+    src = engine.project.source(S2)
+    window = src.raw(pos, pos + W)
+    expected = quantile_units(engine.quantile_table(S2), window)
+    drawn = np.asarray(model(doc, "traces").data["y"]).reshape(src.D, W + 1)[:, :W].T
+    np.testing.assert_array_equal(drawn, expected.astype(np.float32))
+    # Against the empirical CDF of each cell's whole column.
+    column = src.raw(0, engine.project.T).astype(np.float64)
+    for c in range(0, src.D, 97):
+        good = np.sort(column[:, c][~np.isnan(column[:, c])])
+        cdf = np.searchsorted(good, window[:, c].astype(np.float64), side="right") / good.size
+        assert np.all(np.abs(drawn[:, c] - cdf) <= 1.0 / 1024 + 1e-6)
+    line = model(doc, "threshold_line")
+    assert line.visible and line.location == 0.9
+    y = model(doc, "select_plot").y_range
+    assert y.start < 0.0 and 1.0 < y.end < 1.1
+    assert model(doc, "select_plot").yaxis[0].axis_label == "quantile within each cell"
+    # Through the widget: none -> quantile -> none.
+    model(doc, "scale").value = "none"
+    drawn = np.asarray(model(doc, "traces").data["y"]).reshape(src.D, W + 1)[:, :W].T
+    np.testing.assert_allclose(drawn, engine.context(S2, pos, pos + W).values, rtol=1e-6)
+    model(doc, "scale").value = "quantile"
+    drawn = np.asarray(model(doc, "traces").data["y"]).reshape(src.D, W + 1)[:, :W].T
+    np.testing.assert_array_equal(drawn, expected.astype(np.float32))
+    assert model(doc, "threshold_line").visible
 
 
 def test_minimum_match_length_one_in_the_app_and_the_url(catalogue):
