@@ -96,13 +96,11 @@ def parse_query(arguments: Mapping[str, Sequence], defaults: UIDefaults) -> Pars
             out[key] = value
     value = get("pos")
     if value is not None:
-        try:
-            pos = int(value)
-            if pos < 0:
-                raise ValueError
-            out["pos"] = pos
-        except ValueError:
+        pos = _whole(value, 0)
+        if pos is None:
             msgs.append(f"pos {_shown(value)} is not a step number; showing the start")
+        else:
+            out["pos"] = pos
     value = get("threshold")
     if value is not None:
         try:
@@ -129,11 +127,8 @@ def parse_query(arguments: Mapping[str, Sequence], defaults: UIDefaults) -> Pars
         value = get(key)
         if value is None:
             continue
-        try:
-            margin = int(value)
-            if margin < 0:
-                raise ValueError
-        except ValueError:
+        margin = _whole(value, 0)
+        if margin is None:
             msgs.append(f"{key} {_shown(value)} is not a number of steps >= 0; using 0")
             continue
         if margin > defaults.select.max_margin:
@@ -155,46 +150,47 @@ def parse_query(arguments: Mapping[str, Sequence], defaults: UIDefaults) -> Pars
     value = get("ww")
     if value is not None:
         widths = defaults.select.word_widths
-        try:
-            ww = int(value)
-            if ww <= 0:
-                raise ValueError
+        ww = _whole(value, 1)
+        if ww is None:
+            msgs.append(f"ww {_shown(value)} is not a width in px; using {defaults.select.word_width}")
+        else:
             if ww not in widths:
                 nearest = min(widths, key=lambda w: abs(w - ww))
                 msgs.append(f"word width {ww} is not offered; using {nearest}")
                 ww = nearest
             out["word_width"] = ww
-        except ValueError:
-            msgs.append(f"ww {_shown(value)} is not a width in px; using {defaults.select.word_width}")
     value = get("minlen")
     if value is not None:
-        try:
-            minlen = int(value)
-            if not 1 <= minlen <= MAX_MIN_LENGTH:
-                raise ValueError
+        minlen = _whole(value, 1, MAX_MIN_LENGTH)
+        if minlen is not None:
             out["min_length"] = minlen
-        except ValueError:
+        else:
             msgs.append(f"minlen {_shown(value)} is not a length in [1, {MAX_MIN_LENGTH}]; using "
                         f"{defaults.match.min_length}")
     value = get("unit")
     if value:
-        try:
-            unit = int(value)
-            if unit < 0:
-                raise ValueError
-            out["unit"] = unit
-        except ValueError:
+        unit = _whole(value, 0)
+        if unit is None:
             msgs.append(f"unit {_shown(value)} is not a cell number; no unit page")
+        else:
+            out["unit"] = unit
     value = get("atleast")
     if value:
-        try:
-            m = int(value)
-            if m < 1:
-                raise ValueError
-            out["atleast"] = m
-        except ValueError:
+        m = _whole(value, 1)
+        if m is None:
             msgs.append(f"atleast {_shown(value)} is not a number of cells >= 1; every cell of S on")
+        else:
+            out["atleast"] = m
     return Parsed(ViewState(**out), msgs)
+
+
+def _whole(value: str, lo: int, hi: int | None = None) -> int | None:
+    """A URL value as a whole number in ``[lo, hi]`` (no upper bound when ``hi`` is None), else None."""
+    try:
+        number = int(value)
+    except ValueError:
+        return None
+    return number if number >= lo and (hi is None or number <= hi) else None
 
 
 def client_number(value, what: str, lo: float, hi: float, integer: bool = False
