@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 
-def plain_forward(model_dir: Path, texts: list[Path], batch_size: int) -> tuple[int, float]:
-    import torch
-
+def windows(model_dir: Path, texts: list[Path], batch_size: int):
+    """The model, its tokenizer, whether it is a decoder, and the batches extract-hf would run."""
     from gpu_matcher.extract import hf
 
     model, tokenizer, causal = hf.load_model(model_dir)
@@ -36,7 +35,14 @@ def plain_forward(model_dir: Path, texts: list[Path], batch_size: int) -> tuple[
     capacity = length - sum(hf.special_layout(tokenizer))
     tok = hf.tokenize(docs, tokenizer, length, min(128, capacity // 4), causal)
     pad = tokenizer.pad_token_id or 0
-    batches = [hf.make_batch(tok, tok.windows[i:i + batch_size], pad) for i in range(0, len(tok.windows), batch_size)]
+    return model, tokenizer, causal, [hf.make_batch(tok, tok.windows[i:i + batch_size], pad)
+                                      for i in range(0, len(tok.windows), batch_size)]
+
+
+def plain_forward(model_dir: Path, texts: list[Path], batch_size: int) -> tuple[int, float]:
+    import torch
+
+    model, _, _, batches = windows(model_dir, texts, batch_size)
     steps = sum(int(b.b_idx.numel()) for b in batches)
     t0 = time.perf_counter()
     with torch.inference_mode():
@@ -53,17 +59,11 @@ def interleaved(model_dir: Path, texts: list[Path], batch_size: int, hooks: str,
     from gpu_matcher.extract import hf
     from gpu_matcher.io.writer import ProjectWriter
 
-    model, tokenizer, causal = hf.load_model(model_dir)
-    docs = hf.read_documents(texts)
-    length = hf.window_length(model, tokenizer, None)
-    capacity = length - sum(hf.special_layout(tokenizer))
-    tok = hf.tokenize(docs, tokenizer, length, min(128, capacity // 4), causal)
-    pad = tokenizer.pad_token_id or 0
+    model, tokenizer, causal, batches = windows(model_dir, texts, batch_size)
     probes = hf.probes_for(model, hf.parse_layers(layers, model.config.num_hidden_layers), hf.parse_hooks(hooks), ())
     steps, plain, ext = 0, np.zeros(2), np.zeros(2)
     with ProjectWriter(folder, dictionary=hf.vocabulary_dictionary(tokenizer), dtype=dtype) as writer:
-        for i in range(0, len(tok.windows), batch_size):
-            batch = hf.make_batch(tok, tok.windows[i:i + batch_size], pad)
+        for i, batch in enumerate(batches):
 
             def run_plain() -> np.ndarray:
                 t0 = np.array([time.perf_counter(), time.process_time()])
@@ -79,7 +79,7 @@ def interleaved(model_dir: Path, texts: list[Path], batch_size: int, hooks: str,
                 capture.remove()
                 return np.array([time.perf_counter(), time.process_time()]) - t0
 
-            if (i // batch_size) % 2:                  # alternate which goes first
+            if i % 2:                                  # alternate which goes first
                 e, p = run_extract(), run_plain()
             else:
                 p, e = run_plain(), run_extract()
