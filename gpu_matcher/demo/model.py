@@ -66,8 +66,27 @@ def load_model(path: Path | None = None) -> DemoModel:
                          info=json.loads(str(data["info"])), digest=hashlib.sha1(raw).hexdigest())
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))      # no overflow warnings for large |x|
+
+
+def lstm_steps(pre: np.ndarray, w_hh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One LSTM layer from a zero state, time-major: ``pre`` ``(L, B, 4H)`` is the input part of the
+    gates plus both biases at every step, ``w_hh`` ``(4H, H)``. Returns hidden and cell ``(L, B, H)``."""
+    L, B, H = pre.shape[0], pre.shape[1], w_hh.shape[1]
+    w_hh_t = np.ascontiguousarray(w_hh.T)
+    h = np.zeros((B, H), dtype=np.float32)
+    c = np.zeros((B, H), dtype=np.float32)
+    hs = np.empty((L, B, H), dtype=np.float32)
+    cs = np.empty((L, B, H), dtype=np.float32)
+    for t in range(L):
+        g = pre[t] + h @ w_hh_t
+        i, f = sigmoid(g[:, :H]), sigmoid(g[:, H:2 * H])
+        cand, o = np.tanh(g[:, 2 * H:3 * H]), sigmoid(g[:, 3 * H:])
+        c = f * c + i * cand
+        h = o * np.tanh(c)
+        hs[t], cs[t] = h, c
+    return hs, cs
 
 
 def forward(model: DemoModel, sentences: list[np.ndarray], batch: int = 256) -> dict[str, np.ndarray]:
@@ -92,7 +111,7 @@ def forward(model: DemoModel, sentences: list[np.ndarray], batch: int = 256) -> 
 
 def _forward_batch(model: DemoModel, sentences: list[np.ndarray]) -> dict[str, np.ndarray]:
     lengths = np.array([len(s) for s in sentences])
-    B, L, H = len(sentences), int(lengths.max()), model.hidden
+    B, L = len(sentences), int(lengths.max())
     ids = np.zeros((B, L), dtype=np.int64)
     for b, s in enumerate(sentences):
         ids[b, :len(s)] = s
@@ -102,18 +121,7 @@ def _forward_batch(model: DemoModel, sentences: list[np.ndarray]) -> dict[str, n
     for k, layer in enumerate(model.layers, 1):
         # The input part of all gates for all steps in one 2-D product (3-D matmul is slow in NumPy).
         pre = (x.reshape(L * B, -1) @ np.ascontiguousarray(layer.w_ih.T) + layer.bias).reshape(L, B, -1)
-        w_hh_t = np.ascontiguousarray(layer.w_hh.T)
-        h = np.zeros((B, H), dtype=np.float32)
-        c = np.zeros((B, H), dtype=np.float32)
-        hs = np.empty((L, B, H), dtype=np.float32)
-        cs = np.empty((L, B, H), dtype=np.float32)
-        for t in range(L):
-            g = pre[t] + h @ w_hh_t
-            i, f = _sigmoid(g[:, :H]), _sigmoid(g[:, H:2 * H])
-            cand, o = np.tanh(g[:, 2 * H:3 * H]), _sigmoid(g[:, 3 * H:])
-            c = f * c + i * cand
-            h = o * np.tanh(c)
-            hs[t], cs[t] = h, c
+        hs, cs = lstm_steps(pre, layer.w_hh)
         x = hs
         # Sentence by sentence, step by step: transpose to (B, L) order before dropping padding.
         out[f"cell{k}"] = cs.transpose(1, 0, 2)[valid.T]

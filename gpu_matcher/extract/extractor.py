@@ -60,7 +60,7 @@ def _as_corpus(corpus: Any) -> Corpus:
     return Corpus.from_sequences(corpus)
 
 
-def _first_tensor(output: Any, where: str) -> torch.Tensor:
+def first_tensor(output: Any, where: str) -> torch.Tensor:
     if torch.is_tensor(output):
         return output
     for attr in ("logits", "last_hidden_state"):
@@ -89,7 +89,7 @@ def _batch_first(tensor: torch.Tensor, B: int, L: int, module: nn.Module | None,
     return out.reshape(B, L, -1)
 
 
-class _Capture(HookSet):
+class Capture(HookSet):
     """Forward hooks that keep what each named module saw (RNNs: inputs) or produced (others)."""
 
     def __init__(self, model: nn.Module, rnns: Sequence[str], modules: Sequence[str], logits: str | None):
@@ -167,7 +167,7 @@ def extract(model: nn.Module, corpus: Corpus | str | os.PathLike | Sequence[Sequ
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
-    capture = _Capture(model, rnns, modules, logits)
+    capture = Capture(model, rnns, modules, logits)
     settings = {"rnns": list(rnns), "modules": list(modules), "gates": gates, "logits": logits,
                 "topk": topk if logits else None, "batch_size": batch_size, "dtype": dtype}
     writer = ProjectWriter(out, name=name or type(model).__name__,
@@ -196,7 +196,7 @@ def extract(model: nn.Module, corpus: Corpus | str | os.PathLike | Sequence[Sequ
     return Path(out)
 
 
-def _declare(writer: ProjectWriter, capture: _Capture, rnns, modules, gates, logits, topk) -> None:
+def _declare(writer: ProjectWriter, capture: Capture, rnns, modules, gates, logits, topk) -> None:
     for rname in rnns:
         rnn = capture.modules[rname]
         kind = rnn_kind(rnn)
@@ -245,13 +245,13 @@ def _run_batch(model, capture, corpus, lengths, lo, hi, rnns, modules, gates, lo
                     states[f"{rname}.{key}_layer{k}"] = rows(tensor)
         for mname in modules:
             where = f"module {mname!r}"
-            tensor = _batch_first(_first_tensor(capture.take(mname), where), B, L, capture.modules[mname], where)
+            tensor = _batch_first(first_tensor(capture.take(mname), where), B, L, capture.modules[mname], where)
             states[mname] = rows(tensor)
         meta = {}
         if logits:
             where = "model output" if logits == "output" else f"module {logits!r}"
             raw = capture.take(logits) if logits != "output" else output
-            scores = _batch_first(_first_tensor(raw, where), B, L, None, where)
+            scores = _batch_first(first_tensor(raw, where), B, L, None, where)
             meta[f"top{topk}"] = topk_from_logits(rows(scores), k=topk, token_ids=logit_ids)
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
     return {"states": states, "tokens": ids[mask_np], "meta": meta, "starts": starts}

@@ -1,0 +1,153 @@
+"""``lstmvis extract-genome``: the states of a PyTorch model of one-hot DNA over a genome project.
+
+The model is the kind the paper's section 6.3 shows (DanQ): convolutions, then a recurrent layer, then
+a per-base output. It is run over every contig in sliding windows (``gpu_matcher.extract.dna``:
+``window`` bases every ``stride``, the centre of each kept), on input ``(B, 4, L)`` (``layout="NCL"``,
+channels first as ``nn.Conv1d`` takes it) or ``(B, L, 4)`` (``"NLC"``), A C G T one-hot with IUPAC codes
+shared (N = 0.25 each).
+
+Recorded, per base, as in ``lstmvis extract``: every ``nn.LSTM``/``nn.GRU`` named in ``rnns``
+unrolled (:func:`gpu_matcher.extract.recurrent.unroll`: cell and hidden states of every layer, both
+directions concatenated, forward first), and the output of every module in ``modules`` (e.g. the ReLU
+after a convolution; ``(B, C, L)`` and ``(B, L, C)`` are both understood). With neither given, every
+RNN and every ``nn.Conv1d`` of the model is recorded. The model's own output, ``(B, L, P)`` or
+``(B, P, L)`` (or ``(B, L)``), becomes ``P`` scalar tracks ``pred_<name>``. Everything must keep one
+row per base: a model that pools (DanQ's max-pool) has no per-base states to show.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from gpu_matcher.errors import ProjectError
+from gpu_matcher.extract.dna import kept_rows, one_hot_windows, read_timeline, window_batches
+from gpu_matcher.extract.extractor import Capture, first_tensor
+from gpu_matcher.extract.recurrent import unroll
+from gpu_matcher.io.attach import StatesAppender
+
+LAYOUTS = ("NCL", "NLC")
+
+
+def per_base(tensor: torch.Tensor, B: int, L: int, where: str) -> torch.Tensor:
+    """``(B, L, C)`` from a per-base module output ``(B, L, C)``, ``(B, C, L)`` or ``(B, L)``."""
+    shape = tuple(tensor.shape)
+    if tensor.dim() == 2 and shape == (B, L):
+        return tensor.unsqueeze(2)
+    if tensor.dim() == 3 and shape[0] == B:
+        if shape[1] == L:
+            return tensor
+        if shape[2] == L:
+            return tensor.transpose(1, 2)
+    raise ProjectError(f"{where}: output has shape {shape}; expected one row per base of the window "
+                       f"({B}, {L}, C) or ({B}, C, {L}) (a model that pools has no per-base states)")
+
+
+def default_modules(model: nn.Module) -> tuple[list[str], list[str]]:
+    """Every RNN and every ``nn.Conv1d`` of ``model``, by name."""
+    named = [(n, m) for n, m in model.named_modules() if n]
+    return ([n for n, m in named if isinstance(m, (nn.LSTM, nn.GRU))],
+            [n for n, m in named if isinstance(m, nn.Conv1d)])
+
+
+def extract_genome(model: nn.Module, project_dir: str | os.PathLike, *, window: int = 1000,
+                   stride: int = 500, rnns: Sequence[str] = (), modules: Sequence[str] = (),
+                   outputs: Sequence[str] | None = None, layout: str = "NCL", batch_size: int = 16,
+                   dtype: str = "float16", device: str | torch.device | None = None,
+                   overwrite: bool = False, progress: bool = True) -> Path:
+    """Add the states and per-base outputs of ``model`` to the genome project in ``project_dir``
+    (written by ``convert-fasta``); returns the states file. ``outputs``: a name per output column
+    (default ``model.proteins`` when the model has it, else ``out0``, ``out1``, ...)."""
+    from tqdm import tqdm
+
+    if layout not in LAYOUTS:
+        raise ProjectError(f"--layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+    if batch_size < 1:
+        raise ProjectError(f"--batch-size {batch_size}: must be >= 1")
+    if not rnns and not modules:
+        rnns, modules = default_modules(model)
+        if not rnns and not modules:
+            raise ProjectError(f"{type(model).__name__} has no nn.LSTM, nn.GRU or nn.Conv1d; name the "
+                               "modules to record (--rnn, --module)")
+    timeline = read_timeline(project_dir)
+    was_training = model.training
+    model.eval()
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    capture = Capture(model, rnns, modules, None)
+    out: StatesAppender | None = None
+    bar = tqdm(total=timeline.T, unit="b", unit_scale=True, desc="extract-genome", file=sys.stderr,
+               disable=not progress or None)
+    try:
+        for group in window_batches(timeline.bounds, window, stride, batch_size):
+            x = one_hot_windows(timeline.ids, timeline.table, group)
+            B, L = x.shape[:2]
+            states, preds = _run(model, capture, x, layout, device, rnns, modules)
+            if out is None:
+                names = _output_names(model, outputs, preds.shape[2])
+                out = _declare(project_dir, timeline.T, dtype, overwrite, states, names)
+            rows = {name: kept_rows(group, value) for name, value in states.items()}
+            pred_rows = kept_rows(group, preds)
+            out.append(rows, {f"pred_{n}": pred_rows[:, j] for j, n in enumerate(names)})
+            bar.update(len(pred_rows))
+        assert out is not None
+        return out.close()
+    except BaseException:
+        if out is not None:
+            out.abort()
+        raise
+    finally:
+        bar.close()
+        capture.remove()
+        model.train(was_training)
+
+
+def _run(model, capture: Capture, x: np.ndarray, layout: str, device, rnns, modules):
+    B, L = x.shape[:2]
+    inputs = torch.from_numpy(x if layout == "NLC" else np.ascontiguousarray(x.transpose(0, 2, 1))).to(device)
+    capture.clear()
+    states: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        output = model(inputs)
+        for rname in rnns:
+            rnn_inputs, hx = capture.take(rname)
+            layers, _ = unroll(capture.modules[rname], rnn_inputs, hx=hx)
+            for k, layer in enumerate(layers, 1):
+                for key, tensor in layer.items():
+                    states[f"{rname}.{key}_layer{k}"] = per_base(tensor, B, L, f"module {rname!r}").float().cpu().numpy()
+        for mname in modules:
+            where = f"module {mname!r}"
+            states[mname] = per_base(first_tensor(capture.take(mname), where), B, L, where).float().cpu().numpy()
+        preds = per_base(first_tensor(output, "model output"), B, L, "model output").float().cpu().numpy()
+    return states, preds
+
+
+def _output_names(model: nn.Module, outputs: Sequence[str] | None, P: int) -> list[str]:
+    names = list(outputs) if outputs else list(getattr(model, "proteins", None) or [f"out{j}" for j in range(P)])
+    if len(names) != P:
+        raise ProjectError(f"--outputs {','.join(names)}: {len(names)} names for the model's {P} output columns")
+    return names
+
+
+def _declare(project_dir, T: int, dtype: str, overwrite: bool, states: dict, names: list[str]) -> StatesAppender:
+    out = StatesAppender(project_dir, T=T, dtype=dtype, overwrite=overwrite)
+    def rank(name: str) -> int:                   # cell states first: the default source
+        return 0 if ".cell_layer" in name else 1 if ".hidden_layer" in name else 2
+
+    for name in sorted(states, key=rank):
+        if ".cell_layer" in name:
+            out.add_source(name, type="state", layer=int(name.rsplit("_layer", 1)[1]), transform="tanh")
+        elif ".hidden_layer" in name:
+            out.add_source(name, type="output", layer=int(name.rsplit("_layer", 1)[1]), transform="none")
+        else:
+            out.add_source(name, type="output", transform="none")
+    for n in names:
+        out.add_track(f"pred_{n}")
+    return out
