@@ -391,7 +391,15 @@ class Engine:
 
     def search(self, phrase: str | Sequence[str], limit: int | None = None,
                sequences: bool = True) -> np.ndarray:
-        """Start positions of every occurrence of the token sequence (not crossing a sequence edge)."""
+        """Start positions of every occurrence of the token sequence (not crossing a sequence edge).
+
+        In a genome project a phrase is a motif: IUPAC-aware, on both strands, read in chunks
+        (``gpu_matcher.genome.motif.find``, which also gives the strands); the starts are unique."""
+        if self.project.genome is not None and isinstance(phrase, str):
+            from gpu_matcher.genome.motif import find
+
+            starts = np.unique(find(self.project, phrase, strands="both").starts)
+            return starts[:limit] if limit is not None else starts
         tokens = self.tokenize(phrase)
         if not tokens:
             raise ProjectError("search: the phrase is empty")
