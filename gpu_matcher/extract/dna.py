@@ -16,11 +16,11 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from gpu_matcher.errors import ProjectError
+from gpu_matcher.genome import motif
 
 BASES = "ACGT"
-#: IUPAC nucleotide codes -> the bases they stand for.
-IUPAC = {"A": "A", "C": "C", "G": "G", "T": "T", "U": "T", "R": "AG", "Y": "CT", "S": "CG", "W": "AT",
-         "K": "GT", "M": "AC", "B": "CGT", "D": "AGT", "H": "ACT", "V": "ACG", "N": "ACGT"}
+#: IUPAC nucleotide codes -> the bases they stand for (from the motif search's bit masks; gap: none).
+IUPAC = {code: "".join(b for i, b in enumerate(BASES) if mask >> i & 1) for code, mask in motif.IUPAC.items()}
 
 
 @dataclass(frozen=True)
