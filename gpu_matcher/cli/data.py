@@ -113,8 +113,12 @@ def load_genome_model(spec: str):
 
     if not path.is_file():
         raise ProjectError(f"--model {spec!r}: file missing")
+    import warnings
+
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)     # TorchScript is deprecated, still in use
+            return torch.jit.load(str(path), map_location="cpu")
     except RuntimeError:
         pass                                      # not TorchScript: a whole pickled module
     try:

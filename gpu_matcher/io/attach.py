@@ -25,8 +25,8 @@ from gpu_matcher.io.writer import NAME_PATTERN, STATE_DTYPES
 CHUNK_BYTES = 1 << 20
 
 
-def _chunk_rows(width: int, itemsize: int) -> int:
-    return max(1, min(1 << 16, CHUNK_BYTES // max(1, width * itemsize)))
+def _chunk_rows(width: int, itemsize: int, T: int) -> int:
+    return max(1, min(1 << 16, T, CHUNK_BYTES // max(1, width * itemsize)))
 
 
 class StatesAppender:
@@ -117,10 +117,10 @@ class StatesAppender:
         for name, value in states.items():
             D = int(np.asarray(value).shape[1])
             self._handle.create_dataset(name, shape=(self.T, D), dtype=self.dtype,
-                                        chunks=(_chunk_rows(D, np.dtype(self.dtype).itemsize), D))
+                                        chunks=(_chunk_rows(D, np.dtype(self.dtype).itemsize, self.T), D))
         for name in self.tracks:
             self._handle.create_dataset(name, shape=(self.T,), dtype="float32",
-                                        chunks=(_chunk_rows(1, 4),))
+                                        chunks=(_chunk_rows(1, 4, self.T),))
 
     def close(self) -> Path:
         """Check the step count, move the file into place and name it in lstm.yml."""
