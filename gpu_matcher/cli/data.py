@@ -131,14 +131,16 @@ def load_genome_model(spec: str):
     return model
 
 
+def _on_device(model, device: str | None):
+    return model.to(device) if device else model
+
+
 def cmd_extract_genome(args) -> int:
     try:
         from gpu_matcher.extract.genome import extract_genome
     except ModuleNotFoundError as exc:
         raise ProjectError(f"extract-genome needs PyTorch ({exc}): pip install 'lstmvis-gpu[torch]'") from None
-    model = load_genome_model(args.model)
-    if args.device:
-        model.to(args.device)
+    model = _on_device(load_genome_model(args.model), args.device)
     t0 = time.perf_counter()
     path = extract_genome(model, args.out, window=args.window, stride=args.stride, rnns=args.rnn or (),
                           modules=args.module or (),
@@ -154,9 +156,7 @@ def cmd_extract(args) -> int:
         from gpu_matcher.extract import extract, hf_forward, default_forward
     except ModuleNotFoundError as exc:
         raise ProjectError(f"extract needs PyTorch ({exc}): pip install 'lstmvis-gpu[torch]'") from None
-    model = load_model(args.model)
-    if args.device:
-        model.to(args.device)
+    model = _on_device(load_model(args.model), args.device)
     out = extract(model, args.corpus, args.out, rnns=args.rnn or (), modules=args.module or (),
                   gates=args.gates, logits=args.logits, topk=args.topk, batch_size=args.batch_size,
                   dtype="float16" if args.float16 else "float32", device=args.device,

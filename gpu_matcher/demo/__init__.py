@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gpu_matcher.demo import language
-from gpu_matcher.demo.model import DemoModel, forward, load_model
+from gpu_matcher.demo.model import DemoModel, forward, load_model, one_blas_thread
 from gpu_matcher.errors import ProjectError
 
 #: Bump when the generated project changes for the same weights (layout, tracks, corpus).
@@ -110,17 +110,6 @@ def generate_demo(folder: str | os.PathLike, *, model: DemoModel | None = None,
     with one_blas_thread():
         stats = _write_demo(folder, model, steps, seed)
     return stats | {"seconds": round(time.perf_counter() - t0, 2)}
-
-
-def one_blas_thread():
-    """The recurrent step multiplies small matrices, where BLAS threads cost more than they save (4x
-    slower on a busy 2-core machine); threadpoolctl, when installed, keeps BLAS to one thread."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        import contextlib
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _write_demo(folder, model: DemoModel, steps: int, seed: int) -> dict:

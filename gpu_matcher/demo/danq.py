@@ -9,14 +9,13 @@ reversed), so no PyTorch is needed to write the demo.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gpu_matcher.demo.model import sigmoid, lstm_steps
+from gpu_matcher.demo.model import lstm_steps, open_weights, sigmoid
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.extract.dna import kept_rows, one_hot_windows, window_batches
 
@@ -59,11 +58,7 @@ def save_weights(path: Path, proteins, arrays: dict[str, np.ndarray], info: dict
 
 def load_model(path: Path | None = None) -> DanQModel:
     path = Path(path) if path is not None else WEIGHTS_PATH
-    try:
-        raw = path.read_bytes()
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ProjectError(f"{path}: cannot read the genomic demo's weights ({exc})") from None
+    digest, data = open_weights(path, "the genomic demo's weights")
     with data:
         missing = [k for k in ARRAYS + ("proteins", "info") if k not in data.files]
         if missing:
@@ -72,7 +67,7 @@ def load_model(path: Path | None = None) -> DanQModel:
         return DanQModel(proteins=tuple(str(p) for p in data["proteins"]), conv_w=w["conv_w"],
                          conv_b=w["conv_b"], fw=(w["fw_w_ih"], w["fw_w_hh"], w["fw_bias"]),
                          bw=(w["bw_w_ih"], w["bw_w_hh"], w["bw_bias"]), out_w=w["out_w"], out_b=w["out_b"],
-                         info=json.loads(str(data["info"])), digest=hashlib.sha1(raw).hexdigest())
+                         info=json.loads(str(data["info"])), digest=digest)
 
 
 def conv_relu(model: DanQModel, x: np.ndarray) -> np.ndarray:

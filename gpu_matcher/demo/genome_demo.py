@@ -20,6 +20,7 @@ from pathlib import Path
 
 from gpu_matcher.demo import danq
 from gpu_matcher.demo.genome import synthesize, write_genome
+from gpu_matcher.demo.model import one_blas_thread
 from gpu_matcher.extract.dna import read_timeline
 from gpu_matcher.io.attach import StatesAppender
 
@@ -41,7 +42,6 @@ def stamp(model: danq.DanQModel) -> dict:
 def generate(folder: str | os.PathLike, *, model: danq.DanQModel | None = None,
              seed: int = GENOME_SEED) -> dict:
     """Write the genomic demo project into ``folder`` (which must not exist or be empty)."""
-    from gpu_matcher.demo import one_blas_thread
     from gpu_matcher.genome.fasta import convert_fasta
     from gpu_matcher.genome.tracks import add_bed
 

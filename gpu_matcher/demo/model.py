@@ -50,20 +50,36 @@ def save_weights(path: Path, tokens, embedding, layers, decoder_w, decoder_b, in
     np.savez_compressed(path, tokens=np.array(tokens), info=np.array(json.dumps(info)), **arrays)
 
 
-def load_model(path: Path | None = None) -> DemoModel:
-    path = Path(path) if path is not None else WEIGHTS_PATH
+def open_weights(path: Path, what: str):
+    """``(sha1 of the file, the opened .npz)`` of a weights file; a ProjectError naming it if unreadable."""
     try:
         raw = path.read_bytes()
-        data = np.load(path, allow_pickle=False)
+        return hashlib.sha1(raw).hexdigest(), np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise ProjectError(f"{path}: cannot read the demo weights ({exc})") from None
+        raise ProjectError(f"{path}: cannot read {what} ({exc})") from None
+
+
+def load_model(path: Path | None = None) -> DemoModel:
+    path = Path(path) if path is not None else WEIGHTS_PATH
+    digest, data = open_weights(path, "the demo weights")
     with data:
         f32 = {k: data[k].astype(np.float32) for k in data.files if k not in ("tokens", "info")}
         n_layers = sum(1 for k in f32 if k.endswith("_w_ih"))
         layers = [LSTMLayer(f32[f"l{k}_w_ih"], f32[f"l{k}_w_hh"], f32[f"l{k}_bias"]) for k in range(n_layers)]
         return DemoModel(tokens=tuple(str(t) for t in data["tokens"]), embedding=f32["embedding"],
                          layers=layers, decoder_w=f32["decoder_w"], decoder_b=f32["decoder_b"],
-                         info=json.loads(str(data["info"])), digest=hashlib.sha1(raw).hexdigest())
+                         info=json.loads(str(data["info"])), digest=digest)
+
+
+def one_blas_thread():
+    """The recurrent step multiplies small matrices, where BLAS threads cost more than they save (4x
+    slower on a busy 2-core machine); threadpoolctl, when installed, keeps BLAS to one thread."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from gpu_matcher.demo import danq
 from gpu_matcher.demo.genome import PROTEINS, SyntheticGenome, synthesize
+from gpu_matcher.demo.train import fit
 from gpu_matcher.extract.dna import one_hot_table
 
 SEED = 4321
@@ -69,21 +69,16 @@ def train(steps: int, batch_size: int, lr: float, log_every: int = 100):
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
     loss_fn = nn.BCEWithLogitsLoss()
-    t0 = time.perf_counter()
-    for step in range(1, steps + 1):
+
+    def batch_loss():
         x, y = _crops(rng, data, batch_size)
-        loss = loss_fn(model.logits(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        if step % log_every == 0 or step == steps:
-            print(f"step {step:5d}  loss {loss.item():.5f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        return loss_fn(model.logits(x), y)
+
+    final_loss, seconds = fit(model, optimizer, schedule, steps, batch_loss, log_every)
     info = {"seed": SEED, "train_genomes": list(TRAIN_SEEDS), "steps": steps, "batch_size": batch_size,
             "crop": CROP, "lr": lr, "filters": model.conv.out_channels, "kernel": model.conv.kernel_size[0],
             "hidden": model.lstm.hidden_size, "torch": torch.__version__,
-            "train_seconds": round(time.perf_counter() - t0, 1), "final_loss": round(loss.item(), 5)}
+            "train_seconds": round(seconds, 1), "final_loss": round(final_loss, 5)}
     return weights_of(model), info
 
 

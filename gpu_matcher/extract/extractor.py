@@ -52,6 +52,17 @@ def hf_forward(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> Any:
     return model(input_ids=ids, attention_mask=mask.long())
 
 
+def for_inference(model: nn.Module, device: str | torch.device | None) -> tuple[bool, Any]:
+    """Put ``model`` in eval mode; returns whether it was training (to restore it) and the device to
+    feed it on (``device``, else where its parameters are, else the CPU)."""
+    was_training = model.training
+    model.eval()
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    return was_training, device
+
+
 def _as_corpus(corpus: Any) -> Corpus:
     if isinstance(corpus, Corpus):
         return corpus
@@ -162,11 +173,7 @@ def extract(model: nn.Module, corpus: Corpus | str | os.PathLike | Sequence[Sequ
     if batch_size < 1:
         raise ProjectError(f"extract: batch_size={batch_size} must be >= 1")
     corpus = _as_corpus(corpus)
-    was_training = model.training
-    model.eval()
-    if device is None:
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
+    was_training, device = for_inference(model, device)
     capture = Capture(model, rnns, modules, logits)
     settings = {"rnns": list(rnns), "modules": list(modules), "gates": gates, "logits": logits,
                 "topk": topk if logits else None, "batch_size": batch_size, "dtype": dtype}

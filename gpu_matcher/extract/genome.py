@@ -28,7 +28,7 @@ from torch import nn
 
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.extract.dna import kept_rows, one_hot_windows, read_timeline, window_batches
-from gpu_matcher.extract.extractor import Capture, first_tensor
+from gpu_matcher.extract.extractor import Capture, first_tensor, for_inference
 from gpu_matcher.extract.recurrent import unroll
 from gpu_matcher.io.attach import StatesAppender
 
@@ -76,11 +76,7 @@ def extract_genome(model: nn.Module, project_dir: str | os.PathLike, *, window: 
             raise ProjectError(f"{type(model).__name__} has no nn.LSTM, nn.GRU or nn.Conv1d; name the "
                                "modules to record (--rnn, --module)")
     timeline = read_timeline(project_dir)
-    was_training = model.training
-    model.eval()
-    if device is None:
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
+    was_training, device = for_inference(model, device)
     capture = Capture(model, rnns, modules, None)
     out: StatesAppender | None = None
     bar = tqdm(total=timeline.T, unit="b", unit_scale=True, desc="extract-genome", file=sys.stderr,
