@@ -146,7 +146,7 @@ def cmd_extract_genome(args) -> int:
                           modules=args.module or (),
                           outputs=args.outputs.split(",") if args.outputs else None, layout=args.layout,
                           batch_size=args.batch_size, dtype="float32" if args.float32 else "float16",
-                          device=args.device, overwrite=args.overwrite, progress=not args.quiet)
+                          format=args.format, device=args.device, overwrite=args.overwrite, progress=not args.quiet)
     print(f"states written: {path} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
@@ -255,6 +255,8 @@ def register(sub) -> None:
                    help="model input: (batch, 4, length) [default] or (batch, length, 4)")
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     p.add_argument("--float32", action="store_true", help="store states as float32 (default float16)")
+    p.add_argument("--format", choices=["h5", "zarr", "auto"], default="auto",
+                   help="states.h5 or a Zarr store states.zarr (auto: Zarr from 10^8 bases)")
     p.add_argument("--device", help="e.g. cuda or cpu (default: where the model is)")
     p.add_argument("--overwrite", action="store_true", help="replace the project's states")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -30,6 +30,7 @@ from gpu_matcher.errors import ProjectError
 from gpu_matcher.extract.dna import kept_rows, one_hot_windows, read_timeline, window_batches
 from gpu_matcher.extract.extractor import Capture, first_tensor, for_inference
 from gpu_matcher.extract.recurrent import unroll
+from gpu_matcher.genome.fasta import ZARR_FROM
 from gpu_matcher.io.attach import StatesAppender
 
 LAYOUTS = ("NCL", "NLC")
@@ -59,11 +60,12 @@ def default_modules(model: nn.Module) -> tuple[list[str], list[str]]:
 def extract_genome(model: nn.Module, project_dir: str | os.PathLike, *, window: int = 1000,
                    stride: int = 500, rnns: Sequence[str] = (), modules: Sequence[str] = (),
                    outputs: Sequence[str] | None = None, layout: str = "NCL", batch_size: int = 16,
-                   dtype: str = "float16", device: str | torch.device | None = None,
+                   dtype: str = "float16", format: str = "auto", device: str | torch.device | None = None,
                    overwrite: bool = False, progress: bool = True) -> Path:
     """Add the states and per-base outputs of ``model`` to the genome project in ``project_dir``
     (written by ``convert-fasta``); returns the states file. ``outputs``: a name per output column
-    (default ``model.proteins`` when the model has it, else ``out0``, ``out1``, ...)."""
+    (default ``model.proteins`` when the model has it, else ``out0``, ``out1``, ...). ``format``:
+    ``h5``, ``zarr`` or ``auto`` (Zarr from 10^8 bases, as ``convert-fasta`` chooses)."""
     from tqdm import tqdm
 
     if layout not in LAYOUTS:
@@ -76,6 +78,8 @@ def extract_genome(model: nn.Module, project_dir: str | os.PathLike, *, window: 
             raise ProjectError(f"{type(model).__name__} has no nn.LSTM, nn.GRU or nn.Conv1d; name the "
                                "modules to record (--rnn, --module)")
     timeline = read_timeline(project_dir)
+    if format == "auto":
+        format = "zarr" if timeline.T >= ZARR_FROM else "h5"
     was_training, device = for_inference(model, device)
     capture = Capture(model, rnns, modules, None)
     out: StatesAppender | None = None
@@ -88,7 +92,7 @@ def extract_genome(model: nn.Module, project_dir: str | os.PathLike, *, window: 
             states, preds = _run(model, capture, x, layout, device, rnns, modules)
             if out is None:
                 names = _output_names(model, outputs, preds.shape[2])
-                out = _declare(project_dir, timeline.T, dtype, overwrite, states, names)
+                out = _declare(project_dir, timeline.T, dtype, format, overwrite, states, names)
             rows = {name: kept_rows(group, value) for name, value in states.items()}
             pred_rows = kept_rows(group, preds)
             out.append(rows, {f"pred_{n}": pred_rows[:, j] for j, n in enumerate(names)})
@@ -132,8 +136,9 @@ def _output_names(model: nn.Module, outputs: Sequence[str] | None, P: int) -> li
     return names
 
 
-def _declare(project_dir, T: int, dtype: str, overwrite: bool, states: dict, names: list[str]) -> StatesAppender:
-    out = StatesAppender(project_dir, T=T, dtype=dtype, overwrite=overwrite)
+def _declare(project_dir, T: int, dtype: str, format: str, overwrite: bool, states: dict,
+             names: list[str]) -> StatesAppender:
+    out = StatesAppender(project_dir, T=T, dtype=dtype, format=format, overwrite=overwrite)
     def rank(name: str) -> int:                   # cell states first: the default source
         return 0 if ".cell_layer" in name else 1 if ".hidden_layer" in name else 2
 

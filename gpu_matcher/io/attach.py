@@ -14,24 +14,24 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-import h5py
 import numpy as np
 
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.formats import CONFIG_NAME, load_config
+from gpu_matcher.io.sources import FORMATS, ArrayFile, remove_path, suffix_of
 from gpu_matcher.io.tracks import update_config
 from gpu_matcher.io.writer import NAME_PATTERN, STATE_DTYPES
 
 CHUNK_BYTES = 1 << 20
 
 
-def _chunk_rows(width: int, itemsize: int, T: int) -> int:
-    return max(1, min(1 << 16, T, CHUNK_BYTES // max(1, width * itemsize)))
+def _chunk_rows(width: int, itemsize: int) -> int:
+    return max(1, min(1 << 16, CHUNK_BYTES // max(1, width * itemsize)))
 
 
 class StatesAppender:
     """Stream ``T`` steps of states (``(n, D)`` per source) and scalar tracks (``(n,)``) into
-    ``folder/file_name``; use as a context manager (``close`` on success, the partial file removed on
+    ``folder/states.h5`` (``format="zarr"``: a Zarr v3 store ``states.zarr``, for --dask); use as a context manager (``close`` on success, the partial file removed on
     an error)::
 
         with StatesAppender(project, T=T, dtype="float16") as out:
@@ -43,9 +43,13 @@ class StatesAppender:
     ``overwrite`` replaces sources the project already lists (and tracks of the same names).
     """
 
-    def __init__(self, folder: str | os.PathLike, *, T: int, file_name: str = "states.h5",
-                 file_key: str = "states", dtype: str = "float32", overwrite: bool = False):
+    def __init__(self, folder: str | os.PathLike, *, T: int, file_key: str = "states", format: str = "h5",
+                 dtype: str = "float32", overwrite: bool = False):
+        if format not in FORMATS:
+            raise ProjectError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
+        file_name = file_key + suffix_of(format)
         self.folder, self.T, self.file_name, self.file_key = Path(folder), int(T), file_name, file_key
+        self.format = format
         self.dtype = np.dtype(dtype).name
         if self.dtype not in STATE_DTYPES:
             raise ProjectError(f"dtype {dtype!r}: states are stored as one of {STATE_DTYPES}")
@@ -58,7 +62,8 @@ class StatesAppender:
         self.sources: dict[str, dict[str, Any]] = {}
         self.tracks: dict[str, dict[str, Any]] = {}
         self._tmp = self.folder / (file_name + ".tmp")
-        self._handle: h5py.File | None = None
+        self._handle: ArrayFile | None = None
+        self._arrays: dict[str, Any] = {}
         self._steps = 0
         self._overwrite = overwrite
 
@@ -100,9 +105,8 @@ class StatesAppender:
             raise ProjectError(f"append: {self._steps + n} steps written, more than the timeline's T={self.T}")
         if self._handle is None:
             self._open(states)
-        handle = self._handle
         for name, value in list(states.items()) + list(tracks.items()):
-            ds = handle[name]
+            ds = self._arrays[name]
             arr = np.asarray(value, dtype=ds.dtype)
             if arr.shape[1:] != ds.shape[1:]:
                 raise ProjectError(f"append: {name!r} has rows of shape {arr.shape[1:]}; expected {ds.shape[1:]}")
@@ -110,17 +114,17 @@ class StatesAppender:
         self._steps += n
 
     def _open(self, states: Mapping[str, np.ndarray]) -> None:
+        remove_path(self._tmp)
         try:
-            self._handle = h5py.File(self._tmp, "w")
+            self._handle = ArrayFile(self._tmp, self.format)
         except OSError as exc:
             raise ProjectError(f"{self._tmp}: cannot open for writing ({exc})") from None
         for name, value in states.items():
             D = int(np.asarray(value).shape[1])
-            self._handle.create_dataset(name, shape=(self.T, D), dtype=self.dtype,
-                                        chunks=(_chunk_rows(D, np.dtype(self.dtype).itemsize, self.T), D))
+            self._arrays[name] = self._handle.create(name, (self.T, D), self.dtype,
+                                                     _chunk_rows(D, np.dtype(self.dtype).itemsize))
         for name in self.tracks:
-            self._handle.create_dataset(name, shape=(self.T,), dtype="float32",
-                                        chunks=(_chunk_rows(1, 4, self.T),))
+            self._arrays[name] = self._handle.create(name, (self.T,), "float32", _chunk_rows(1, 4))
 
     def close(self) -> Path:
         """Check the step count, move the file into place and name it in lstm.yml."""
@@ -128,8 +132,7 @@ class StatesAppender:
             self.abort()
             raise ProjectError(f"{self.folder}: {self._steps} steps of states written for a timeline of "
                                f"T={self.T}; nothing was added")
-        self._handle.close()
-        self._handle = None
+        self._close_handle()
         target = self.folder / self.file_name
 
         def change(config: dict) -> None:
@@ -143,19 +146,24 @@ class StatesAppender:
                                    "overwrite (--overwrite)")
             meta = {n: m for n, m in meta.items() if m.get("file") != self.file_key}
             config["meta"] = meta | self.tracks
+            remove_path(target)
             os.replace(self._tmp, target)         # inside the lock, just before lstm.yml names it
 
         try:
             update_config(self.folder, change)
         finally:
-            self._tmp.unlink(missing_ok=True)
+            remove_path(self._tmp)
         return target
 
-    def abort(self) -> None:
+    def _close_handle(self) -> None:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
-        self._tmp.unlink(missing_ok=True)
+            self._arrays.clear()
+
+    def abort(self) -> None:
+        self._close_handle()
+        remove_path(self._tmp)
 
     def __enter__(self) -> "StatesAppender":
         return self

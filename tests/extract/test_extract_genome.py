@@ -63,11 +63,18 @@ def test_whole_pickled_model_and_default_modules(tiny_genome, tmp_path):
     project = _copy(tiny_genome, tmp_path / "p")
     torch.save(demo_model(), tmp_path / "model.pt")
     assert main(["extract-genome", str(project), "--model", str(tmp_path / "model.pt"), "--window", "600",
-                 "--stride", "300", "--outputs", "a,b,c", "--quiet"]) == 0
+                 "--stride", "300", "--outputs", "a,b,c", "--format", "zarr", "--quiet"]) == 0
     p = open_project(project)
     assert list(p.sources) == ["states::lstm.cell_layer1", "states::lstm.hidden_layer1", "states::conv"]
     assert {"pred_a", "pred_b", "pred_c"} <= set(p.meta) and p.sources["states::conv"].D == 32
+    assert (project / "states.zarr").is_dir() and not (project / "states.zarr.tmp").exists()
+    # The same model in the same windows over the same bases: h5 and Zarr hold the same states.
+    again = _copy(tiny_genome, tmp_path / "h5")
+    extract_genome(demo_model(), again, window=600, stride=300, format="h5", progress=False)
+    q = open_project(again)
+    np.testing.assert_array_equal(p.source("states::conv").raw(0, p.T), q.source("states::conv").raw(0, q.T))
     p.close()
+    q.close()
     with pytest.raises(ProjectError, match="already has states"):
         extract_genome(demo_model(), project, progress=False)
 
