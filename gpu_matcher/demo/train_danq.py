@@ -1,7 +1,7 @@
 """Train the genomic demo's DanQ-like model and write ``danq_genome.npz`` (needs PyTorch).
 
     pip install -e ".[torch]"
-    python -m gpu_matcher.demo.train_danq       # a few minutes on one CPU core; overwrites the weights
+    python -m gpu_matcher.demo.train_danq       # ~8 minutes on a busy 2-core VM; overwrites the weights
 
 The model (``gpu_matcher.demo.danq_torch.DanQLike``): ``Conv1d(4, 32, 15) -> ReLU -> BiLSTM(32, 32)
 -> Linear(64, 3)``, a per-base logistic output for each protein of ``gpu_matcher.demo.genome``. It is
@@ -108,7 +108,7 @@ def evaluate(path: Path, seed: int = EVAL_SEED) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--out", type=Path, default=danq.WEIGHTS_PATH)

@@ -121,7 +121,8 @@ def _run(model, capture: Capture, x: np.ndarray, layout: str, device, rnns, modu
             layers, _ = unroll(capture.modules[rname], rnn_inputs, hx=hx)
             for k, layer in enumerate(layers, 1):
                 for key, tensor in layer.items():
-                    states[f"{rname}.{key}_layer{k}"] = per_base(tensor, B, L, f"module {rname!r}").float().cpu().numpy()
+                    rows = per_base(tensor, B, L, f"module {rname!r}")
+                    states[f"{rname}.{key}_layer{k}"] = rows.float().cpu().numpy()
         for mname in modules:
             where = f"module {mname!r}"
             states[mname] = per_base(first_tensor(capture.take(mname), where), B, L, where).float().cpu().numpy()

@@ -31,8 +31,8 @@ def _chunk_rows(width: int, itemsize: int) -> int:
 
 class StatesAppender:
     """Stream ``T`` steps of states (``(n, D)`` per source) and scalar tracks (``(n,)``) into
-    ``folder/states.h5`` (``format="zarr"``: a Zarr v3 store ``states.zarr``, for --dask); use as a context manager (``close`` on success, the partial file removed on
-    an error)::
+    ``folder/states.h5`` (``format="zarr"``: a Zarr v3 store ``states.zarr``, for --dask); use as a
+    context manager (``close`` on success, the partial file removed on an error)::
 
         with StatesAppender(project, T=T, dtype="float16") as out:
             out.add_source("cell_layer1", type="state", layer=1, transform="tanh")

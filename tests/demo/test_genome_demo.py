@@ -14,6 +14,7 @@ from gpu_matcher.cli import main
 from gpu_matcher.demo import danq, ensure_genome_demo, genome_demo
 from gpu_matcher.demo.genome import PROTEINS, motif_mask, occurrences, reverse_complement, synthesize
 from gpu_matcher.demo.train_danq import TRAIN_SEEDS, EVAL_SEED, detector_figures
+from gpu_matcher.overview import bin_edges
 
 pytest.importorskip("pyfaidx", reason="the demo is brought in with convert-fasta (the genomics extra)")
 pytest.importorskip("bioframe", reason="the ground truth is brought in with add-bed (the genomics extra)")
@@ -122,6 +123,8 @@ def test_demo_project_contents(demo):
 def test_paper_observation_a_brushed_site_finds_its_protein(demo):
     """Brush the centre 4 bases of a planted site in the BiLSTM's hidden states (per-cell z-scores at
     2: cells unusually high there, as the app's scale=zscore selects) and take the top 50 matches.
+    The sites brushed are the first 10 that the model finds (its prediction track >= 0.5 at the
+    centre), as a user would brush a hit; a site the model misses has no cells to select.
 
     Enrichment: the fraction of matches that overlap a site of that protein over the fraction of the
     genome covered by its sites. Detector: 'every selected cell on' per base against the sites.
@@ -132,8 +135,15 @@ def test_paper_observation_a_brushed_site_finds_its_protein(demo):
     for protein in PROTEINS:
         truth = p.meta[protein].values(0, p.T) > 0
         base_rate = float(truth.mean())
-        enrichment, precision, recall = [], [], []
-        for first, last in _sites(p, protein)[:10]:
+        enrichment, precision, recall, overview = [], [], [], ([], [])
+        lo, hi = p.sequence_of(0)
+        edges = bin_edges(lo, hi, 1000)
+        has_site = np.array([truth[a:b].any() for a, b in zip(edges[:-1], edges[1:])])
+        predicted = p.meta[f"pred_{protein}"].values(0, p.T)
+        sites = _sites(p, protein)
+        found = [(a, b) for a, b in sites if predicted[(a + b) // 2] >= 0.5]
+        missed = sum(1 for a, b in sites[:sites.index(found[9]) + 1] if predicted[(a + b) // 2] < 0.5)
+        for first, last in found[:10]:
             centre = (first + last) // 2
             cells = engine.select(source, centre - 2, centre + 1, threshold, scale=scale).cells
             assert cells, (protein, first)
@@ -144,13 +154,29 @@ def test_paper_observation_a_brushed_site_finds_its_protein(demo):
             figures = detector_figures(score >= bound(threshold), truth)
             precision.append(figures["precision"])
             recall.append(figures["recall"])
-        report[protein] = {"base_rate": round(base_rate, 4), "enrichment_mean": round(np.mean(enrichment), 1),
+            # The overview strip of the whole first contig (1,000 bins of 110 bases): the bins where
+            # every selected cell is on somewhere should be the bins holding that protein's sites.
+            _, top = engine.overview(source, cells, threshold, lo, hi, 1000, scale=scale)
+            full = top >= len(cells)
+            overview[0].append(float(has_site[full].mean()) if full.any() else 0.0)
+            overview[1].append(float(full[has_site].mean()))
+        report[protein] = {"missed_on_the_way": missed, "base_rate": round(base_rate, 4),
+                           "enrichment_mean": round(float(np.mean(enrichment)), 1),
                            "enrichment_min": round(min(enrichment), 1), "precision": round(np.mean(precision), 3),
-                           "recall": round(np.mean(recall), 3)}
+                           "recall": round(np.mean(recall), 3),
+                           "overview_bins_with_site": round(float(has_site.mean()), 3),
+                           "overview_bins_on_with_site": round(float(np.mean(overview[0])), 3),
+                           "overview_site_bins_on": round(float(np.mean(overview[1])), 3)}
     print(f"\nbrushed sites -> top-50 matches, {source} zscore {threshold}: {json.dumps(report, indent=1)}")
     for protein, r in report.items():
-        assert r["enrichment_mean"] >= 20 and r["enrichment_min"] >= 5, (protein, r)
-        assert r["precision"] >= 0.3 and r["recall"] >= 0.2, (protein, r)
+        # Measured (2-core VM): 86x / 202x / 149x, i.e. 98-100% of the matches at sites, for
+        # ctcf / gata / tata; precision 0.98 / 0.98 / 0.62, recall 0.30 / 0.61 / 0.65.
+        assert r["enrichment_mean"] >= 40 and r["enrichment_mean"] * r["base_rate"] >= 0.8, (protein, r)
+        assert r["enrichment_min"] * r["base_rate"] >= 0.5, (protein, r)       # half the matches, worst case
+        assert r["precision"] >= 0.5 and r["recall"] >= 0.25, (protein, r)
+        assert r["overview_bins_on_with_site"] >= 3 * r["overview_bins_with_site"], (protein, r)
+        assert r["overview_site_bins_on"] >= 0.6, (protein, r)
+        assert r["missed_on_the_way"] <= 2, (protein, r)
 
 
 def test_ensure_genome_demo_caches_and_regenerates_when_stale(demo_dir):
