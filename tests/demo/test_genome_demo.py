@@ -135,7 +135,7 @@ def test_paper_observation_a_brushed_site_finds_its_protein(demo):
     for protein in PROTEINS:
         truth = p.meta[protein].values(0, p.T) > 0
         base_rate = float(truth.mean())
-        enrichment, precision, recall, overview = [], [], [], ([], [])
+        enrichment, precision, recall, overview, sizes = [], [], [], ([], []), []
         lo, hi = p.sequence_of(0)
         edges = bin_edges(lo, hi, 1000)
         has_site = np.array([truth[a:b].any() for a, b in zip(edges[:-1], edges[1:])])
@@ -147,6 +147,7 @@ def test_paper_observation_a_brushed_site_finds_its_protein(demo):
             centre = (first + last) // 2
             cells = engine.select(source, centre - 2, centre + 1, threshold, scale=scale).cells
             assert cells, (protein, first)
+            sizes.append(len(cells))
             matches = engine.match(source, cells, threshold, top=50, scale=scale)
             hits = [truth[m.start:m.end + 1].any() for m in matches]
             enrichment.append(float(np.mean(hits)) / base_rate)
@@ -160,7 +161,8 @@ def test_paper_observation_a_brushed_site_finds_its_protein(demo):
             full = top >= len(cells)
             overview[0].append(float(has_site[full].mean()) if full.any() else 0.0)
             overview[1].append(float(full[has_site].mean()))
-        report[protein] = {"missed_on_the_way": missed, "base_rate": round(base_rate, 4),
+        report[protein] = {"missed_on_the_way": missed, "cells": float(np.mean(sizes)),
+                           "base_rate": round(base_rate, 4),
                            "enrichment_mean": round(float(np.mean(enrichment)), 1),
                            "enrichment_min": round(min(enrichment), 1), "precision": round(np.mean(precision), 3),
                            "recall": round(np.mean(recall), 3),
