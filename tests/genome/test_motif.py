@@ -72,6 +72,7 @@ def test_limit_and_engine_search(random_genome):
         assert list(zip(hits.starts.tolist(), hits.strands.tolist())) == everything[:7]
         starts = Engine(project, backend="numpy").search("GAT")
         assert starts.tolist() == sorted({s for s, _ in everything})
+        assert Engine(project, backend="numpy").search("GAT", limit=5).tolist() == starts[:5].tolist()
     finally:
         project.close()
 
