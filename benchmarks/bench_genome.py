@@ -3,7 +3,7 @@
 Prints: FASTA conversion throughput (``convert_fasta``), time to open the project, a go-to-coordinate
 read (parse ``chr1:...``, then 1,000 bases and every track there), the overview of the largest contig
 (``bins`` bins) for an interval track (N/1000 BED intervals), a dense track and n(t) of a state source,
-and the process's peak memory. Not a test.
+an IUPAC motif search over the whole genome (both strands), and the process's peak memory. Not a test.
 
 The genome: three contigs (90 %, 5 %, 5 % of N), uniform random bases with 10 % soft-masked runs and
 N runs, lines of 60 bases, streamed to disk in blocks (never whole in memory). The state source is a cheap
@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpu_matcher.engine import Engine  # noqa: E402
 from gpu_matcher.genome.fasta import convert_fasta  # noqa: E402
+from gpu_matcher.genome.motif import find  # noqa: E402
 from gpu_matcher.genome.tracks import add_bed  # noqa: E402
 from gpu_matcher.io.sources import add_dense_track, add_source  # noqa: E402
 from gpu_matcher.project import open_project  # noqa: E402
@@ -148,6 +149,7 @@ def main() -> None:
         engine = Engine(project, backend="numpy")
         source = project.default_source
         timed("overview chr1: n(t) of 3 cells", r, engine.overview, source, [0, 1, 2], 0.5, a, b, args.bins)
+        hits = timed("motif WGATAR, both strands, whole genome", r, find, project, "WGATAR")
         project.close()
         store = out / project.config["files"]["genome"]
         size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) if store.is_dir() else store.stat().st_size
@@ -158,7 +160,8 @@ def main() -> None:
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, Python "
           f"{platform.python_version()}, backend numpy; genome {args.bases:,} bases "
           f"({', '.join(f'{k} {v:,}' for k, v in lengths.items())}), {intervals:,} intervals, "
-          f"states {args.dim} cells float16, bases stored as {store.name} ({size / 2**20:.1f} MiB)")
+          f"states {args.dim} cells float16, bases stored as {store.name} ({size / 2**20:.1f} MiB), "
+          f"{len(hits):,} motif hits")
     for what, seconds in r.items():
         extra = ""
         if what == "convert-fasta":

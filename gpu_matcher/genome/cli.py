@@ -52,7 +52,7 @@ def cmd_add_bigwig(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("convert-fasta", help="a FASTA genome -> a genome project (bases as the timeline, "
                                              "one sequence per contig; needs the genomics extra)")
-    p.add_argument("fasta", help="GENOME.fa (plain or bgzip-compressed); never modified")
+    p.add_argument("fasta", help="GENOME.fa (plain, or bgzip-compressed with Biopython installed); never modified")
     p.add_argument("out", help="the project folder to write")
     p.add_argument("--format", choices=["auto", "h5", "zarr"], default="auto",
                    help="storage of the bases (auto: Zarr from 10^8 bases, HDF5 below)")

@@ -26,7 +26,7 @@ from gpu_matcher.overview import bin_edges, check_bins, reduce_steps, single_ste
 BIGWIG_EXACT_BASES = 1 << 20
 
 
-@dataclass
+@dataclass(eq=False)
 class IntervalTrack(MetaTrack):
     """A BED/narrowPeak track: ``values`` is the number of intervals covering each step (int32)."""
 
@@ -81,7 +81,7 @@ class IntervalTrack(MetaTrack):
         return reduce_steps(points, depth, start, stop, bins)
 
 
-@dataclass
+@dataclass(eq=False)
 class BigWigTrack(MetaTrack):
     """A bigWig track read on demand: ``values`` float32 (NaN where the file has no data)."""
 
