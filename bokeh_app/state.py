@@ -23,6 +23,10 @@ from gpu_matcher.threshold import SCALE_DEFAULTS, SCALE_RANGES, SCALES
 KEYS = ("project", "source", "pos", "threshold", "scale", "brush", "left", "right", "add", "remove", "tracks",
         "ww", "minlen", "unit", "atleast")
 
+#: Meta tracks shown when the URL names none (``tracks=`` absent): the first few, in the project's order;
+#: a project with dozens of tracks then builds strips for these only.
+DEFAULT_TRACKS = 8
+
 #: The longest minimum match length the app offers (the engine takes any; beyond this the view is empty).
 MAX_MIN_LENGTH = 50
 
@@ -40,7 +44,7 @@ class ViewState:
     right: int = 0
     add: tuple[int, ...] = ()                 # cells added to S by hand
     remove: tuple[int, ...] = ()              # cells removed from S by hand
-    tracks: tuple[str, ...] | None = None     # shown meta tracks; None: all
+    tracks: tuple[str, ...] | None = None     # shown meta tracks, top to bottom; None: default_tracks
     word_width: int | None = None             # px per step; None: the default
     scale: str = "none"                       # threshold on: the value, or a per-cell zscore / quantile
     min_length: int | None = None             # matches shorter than this are dropped; None: the default
@@ -275,6 +279,11 @@ def resolve(state: ViewState, project, defaults: UIDefaults) -> Parsed:
             msgs.append(f"tracks: {_shown(unknown[0])} is not a meta track of this project; ignored")
             changes["tracks"] = tuple(t for t in state.tracks if t in project.meta)
     return Parsed(state.with_(**changes), msgs)
+
+
+def default_tracks(names: Sequence[str]) -> list[str]:
+    """The tracks shown without ``tracks=`` in the URL."""
+    return list(names)[:DEFAULT_TRACKS]
 
 
 def _fmt_float(value: float) -> str:

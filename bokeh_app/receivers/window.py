@@ -25,7 +25,6 @@ class WindowReceiver:
         sv.forward.on_click(lambda: self.go(s.state.pos + s.window))
         sv.position.on_change("value", lambda attr, old, new: self.go(new, user=True))
         sv.word_width.on_change("value", lambda attr, old, new: self.on_word_width(new))
-        sv.track_toggle.on_change("active", lambda attr, old, new: self.on_tracks(new))
 
     # --- showing the window ----------------------------------------------------------------------
     def apply(self) -> None:
@@ -102,11 +101,6 @@ class WindowReceiver:
         s.sv.plot.title.text = (f"steps {st.pos:,}–{stop - 1:,} of {s.project.T:,} · sequence "
                                 f"{seq_lo:,}–{seq_hi - 1:,} · {s.src.label} · D = {s.src.D}")
 
-    def show_tracks(self) -> None:
-        shown = set(self.s.shown_tracks)
-        for name, tv in self.s.sv.tracks.items():
-            tv.plot.visible = name in shown
-
     # --- callbacks -------------------------------------------------------------------------------
     def go(self, pos, user: bool = False, focus: tuple[int, int] | None = None,
            message: str | None = None) -> None:
@@ -160,18 +154,3 @@ class WindowReceiver:
             s.state = s.state.with_(pos=s.clamp_pos(s.state.pos))
             s.show_window()
             s.sync_url()
-
-    def on_tracks(self, active: list[int]) -> None:
-        s = self.s
-        if s.quiet:
-            return
-        s.user_acted()
-        names = list(s.project.meta)
-        shown = tuple(names[i] for i in sorted(active) if 0 <= i < len(names))
-        s.state = s.state.with_(tracks=None if len(shown) == len(names) else shown)
-        with s.batch():
-            s.say(f"Meta tracks shown: {', '.join(shown) or 'none'}.")
-            s.show_tracks()
-            s.show_window()
-            s.sync_url()
-        s.match.request()
