@@ -21,6 +21,7 @@ CATEGORY_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
 ROW_HEADER = f"{'rank':<5}{'start':>9}{'len':>5}{'inter':>6}/union"
 LABEL_SPAN = 4                 # word columns' worth of room for the match rows' labels
 PATTERN_BRUSH = 4.0            # width of the brush in the pattern plot (its x unit is one off step)
+LABEL_MIN_PX = 6               # narrower words get no text (words, track values): lines and colours only
 
 
 # --- small shapes ---------------------------------------------------------------------------------------
@@ -179,6 +180,15 @@ def word_labels(words: Sequence[str], room: int) -> dict[int, str]:
     return {i: fit_label(w, room) for i, w in enumerate(words)}
 
 
+def position_ticks(start: int, width: int, word_px: int, spacing_px: int = 150) -> list[int]:
+    """Window x of round positions at least ``spacing_px`` apart (1, 2, 5 x 10^k steps), for a window
+    of ``width`` steps from ``start`` too narrow for word labels."""
+    least = max(1, -(-spacing_px // max(1, word_px)))
+    every = next(m * 10 ** k for k in range(20) for m in (1, 2, 5) if m * 10 ** k >= least)
+    first = -start % every
+    return list(range(first, width, every))
+
+
 def boundary_columns(bounds: np.ndarray, start: int, stop: int) -> dict:
     """Sequence boundaries strictly inside ``[start, stop)`` as window x (between two words)."""
     bounds = np.asarray(bounds)
@@ -188,10 +198,10 @@ def boundary_columns(bounds: np.ndarray, start: int, stop: int) -> dict:
 
 def track_columns(kind: str, values: np.ndarray, width: int, room: int, label_of: Callable,
                   weights: np.ndarray | None = None, value_range: tuple[float, float] | None = None,
-                  palette: Sequence[str] = ("#000000",)) -> dict:
+                  palette: Sequence[str] = ("#000000",), labels: bool = True) -> dict:
     """A meta track's strip under the words (``x y color alpha text text_color``): a wordvec track's
     top-K words shaded by weight, a discrete track's labels in category colours, a scalar track's
-    values on ``palette``."""
+    values on ``palette``; ``labels`` False: colours only (words too narrow for text)."""
     cols, add = _rows(("x", "y", "color", "alpha", "text", "text_color"))
     if kind == "wordvec":
         top = float(np.nanmax(weights)) if weights is not None and weights.size else 1.0
@@ -211,6 +221,8 @@ def track_columns(kind: str, values: np.ndarray, width: int, room: int, label_of
             frac = 0.0 if hi <= lo else (float(v) - lo) / (hi - lo)
             add(i, 0, color, 0.9, fit_label(short_number(float(v)), room),
                 "#ffffff" if frac < 0.6 else "#111111")
+    if not labels:
+        cols["text"] = [""] * len(cols["text"])
     return cols
 
 

@@ -14,13 +14,16 @@ from contextlib import contextmanager
 from bokeh.models import Column
 
 from bokeh_app.config import UIDefaults
+from bokeh_app.coords import Locator
 from bokeh_app.queries import track_labels
 from bokeh_app.receivers import (MatchReceiver, SearchReceiver, SelectReceiver, StatsReceiver, UnitReceiver,
                                  WindowReceiver)
+from bokeh_app.receivers.overview import OverviewReceiver
 from bokeh_app.receivers.tracks import TracksReceiver
 from bokeh_app.state import ViewState, default_tracks, to_query
 from bokeh_app.views.common import follow_on_load, header, set_url_query, status_div, status_html, url_holder
 from bokeh_app.views.match import build_match_view
+from bokeh_app.views.overview import build_overview_view
 from bokeh_app.views.select import build_select_view
 from bokeh_app.views.stats import build_stats_view
 from bokeh_app.views.unit import build_unit_view
@@ -58,10 +61,12 @@ class ProjectSession:
                                    labels=self.track_labels)
         discrete = {name: track_labels(engine, name) for name, t in meta.items() if t.kind == "discrete"}
         self.stv = build_stats_view(tracks=discrete, sources=sources) if discrete else None
+        self.locator = Locator.of(self.project)
+        self.ov = build_overview_view(defaults.select.window_px, self.sv.extra["border"], self.locator.genome is not None)
         self.status = status_div(defaults.select.window_px + 280)
         self.url = url_holder(follow_address_bar)
         self.header = header(self.project.name, f"{self.project.description} · project {self.project.id}", True)
-        self.layout = Column(self.sv.layout, self.uv.layout, self.mv.layout, *([self.stv.layout] if self.stv else []),
+        self.layout = Column(self.ov.layout, self.sv.layout, self.uv.layout, self.mv.layout, *([self.stv.layout] if self.stv else []),
                              name="project_view")
         self.navigate = WindowReceiver(self)
         self.select = SelectReceiver(self)
@@ -70,6 +75,7 @@ class ProjectSession:
         self.stats = StatsReceiver(self) if self.stv is not None else None
         self.unit = UnitReceiver(self)
         self.tracks = TracksReceiver(self)
+        self.overview = OverviewReceiver(self)
 
     @property
     def synchronous(self) -> bool | None:
@@ -78,7 +84,7 @@ class ProjectSession:
     @property
     def receivers(self) -> list:
         return [r for r in (self.navigate, self.select, self.search, self.match, self.stats, self.unit,
-                                           self.tracks) if r is not None]
+                                           self.tracks, self.overview) if r is not None]
 
     def connect(self, doc) -> None:
         """Wire every receiver's callbacks, show the state (running its match) and add the roots."""
@@ -209,9 +215,11 @@ class ProjectSession:
         """The window at ``state.pos`` and everything S draws on it."""
         self.navigate.apply()
         self.select.apply()
+        self.overview.follow()
 
     def show_tracks(self) -> None:
         self.tracks.arrange()
+        self.overview.show_tracks()
         self.match.show_tracks()
 
     def go(self, pos, user: bool = False, focus: tuple[int, int] | None = None, message: str | None = None) -> None:

@@ -40,10 +40,11 @@ class MatchReceiver:
         job = self.job(s.worker.renew("match"))
         if not job.cells:
             self.show(job, None)
-            return
-        s.mv.busy.visible = True
-        s.worker.submit("match", lambda: self.compute(job), lambda answer: self.show(job, answer),
-                        generation=job.generation, delay=MATCH_AFTER_SELECT_S)
+        else:
+            s.mv.busy.visible = True
+            s.worker.submit("match", lambda: self.compute(job), lambda answer: self.show(job, answer),
+                            generation=job.generation, delay=MATCH_AFTER_SELECT_S)
+        s.overview.request()                         # the overview strip's n(t) follows S (after the match)
 
     def compute(self, job: MatchJob) -> MatchResult:
         """The engine's exact top-N and the word matrix around each match (runs in the worker)."""
@@ -63,6 +64,7 @@ class MatchReceiver:
                     self._show_failure(result)
             finally:
                 s.mv.busy.visible = False            # last: hidden in the same repaint as the rows
+        s.overview.draw()                            # the matches' cover in the overview strip
 
     def _show_failure(self, error) -> None:
         self.clear()

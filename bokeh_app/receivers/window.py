@@ -56,15 +56,21 @@ class WindowReceiver:
             sv.plot.xaxis.major_label_text_font_size = size
         else:
             sv.traces.data.update(y=y)
-        sv.plot.xaxis.major_label_overrides = columns.word_labels(ctx.words, s.word_width if s.word_width >= 48
-                                                                  else 90)
+        if s.word_width < columns.LABEL_MIN_PX:       # no room for words: positions every so many steps
+            ticks = columns.position_ticks(start, W, s.word_width)
+            sv.plot.xaxis.ticker.ticks = ticks
+            sv.plot.xaxis.major_label_orientation = 0.0
+            sv.plot.xaxis.major_label_overrides = {i: s.locator.tick(start + i) for i in ticks}
+        else:
+            sv.plot.xaxis.major_label_overrides = columns.word_labels(ctx.words, s.word_width if s.word_width >= 48
+                                                                      else 90)
         sv.boundaries.data = columns.boundary_columns(s.project.sequence_bounds(), start, stop)
         room = max(s.word_width, 16)
         for name in s.shown_tracks:
             track = s.project.meta[name]
             sv.tracks[name].source.data = columns.track_columns(
                 track.kind, ctx.meta[name], W, room, track.label, weights=ctx.meta_weights.get(name),
-                value_range=track.value_range, palette=SCALAR_PALETTE)
+                value_range=track.value_range, palette=SCALAR_PALETTE, labels=s.word_width >= columns.LABEL_MIN_PX)
             mapper = sv.tracks[name].mapper
             if mapper is not None:
                 lo, hi = columns.scalar_bounds(ctx.meta[name][:W], track.value_range)
