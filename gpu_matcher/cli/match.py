@@ -81,9 +81,14 @@ def _match(args, engine, source: str) -> int:
                                args.min_length, args.phrase_length, not args.no_distinct, sequences,
                                scale=args.scale)
         times.append((time.perf_counter() - t0) * 1000.0)
+    genome = engine.project.genome
+    rows = [m.as_dict() for m in matches]
+    if genome is not None:                      # a genome project: where each match lies, 1-based
+        for row in rows:
+            row["coords"] = genome.format_range(row["start"], row["end"] + 1)
     out = {
         "cells": [int(c) for c in sorted(set(cells))],
-        "matches": [m.as_dict() for m in matches],
+        "matches": rows,
         "backend": engine.backend.name,
         "timing_ms": {"first": round(times[0], 3), "median": round(statistics.median(times), 3)},
     }
