@@ -2,22 +2,18 @@
 
 A whole contig (a genome project's chromosome; otherwise the whole timeline) in ``bins`` bins, about one
 per pixel: the per-bin min and max of n(t) for S, of one meta track, and the share of each bin the
-top matches cover. The engine answers at genome scale (``Engine.overview``, ``MetaTrack.overview``,
-docs/genomics.md); where it does not (yet), the app reduces chunk by chunk here, never the whole contig
-in memory at once.
+top matches cover. The engine answers, chunk by chunk at genome scale (``Engine.overview``,
+``MetaTrack.overview``, docs/genomics.md); the app bins the match positions itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from gpu_matcher.threshold import Threshold
-
-#: Steps read per chunk by the app's own reduction.
-CHUNK = 1 << 16
+from gpu_matcher import overview
 
 #: The strip's three bands, bottom to top: (name, bottom y); each band is 0.9 high.
 BANDS = (("matches", 0.05), ("track", 1.05), ("n(t)", 2.05))
@@ -35,56 +31,24 @@ class Span:
 
 
 def bin_edges(start: int, stop: int, bins: int) -> np.ndarray:
-    """``bins + 1`` integer edges splitting ``[start, stop)`` evenly (fewer bins than steps: one a step)."""
-    bins = max(1, min(int(bins), max(1, stop - start)))
-    return np.linspace(start, stop, bins + 1).round().astype(np.int64)
-
-
-def binned_min_max(read: Callable[[int, int], np.ndarray], edges: np.ndarray, chunk: int = CHUNK
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-bin (min, max) of the values ``read(a, b)`` returns for steps ``[a, b)``, read ``chunk`` steps
-    at a time (NaN for a bin without a finite value)."""
-    bins = len(edges) - 1
-    lo = np.full(bins, np.inf)
-    hi = np.full(bins, -np.inf)
-    start, stop = int(edges[0]), int(edges[-1])
-    for a in range(start, stop, chunk):
-        b = min(stop, a + chunk)
-        v = np.asarray(read(a, b), dtype=np.float64).reshape(b - a, -1)
-        v = np.where(np.isfinite(v), v, np.nan)
-        vmin = np.where(np.isnan(v), np.inf, v).min(axis=1)          # a step's least / largest value
-        vmax = np.where(np.isnan(v), -np.inf, v).max(axis=1)
-        which = np.searchsorted(edges, np.arange(a, b), side="right") - 1
-        firsts = np.flatnonzero(np.r_[True, which[1:] != which[:-1]])
-        ids = which[firsts]
-        lo[ids] = np.minimum(lo[ids], np.minimum.reduceat(vmin, firsts))
-        hi[ids] = np.maximum(hi[ids], np.maximum.reduceat(vmax, firsts))
-    empty = ~np.isfinite(lo) | ~np.isfinite(hi)
-    lo[empty] = np.nan
-    hi[empty] = np.nan
-    return lo, hi
+    """The edges of the strip's bins over ``[start, stop)``: ``gpu_matcher.overview``'s, with never more
+    bins than steps (one step a bin then)."""
+    return overview.bin_edges(start, stop, max(1, min(int(bins), max(1, stop - start))))
 
 
 def count_overview(engine, source: str, cells: Sequence[int], threshold: float, scale: str, span: Span,
                    bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-bin (min, max) of n(t) for ``cells`` over ``span``: the engine's own overview when it has one."""
-    edges = bin_edges(span.start, span.stop, bins)
-    theta = Threshold.of(threshold, scale)
-    if hasattr(engine, "overview"):
-        lo, hi = engine.overview(source, list(cells), theta, span.start, span.stop, len(edges) - 1)
-        return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
-    return binned_min_max(lambda a, b: engine.counts(source, list(cells), theta, a, b), edges)
+    """Per-bin (min, max) of n(t) for ``cells`` over ``span`` (``Engine.overview``: read in chunks)."""
+    n = len(bin_edges(span.start, span.stop, bins)) - 1
+    return engine.overview(source, list(cells), threshold, span.start, span.stop, n, scale=scale)
 
 
 def track_overview(track, span: Span, bins: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-bin (min, max) of a discrete or scalar track over ``span`` (None for a top-K word track)."""
+    """Per-bin (min, max) of a discrete or scalar track over ``span`` (its own ``overview``: the intervals,
+    a bigWig's zoom levels, or chunks); None for a top-K word track."""
     if track.kind == "wordvec":
         return None
-    edges = bin_edges(span.start, span.stop, bins)
-    if hasattr(track, "overview"):
-        lo, hi = track.overview(span.start, span.stop, len(edges) - 1)
-        return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
-    return binned_min_max(track.values, edges)
+    return track.overview(span.start, span.stop, len(bin_edges(span.start, span.stop, bins)) - 1)
 
 
 def match_density(matches: Sequence, edges: np.ndarray) -> np.ndarray:

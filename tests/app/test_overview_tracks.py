@@ -18,7 +18,7 @@ from bokeh_app.catalogue import Catalogue
 from bokeh_app.columns import position_ticks, track_columns
 from bokeh_app.config import load_defaults
 from bokeh_app.coords import Locator
-from bokeh_app.overview import (BANDS, Span, bin_edges, binned_min_max, count_overview, match_density,
+from bokeh_app.overview import (BANDS, Span, bin_edges, count_overview, match_density,
                                 overview_columns, zoom_for)
 from bokeh_app.state import DEFAULT_TRACKS, parse_query, resolve, to_query
 from gpu_matcher import ProjectError
@@ -177,16 +177,10 @@ def test_position_ticks_are_round_and_spaced():
 
 
 # --- the overview strip --------------------------------------------------------------------------------
-def test_binned_min_max_matches_a_direct_reduction():
-    rng = np.random.default_rng(0)
-    values = rng.normal(size=1003)
-    values[17] = np.nan
-    edges = bin_edges(0, 1003, 37)
-    lo, hi = binned_min_max(lambda a, b: values[a:b], edges, chunk=50)
-    for i in range(37):
-        block = values[edges[i]:edges[i + 1]]
-        assert lo[i] == np.nanmin(block) and hi[i] == np.nanmax(block)
-    assert bin_edges(10, 15, 960).tolist() == [10, 11, 12, 13, 14, 15]      # never more bins than steps
+def test_bin_edges_never_more_bins_than_steps():
+    assert bin_edges(10, 15, 960).tolist() == [10, 11, 12, 13, 14, 15]
+    edges = bin_edges(0, 4000, 960)
+    assert len(edges) == 961 and edges[-1] == 4000 and set(np.diff(edges)) <= {4, 5}
 
 
 def test_match_density_and_zoom():
@@ -224,9 +218,8 @@ def test_overview_strip_shows_n_of_t_over_the_whole_timeline(catalogue):
     box = model(doc, "overview_window")
     x_of = session.overview.x_of
     assert box.left == pytest.approx(x_of(100)) and box.right == pytest.approx(x_of(100 + session.window))
-    # The engine's own overview, when it has one, gives the same bands as the app's reduction.
-    fallback = count_overview(engine, S1, cells, 0.3, "none", Span(0, 4000, "t"), 960)
-    np.testing.assert_array_equal(fallback[1], want_hi)
+    np.testing.assert_array_equal(count_overview(engine, S1, cells, 0.3, "none", Span(0, 4000, "t"), 960)[1],
+                                  want_hi)
 
 
 def test_overview_click_and_brush_move_and_zoom_the_detail_view(catalogue):
