@@ -19,6 +19,7 @@ CATEGORY_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
                    "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac")
 #: The match view's row labels and their header, in the same fixed widths (monospace).
 ROW_HEADER = f"{'rank':<5}{'start':>9}{'len':>5}{'inter':>6}/union"
+GENOME_ROW_HEADER = f"{'rank':<4}{'position':>18}{'len':>5}"
 LABEL_SPAN = 4                 # word columns' worth of room for the match rows' labels
 PATTERN_BRUSH = 4.0            # width of the brush in the pattern plot (its x unit is one off step)
 LABEL_MIN_PX = 6               # narrower words get no text (words, track values): lines and colours only
@@ -279,14 +280,21 @@ def row_label(row: int, m) -> str:
     return f"{'#' + str(row + 1):<5}{m.start:>9}{m.length:>5}{m.inter:>6}/{m.union}"
 
 
-def match_rows(matches: Sequence, context_left: int, columns: int) -> dict:
-    """The ``matches`` source in rank order, with each match's box in the word matrix (span_x, span_w)."""
+def genome_row_label(row: int, m, where: str) -> str:
+    """A genome project's match row: rank, ``chr2:1,234,567``, length."""
+    return f"{'#' + str(row + 1):<4}{where:>18}{m.length:>5}"
+
+
+def match_rows(matches: Sequence, context_left: int, columns: int, where: Callable | None = None) -> dict:
+    """The ``matches`` source in rank order, with each match's box in the word matrix (span_x, span_w)
+    and its start as the user reads positions (``where``: ``chr2:1,234,567``; default the step)."""
     first = context_left
     last = [min(columns - 1, context_left + m.length - 1) for m in matches]
     return {"start": [m.start for m in matches], "end": [m.end for m in matches],
             "length": [m.length for m in matches], "inter": [m.inter for m in matches],
             "union": [m.union for m in matches], "row": list(range(len(matches))),
-            "span_x": [(first + b) / 2 for b in last], "span_w": [b - first + 1 for b in last]}
+            "span_x": [(first + b) / 2 for b in last], "span_w": [b - first + 1 for b in last],
+            "where": [where(m.start) if where is not None else f"{m.start:,}" for m in matches]}
 
 
 def matrix_words(windows: Sequence, word_px: int) -> dict:
@@ -303,11 +311,12 @@ def matrix_words(windows: Sequence, word_px: int) -> dict:
     return cols
 
 
-def matrix_columns(words: dict | None = None, row_labels: Sequence[str] = (), summary: str = "") -> dict:
+def matrix_columns(words: dict | None = None, row_labels: Sequence[str] = (), summary: str = "",
+                   header: str = ROW_HEADER) -> dict:
     """All text of the word matrix in one source (one message, one repaint): the header row (-1:
     column names and a summary), a label per match row, and the words."""
     left = -LABEL_SPAN - 0.45
-    cols = {"x": [left, -0.45], "y": [-1, -1], "word": [ROW_HEADER, summary],
+    cols = {"x": [left, -0.45], "y": [-1, -1], "word": [header, summary],
             "color": ["#444444", "#1f3f66"], "style": ["bold", "normal"], "pos": [-1, -1],
             "font": ["monospace", "helvetica"], "align": ["left", "left"]}
     for i, text in enumerate(row_labels):

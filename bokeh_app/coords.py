@@ -15,12 +15,8 @@ _NUMBER = re.compile(r"^\s*(\d[\d,_]*)\s*(?:[-–]\s*(\d[\d,_]*))?\s*$")
 
 
 def genome_of(project):
-    """The project's ``Genome`` (None for other projects, or when the genome module is not there)."""
-    try:
-        from gpu_matcher.genome.coords import Genome
-    except ImportError:
-        return None
-    return Genome.of(project)
+    """The project's ``Genome`` (None for other projects)."""
+    return getattr(project, "genome", None)
 
 
 class Locator:
@@ -47,11 +43,9 @@ class Locator:
         return f"{int(step):,}"
 
     def span_text(self, start: int, stop: int) -> str:
-        """``[start, stop)`` for a title: ``chr2:1,001–1,960`` or ``steps 1,000–1,959``."""
+        """``[start, stop)`` for a title: ``chr2:1,001-1,960`` or ``steps 1,000–1,959``."""
         if self.genome is not None:
-            first, last = self.genome.format(int(start)), self.genome.format(max(int(start), int(stop) - 1))
-            return f"{first}–{last.split(':', 1)[-1]}" if first.split(":")[0] == last.split(":")[0] \
-                else f"{first}–{last}"
+            return self.genome.format_range(int(start), int(stop))
         return f"steps {int(start):,}–{max(int(start), int(stop) - 1):,}"
 
     def url_value(self, step: int) -> str:
@@ -65,15 +59,13 @@ class Locator:
         shown = text if len(text) <= 60 else text[:60] + "…"
         if not text:
             raise ProjectError("type a position, e.g. 1234" + (" or chr1:1,234" if self.genome else ""))
-        plain = _NUMBER.match(text)
-        if self.genome is not None and not plain:
+        if self.genome is not None:               # coordinates, contigs, and plain 0-based steps
             return tuple(int(v) for v in self.genome.parse(text))
+        plain = _NUMBER.match(text)
         if plain is None:
             raise ProjectError(f"{shown!r} is not a step number or START-END")
         start = int(plain.group(1).replace(",", "").replace("_", ""))
         stop = int(plain.group(2).replace(",", "").replace("_", "")) + 1 if plain.group(2) else start + 1
-        if self.genome is not None:               # a genome's plain number: as Genome.parse reads it
-            return tuple(int(v) for v in self.genome.parse(text))
         if start >= self.T or stop <= start:
             raise ProjectError(f"{shown!r} is outside the timeline [0, {self.T - 1:,}]")
         return start, min(stop, self.T)

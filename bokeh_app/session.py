@@ -178,12 +178,12 @@ class ProjectSession:
         self.notices = []
 
     def sync_url(self) -> None:
-        set_url_query(self.url, to_query(self.state, self.defaults))
+        set_url_query(self.url, to_query(self.state, self.defaults, self.locator.url_value))
 
     def announce_url(self) -> None:
         """The address bar takes the state's query on a page added after the browser's first pull (its
         ``document_ready`` has passed): a change event, which the holder's script follows."""
-        query = to_query(self.state, self.defaults)
+        query = to_query(self.state, self.defaults, self.locator.url_value)
         self.url.data = {"query": [query + "&"]}
         self.url.data = {"query": [query]}
 

@@ -89,11 +89,15 @@ class MatchReceiver:
         self.show_summaries(result.matrix)
         self.apply_colour()
         mv.matches.selected.indices = []
-        mv.matches.data = columns.match_rows(ms, md.context_left, md.columns)
+        mv.matches.data = columns.match_rows(ms, md.context_left, md.columns, s.locator.where)
         summary = (f"{len(ms)} matches of {len(job.cells)} cells · threshold {job.threshold:g}, "
                    f"L={job.left}, R={job.right} · click a row to show it above")
-        mv.words.data = columns.matrix_columns(result.matrix.words,
-                                               [result.matrix.row_labels[i] for i in range(len(ms))], summary)
+        if s.locator.genome is None:
+            labels, header = [result.matrix.row_labels[i] for i in range(len(ms))], columns.ROW_HEADER
+        else:                                        # a genome's rows: their coordinates
+            labels = [columns.genome_row_label(i, m, s.locator.where(m.start)) for i, m in enumerate(ms)]
+            header = columns.GENOME_ROW_HEADER
+        mv.words.data = columns.matrix_columns(result.matrix.words, labels, summary, header)
         if s.stats is not None:
             s.stats.after_match(job, result.stats)
 
@@ -151,7 +155,7 @@ class MatchReceiver:
         i = indices[0]
         m = self.matches[i]
         s.go(m.start - s.window // 4, focus=(m.start, m.end),
-             message=f"Match #{i + 1}: steps {m.start:,}–{m.end:,} (length {m.length}, inter {m.inter}, "
+             message=f"Match #{i + 1}: {s.locator.span_text(m.start, m.end + 1)} (length {m.length}, inter {m.inter}, "
                      f"union {m.union}), marked in orange above.")
         with s.batch():
             s.mv.matches.selected.indices = []

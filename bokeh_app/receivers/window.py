@@ -104,6 +104,10 @@ class WindowReceiver:
         stop = min(st.pos + s.window, s.project.T)
         seq_lo, seq_hi = s.project.sequence_of(st.pos)
         # The title follows the window only: a title change re-lays out the plot (a full repaint).
+        if s.locator.genome is not None:
+            s.sv.plot.title.text = (f"{s.locator.span_text(st.pos, stop)} ({stop - st.pos:,} bases) · "
+                                    f"{s.src.label} · D = {s.src.D}")
+            return
         s.sv.plot.title.text = (f"steps {st.pos:,}–{stop - 1:,} of {s.project.T:,} · sequence "
                                 f"{seq_lo:,}–{seq_hi - 1:,} · {s.src.label} · D = {s.src.D}")
 
@@ -130,7 +134,8 @@ class WindowReceiver:
             return
         s.user_acted()
         with s.batch():
-            s.say(message or f"Steps {pos:,}–{min(pos + s.window, s.project.T) - 1:,}.")
+            span = s.locator.span_text(pos, min(pos + s.window, s.project.T))
+            s.say(message or f"{span[0].upper()}{span[1:]}.")
             if pos != s.state.pos:
                 s.state = s.state.with_(pos=pos)
                 s.show_window()

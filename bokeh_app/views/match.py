@@ -119,7 +119,7 @@ def build_match_view(*, tracks: list[tuple[str, str]], defaults: UIDefaults,
 
     matches = ColumnDataSource(name="matches", data={
         "start": [], "end": [], "length": [], "inter": [], "union": [], "row": [], "span_x": [],
-        "span_w": []})
+        "span_w": [], "where": []})
     words = ColumnDataSource(name="match_words", data=matrix_columns())
     background = ColumnDataSource(name="match_background", data=empty_image(rows, columns))
 
@@ -150,7 +150,7 @@ def build_match_view(*, tracks: list[tuple[str, str]], defaults: UIDefaults,
               name="match_text")
     plot.add_tools(TapTool(renderers=[row_marks]),
                    HoverTool(renderers=[row_marks], tooltips=[
-                       ("start", "@start"), ("end", "@end"), ("length", "@length"),
+                       ("at", "@where"), ("start", "@start"), ("end", "@end"), ("length", "@length"),
                        ("inter", "@inter"), ("union", "@union"), ("", "click: show in the select view")]))
 
     heatmaps = {name: build_heatmap(name, kind, y_range, defaults, (labels or {}).get(name))
