@@ -88,11 +88,12 @@ def band_rows(band: int, lo: np.ndarray, hi: np.ndarray, low: float, high: float
     return idx, y0, y1
 
 
-def overview_columns(counts: tuple[np.ndarray, np.ndarray] | None, cells: int,
+def overview_columns(edges: np.ndarray, origin: int, counts: tuple[np.ndarray, np.ndarray] | None, cells: int,
                      track: tuple[np.ndarray, np.ndarray] | None, track_range: tuple[float, float] | None,
                      density: np.ndarray | None) -> dict:
-    """The strip's one bar glyph (``x bottom top band``; x the bin, binary arrays): n(t) on 0..|S|, the
-    track on its range (its declared one, else the span's min..max), the matches' cover on 0..1."""
+    """The strip's one bar glyph (``x bottom top band``, binary arrays; x the bin's centre in steps
+    from ``origin``): n(t) on 0..|S|, the track on its range (its declared one, else the span's
+    min..max), the matches' cover on 0..1."""
     parts = []
     if density is not None:
         parts.append((0, band_rows(0, np.zeros_like(density), density, 0.0, 1.0)))
@@ -105,9 +106,11 @@ def overview_columns(counts: tuple[np.ndarray, np.ndarray] | None, cells: int,
     if counts is not None and cells:
         parts.append((2, band_rows(2, counts[0], counts[1], 0.0, float(cells))))
     if not parts:
-        return {"x": np.zeros(0, np.uint16), "bottom": np.zeros(0, np.float32), "top": np.zeros(0, np.float32),
+        return {"x": np.zeros(0, np.float32), "bottom": np.zeros(0, np.float32), "top": np.zeros(0, np.float32),
                 "band": np.zeros(0, np.uint8)}
-    return {"x": np.concatenate([p[0] for _, p in parts]).astype(np.uint16),
+    bins = np.concatenate([p[0] for _, p in parts])
+    centres = (edges[:-1] + edges[1:] - 1) / 2.0 - origin          # a step's x is its centre
+    return {"x": centres[bins].astype(np.float32),
             "bottom": np.concatenate([p[1] for _, p in parts]).astype(np.float32),
             "top": np.concatenate([p[2] for _, p in parts]).astype(np.float32),
             "band": np.concatenate([np.full(len(p[0]), b, np.uint8) for b, p in parts])}

@@ -63,6 +63,9 @@ class ProjectSession:
         self.stv = build_stats_view(tracks=discrete, sources=sources) if discrete else None
         self.locator = Locator.of(self.project)
         self.ov = build_overview_view(defaults.select.window_px, self.sv.extra["border"], self.locator.genome is not None)
+        if self.locator.genome is not None:          # "go to" takes coordinates; the search, motifs
+            self.sv.position.visible = False
+            self.sv.search.update(title="motif search (IUPAC)", placeholder="e.g. CACGTG, Enter")
         self.status = status_div(defaults.select.window_px + 280)
         self.url = url_holder(follow_address_bar)
         self.header = header(self.project.name, f"{self.project.description} · project {self.project.id}", True)

@@ -90,13 +90,13 @@ class OverviewReceiver:
             return
         name = self.track_name()
         meta = s.project.meta.get(name) if name else None
-        ov.source.data = overview_columns(self.counts, len(s.cells), self.track,
+        ov.source.data = overview_columns(self.edges, self.origin, self.counts, len(s.cells), self.track,
                                           meta.value_range if meta is not None else None,
                                           match_density(s.match.matches, self.edges))
-        bins = len(self.edges) - 1
-        if ov.plot.x_range.end != bins - 0.5 or ov.ticks.args["per"] != self.per:
-            ov.plot.x_range.update(start=-0.5, end=bins - 0.5)
-            ov.ticks.args = {**ov.ticks.args, "per": self.per}
+        lo, hi = self.x_of(span.start) - 0.5, self.x_of(span.stop) - 0.5
+        if (ov.plot.x_range.start, ov.plot.x_range.end) != (lo, hi):
+            ov.plot.x_range.update(start=lo, end=hi)
+            ov.bars.glyph.width = self.per
             ov.plot.title.text = (f"overview of {span.name}: {span.stop - span.start:,} "
                                   f"{'bases' if s.locator.genome is not None else 'steps'} · click to go there, "
                                   f"brush to zoom")
@@ -107,15 +107,19 @@ class OverviewReceiver:
         """Steps per bin."""
         return (self.span.stop - self.span.start) / max(1, len(self.edges) - 1) if self.span else 1.0
 
+    @property
+    def origin(self) -> int:
+        """x = step - origin: positions from 1 within a genome's contig, global steps otherwise."""
+        return self.span.start - (1 if self.s.locator.genome is not None else 0)
+
     def x_of(self, step: float) -> float:
-        return (step - self.span.start) / self.per - 0.5
+        return float(step) - self.origin
 
     def step_of(self, x: float) -> int:
-        step = self.span.start + (float(x) + 0.5) * self.per
-        return int(min(max(round(step), self.span.start), self.span.stop - 1))
+        return int(min(max(round(float(x) + self.origin), self.span.start), self.span.stop - 1))
 
     def follow(self) -> None:
-        """The detail window's box (at least half a bin wide, so it shows); a move into another contig
+        """The detail window's box (at least a bin wide, so it shows); a move into another contig
         recomputes the strip."""
         s, st = self.s, self.s.state
         if self.span is None:
@@ -123,8 +127,8 @@ class OverviewReceiver:
         if not self.span.start <= st.pos < self.span.stop:
             self.request()
             return
-        a, b = self.x_of(st.pos), self.x_of(min(st.pos + s.window, s.project.T))
-        middle, half = (a + b) / 2, max(0.25, (b - a) / 2)
+        a, b = self.x_of(st.pos) - 0.5, self.x_of(min(st.pos + s.window, s.project.T)) - 0.5
+        middle, half = (a + b) / 2, max(self.per / 2, (b - a) / 2)
         s.ov.window.update(left=middle - half, right=middle + half)
 
     def show_tracks(self) -> None:

@@ -1,7 +1,7 @@
 """The overview strip over the select view (issue 15, "overview and detail"): models only.
 
-One plot of a whole contig (or the whole timeline), x in bins (about a pixel each; the axis labels
-them as positions), three bands drawn by one bar glyph from one source (n(t) of S, one meta track, the top matches' cover: ``bokeh_app.overview``), the
+One plot of a whole contig (or the whole timeline), x in positions (1-based within a genome's contig,
+steps otherwise), about a pixel a bin, three bands drawn by one bar glyph from one source (n(t) of S, one meta track, the top matches' cover: ``bokeh_app.overview``), the
 detail window as a box; a click centres the detail view there, a brush zooms it to the brushed range
 (``receivers.overview``). Beside it: "go to" (a coordinate, a range, a contig or a step) and the track
 the middle band shows; a genome project also gets the motif search's "both strands" switch.
@@ -12,15 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bokeh.models import (BoxAnnotation, BoxSelectTool, CheckboxGroup, Column, ColumnDataSource,
-                          CustomJSTickFormatter, FixedTicker, Range1d, Row, Select, TextInput)
+                          FixedTicker, NumeralTickFormatter, Range1d, Row, Select, TextInput)
 from bokeh.plotting import figure
 from bokeh.transform import linear_cmap
 
 from bokeh_app.overview import BAND_COLORS, BAND_HEIGHT, BANDS
 from bokeh_app.views.common import FOCUS_COLOR, lean
 
-#: x ticks as positions: 1-based within the contig for a genome, steps otherwise.
-TICK_JS = "return Math.round((tick + 0.5) * per + base).toLocaleString('en-US');"
 NO_TRACK = "(no track)"
 
 
@@ -30,7 +28,7 @@ class OverviewView:
     source: ColumnDataSource
     window: BoxAnnotation
     box_select: BoxSelectTool
-    ticks: CustomJSTickFormatter
+    bars: object
     track: Select
     goto: TextInput
     strands: CheckboxGroup | None
@@ -52,11 +50,10 @@ def build_overview_view(window_px: int, border: int, genome: bool) -> OverviewVi
     plot.yaxis.major_label_text_font_size = "9px"
     plot.yaxis.major_tick_line_color = None
     plot.yaxis.minor_tick_line_color = None
-    ticks = CustomJSTickFormatter(args={"per": 1.0, "base": 1 if genome else 0}, code=TICK_JS)
-    plot.xaxis.formatter = ticks
+    plot.xaxis.formatter = NumeralTickFormatter(format="0,0")
     plot.xaxis.major_label_text_font_size = "9px"
     color = linear_cmap("band", list(BAND_COLORS), 0, len(BAND_COLORS) - 1)
-    plot.vbar(x="x", width=1.0, bottom="bottom", top="top", fill_color=color, line_color=color, line_width=0.5,
+    bars = plot.vbar(x="x", width=1.0, bottom="bottom", top="top", fill_color=color, line_color=color, line_width=0.5,
               source=source, name="overview_bars")
     window = BoxAnnotation(name="overview_window", left=0.0, right=0.0, fill_color=FOCUS_COLOR, fill_alpha=0.15,
                            line_color=FOCUS_COLOR, line_alpha=0.9, level="overlay")
@@ -73,5 +70,5 @@ def build_overview_view(window_px: int, border: int, genome: bool) -> OverviewVi
                if genome else None)
     controls = Row(goto, track, *([strands] if strands is not None else []), styles={"align-items": "end", "gap": "6px"})
     layout = Column(controls, plot, name="overview_view")
-    return OverviewView(plot=plot, source=source, window=window, box_select=box_select, ticks=ticks, track=track,
+    return OverviewView(plot=plot, source=source, window=window, box_select=box_select, bars=bars, track=track,
                         goto=goto, strands=strands, layout=layout)

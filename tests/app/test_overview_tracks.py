@@ -189,8 +189,8 @@ def test_match_density_and_zoom():
     assert match_density(ms, edges).tolist() == [0.5, 0.5, 0.2]
     assert zoom_for(900, 960, (1, 2, 4, 10)) == 1 and zoom_for(96, 960, (1, 2, 4, 10, 16)) == 10
     assert zoom_for(10**6, 960, (1, 2)) == 1
-    cols = overview_columns(None, 0, None, None, np.array([0.0, 1.0, 0.0]))
-    assert cols["x"].tolist() == [1] and cols["band"].tolist() == [0]
+    cols = overview_columns(edges, 0, None, 0, None, None, np.array([0.0, 1.0, 0.0]))
+    assert cols["x"].tolist() == [14.5] and cols["band"].tolist() == [0]          # steps 10..19
 
 
 def test_overview_strip_shows_n_of_t_over_the_whole_timeline(catalogue):
@@ -205,19 +205,20 @@ def test_overview_strip_shows_n_of_t_over_the_whole_timeline(catalogue):
     n = engine.counts(S1, cells, 0.3, 0, 4000)
     edges = session.overview.edges
     want_hi = np.array([n[edges[i]:edges[i + 1]].max() for i in range(bins)])
-    got = {int(x): float(t) for x, t, b in zip(data["x"], data["top"], bands) if b == 2}
+    bin_of = {float(c): i for i, c in enumerate((edges[:-1] + edges[1:] - 1) / 2)}
+    got = {bin_of[float(x)]: float(t) for x, t, b in zip(data["x"], data["top"], bands) if b == 2}
     bottom = dict(BANDS)["n(t)"]
     for i in np.flatnonzero(want_hi > 0)[:50]:
         assert got[int(i)] == pytest.approx(bottom + 0.9 * want_hi[i] / len(cells), abs=0.05)
     assert not any(want_hi[i] == 0 for i in got)
     # The matches' band: the bins the top matches cover.
-    covered = {int(x) for x, b in zip(data["x"], bands) if b == 0}
+    covered = {bin_of[float(x)] for x, b in zip(data["x"], bands) if b == 0}
     for m in session.match.matches:
         assert int(np.searchsorted(edges, m.start, side="right") - 1) in covered
     # The detail window's box sits over steps pos..pos+W.
     box = model(doc, "overview_window")
     x_of = session.overview.x_of
-    assert box.left == pytest.approx(x_of(100)) and box.right == pytest.approx(x_of(100 + session.window))
+    assert box.left == pytest.approx(x_of(100) - 0.5) and box.right == pytest.approx(x_of(100 + session.window) - 0.5)
     np.testing.assert_array_equal(count_overview(engine, S1, cells, 0.3, "none", Span(0, 4000, "t"), 960)[1],
                                   want_hi)
 
