@@ -208,4 +208,5 @@ class OverviewReceiver:
             s.sv.word_width.value = str(ww)
             s.show_window()
             s.sync_url()
-            s.sv.focus_box.update(left=start - pos - 0.5, right=min(stop, pos + W) - pos - 0.5, visible=True)
+            s.sv.focus_box.update(left=start - pos - 0.5, right=min(stop, pos + W) - pos - 0.5,
+                                  visible=stop - start < W)          # a range filling the window: no mark
