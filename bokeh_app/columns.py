@@ -23,6 +23,9 @@ GENOME_ROW_HEADER = f"{'rank':<4}{'position':>18}{'len':>5}"
 LABEL_SPAN = 4                 # word columns' worth of room for the match rows' labels
 PATTERN_BRUSH = 4.0            # width of the brush in the pattern plot (its x unit is one off step)
 LABEL_MIN_PX = 6               # narrower words get no text (words, track values): lines and colours only
+#: Most trace vertices (window steps x cells) sent for the faded traces of every cell; a wider window of a
+#: wider source draws S's traces over the band of all cells' values instead (``envelope_columns``).
+TRACE_VERTICES = 200_000
 
 
 # --- small shapes ---------------------------------------------------------------------------------------
@@ -128,6 +131,20 @@ def robust_range(sample: np.ndarray, low: float = 0.5, high: float = 99.5, pad: 
             lo, hi = lo - 0.5, hi + 0.5
     room = pad * (hi - lo)
     return lo - room, hi + room
+
+
+def envelope_columns(values: np.ndarray) -> dict:
+    """The band of every cell's values per step (``x lo hi q1 q3``: min, max and the quartiles, float32)
+    for ``values`` (W, D); a step without finite values is NaN (a gap)."""
+    v = np.asarray(values, dtype=np.float32)
+    if v.ndim != 2 or v.size == 0:
+        return {k: np.zeros(0, np.float32) for k in ("x", "lo", "hi", "q1", "q3")}
+    ranks = np.sort(v, axis=1)                      # NaN last: a step's finite values come first
+    n = np.isfinite(ranks).sum(axis=1)
+    rows = np.arange(v.shape[0])
+    pick = lambda q: ranks[rows, np.clip(np.round(q * (n - 1)).astype(np.int64), 0, None)]  # noqa: E731
+    lo, q1, q3, hi = (np.where(n > 0, pick(q), np.nan).astype(np.float32) for q in (0.0, 0.25, 0.75, 1.0))
+    return {"x": np.arange(v.shape[0], dtype=np.float32), "lo": lo, "hi": hi, "q1": q1, "q3": q3}
 
 
 def scaled_values(values: np.ndarray, center: np.ndarray, spread: np.ndarray) -> np.ndarray:

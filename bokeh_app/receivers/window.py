@@ -14,10 +14,16 @@ from bokeh_app.views.select import label_orientation
 class WindowReceiver:
     def __init__(self, session):
         self.s = session
-        self._trace_layout: tuple[int, int] | None = None     # (W, D) of the sent trace x column
+        self.trace_layout: tuple | None = None    # ("all", W, D) or ("S", W, |S|): the sent trace x column
         self._y_key: tuple | None = None                      # (source, drawn scale) of the y range shown
         self._y: tuple[float, float] = (-1.0, 1.0)
         self.values = np.zeros((0, 0), np.float32)            # the window's values as drawn (W, D)
+        self._shown_width: int | None = None                   # W of the x range and ticks shown
+
+    @property
+    def dense(self) -> bool:
+        """Every cell's trace is sent (else S's only, over the band of all cells: ``TRACE_VERTICES``)."""
+        return self.s.window * self.s.src.D <= columns.TRACE_VERTICES
 
     def connect(self) -> None:
         s, sv = self.s, self.s.sv
@@ -44,18 +50,25 @@ class WindowReceiver:
             values = s.engine.quantile_units(st.source, start, stop).astype(np.float32)
         lo, hi = self.y_range()
         self.values = values                           # as drawn: a click on a trace finds its cell
-        y = columns.trace_y(columns.padded(values, W))
         sv.clipped.data = columns.clipped_columns(values, lo, hi)
-        if self._trace_layout != (W, D):
-            sv.traces.data = {"x": columns.trace_x(W, D), "y": y}
-            self._trace_layout = (W, D)
+        if not self.dense:           # too many vertices (a wide window of a wide source): S's traces only
+            sv.extra["envelope"].data = columns.envelope_columns(columns.padded(values, W))
+            if self.trace_layout is not None and self.trace_layout[0] != "S":
+                self.trace_layout = None              # (receivers.select.apply sends S's traces)
+        elif self.trace_layout != ("all", W, D):
+            sv.traces.data = {"x": columns.trace_x(W, D), "y": columns.trace_y(columns.padded(values, W))}
+            sv.extra["envelope"].data = columns.envelope_columns(np.zeros((0, 0)))
+        else:
+            sv.traces.data.update(y=columns.trace_y(columns.padded(values, W)))
+        if self._shown_width != W:
+            self._shown_width = W
             sv.x_range.update(start=-0.5, end=W - 0.5)
             sv.plot.xaxis.ticker.ticks = list(range(W))
             angle, size = label_orientation(s.word_width)
             sv.plot.xaxis.major_label_orientation = angle
             sv.plot.xaxis.major_label_text_font_size = size
-        else:
-            sv.traces.data.update(y=y)
+        if self.dense:
+            self.trace_layout = ("all", W, D)
         if s.word_width < columns.LABEL_MIN_PX:       # no room for words: positions every so many steps
             ticks = columns.position_ticks(start, W, s.word_width)
             sv.plot.xaxis.ticker.ticks = ticks

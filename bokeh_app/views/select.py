@@ -50,7 +50,11 @@ for (let i = 0; i < xs.length; i++) {
 return out;
 """
 
-CELL_OF_VERTEX_JS = "return String(Math.floor(value / highlight.args.stride));"
+CELL_OF_VERTEX_JS = """
+const i = Math.floor(value / highlight.args.stride);
+const map = highlight.args.map;
+return String(map ? map[i] : i);
+"""
 
 
 @dataclass
@@ -195,6 +199,12 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
     base = plot.line(x="x", y="y", source=traces, line_color=FADED_COLOR, line_alpha=0.28,
                      line_width=1, name="traces_line")
     base.nonselection_glyph = None
+    # A window too wide to send every cell's trace (receivers.window.dense): the band of all cells' values
+    # (min-max, quartiles) under S's traces.
+    envelope = ColumnDataSource(name="envelope", data={k: np.zeros(0, np.float32) for k in ("x", "lo", "hi", "q1", "q3")})
+    plot.varea(x="x", y1="lo", y2="hi", source=envelope, fill_color=FADED_COLOR, fill_alpha=0.22, name="envelope_range")
+    plot.varea(x="x", y1="q1", y2="q3", source=envelope, fill_color=FADED_COLOR, fill_alpha=0.45,
+               name="envelope_quartiles")
     # The brush (blue) and its off-margins (grey, hatched): one glyph, one update per brush.
     # Everything that changes with a brush or a threshold is drawn on the overlay layer: the
     # browser then repaints S, the brush and the threshold without re-rasterising all D traces.
@@ -336,6 +346,7 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
         search_info=search_info, track_toggle=picker, layout=layout, scale=scale,
         min_length=min_length, clipped=clipped)
     view.extra["base_line"] = base
+    view.extra["envelope"] = envelope
     view.extra["count_mapper"] = count_mapper
     view.extra["strips"] = strips                # plot, n(t), then the shown tracks' strips in order
     view.extra["border"] = border

@@ -15,7 +15,7 @@ from bokeh.events import ButtonClick, SelectionGeometry, Tap
 
 from bokeh_app.app import build_document
 from bokeh_app.catalogue import Catalogue
-from bokeh_app.columns import position_ticks, track_columns
+from bokeh_app.columns import TRACE_VERTICES, position_ticks, track_columns
 from bokeh_app.config import load_defaults
 from bokeh_app.coords import Locator
 from bokeh_app.overview import (BANDS, Span, bin_edges, count_overview, match_density,
@@ -265,3 +265,27 @@ def test_go_to_box_takes_numbers_and_ranges_and_explains_the_rest(catalogue):
 def test_track_columns_drop_text_when_narrow():
     cols = track_columns("scalar", np.array([0.1, 0.5]), 2, 16, str, value_range=(0.0, 1.0), labels=False)
     assert cols["text"] == ["", ""] and len(cols["color"]) == 2
+
+
+def test_wide_window_of_a_wide_source_sends_the_band_and_s_only(tmp_path):
+    """One pixel a step over D=300 cells is past TRACE_VERTICES: the faded traces become the band of all
+    cells (min-max, quartiles), S's traces alone are sent and highlighted, and the hover maps them back."""
+    make_app_project(tmp_path / "w300", 3000, 300, seed=5, tracks=False, second_source=False, name="w300")
+    doc, session = open_doc(Catalogue(tmp_path, "numpy"), project="w300", pos=500, ww=1, brush="600,603",
+                            threshold=0.3)
+    W, cells = session.window, session.cells
+    assert W * 300 > TRACE_VERTICES and 0 < len(cells) < 300
+    values = session.engine.context(S1, 500, 500 + W).values.astype(np.float32)
+    traces = model(doc, "traces").data
+    assert len(traces["y"]) == len(cells) * (W + 1)
+    np.testing.assert_array_equal(np.asarray(traces["y"]).reshape(len(cells), W + 1)[:, :W], values[:, cells].T)
+    args = model(doc, "highlight_cells").args
+    assert args["cells"] == list(range(len(cells))) and args["map"] == cells
+    band = model(doc, "envelope").data
+    np.testing.assert_array_equal(band["lo"], values.min(axis=1))
+    np.testing.assert_array_equal(band["hi"], values.max(axis=1))
+    assert np.all(band["lo"] <= band["q1"]) and np.all(band["q1"] <= band["q3"]) and np.all(band["q3"] <= band["hi"])
+    # Back to 16 px: every cell's trace again, no band.
+    model(doc, "word_width").value = "16"
+    assert len(model(doc, "traces").data["y"]) == 300 * (session.window + 1)
+    assert len(model(doc, "envelope").data["x"]) == 0 and "map" not in model(doc, "highlight_cells").args
