@@ -14,7 +14,7 @@ from bokeh_app.config import load_defaults
 
 from conftest import make_app_project, running_server
 from genome_data import CONTIG_LENGTHS, SITES, make_genome_project
-from test_browser import CHROMIUM, LAUNCH_ARGS, AppPage
+from test_browser import CHROMIUM, AppPage, browser  # noqa: F401 (the module's Chromium fixture)
 
 DEFAULTS = load_defaults()
 
@@ -37,16 +37,6 @@ def server_url(tmp_path_factory):
     make_app_project(root / "small", 3000, 48, seed=1, name="small test project")
     with running_server(root) as srv:
         yield f"http://127.0.0.1:{srv.port}/"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    pw = sync_playwright().start()
-    chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-    yield chromium
-    chromium.close()
-    pw.stop()
 
 
 @pytest.fixture
@@ -92,6 +82,7 @@ def test_overview_click_and_brush_zoom_the_detail_view(page):
 def test_track_order_from_the_picker_goes_to_the_address_bar(page):
     page.open({"project": "small", "pos": "100"})
     assert "tracks" not in page.query()
+    page.wait_for("() => Bokeh.documents[0].get_model_by_name('track_move') != null")
     page.page.evaluate("() => { const m = Bokeh.documents[0].get_model_by_name('track_move');"
                        " m.setv({value: 'topk'}); }")
     page.page.locator("button", has_text="▲").click()

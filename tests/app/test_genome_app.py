@@ -3,18 +3,14 @@ match rows and motif search; the overview of one contig (tests/app/genome_data.p
 
 from __future__ import annotations
 
-import html
-from urllib.parse import parse_qs
-
 import numpy as np
 import pytest
-from bokeh.document import Document
 
-from bokeh_app.app import build_document
 from bokeh_app.catalogue import Catalogue
 from bokeh_app.config import load_defaults
 
 from conftest import make_app_project
+from doc_helpers import model, open_doc, status, url_of
 from genome_data import CONTIG_LENGTHS, MOTIF, SITES, make_genome_project
 
 DEFAULTS = load_defaults()
@@ -27,27 +23,6 @@ def catalogue(tmp_path_factory) -> Catalogue:
     make_genome_project(root / "data")
     make_app_project(root / "data" / "plain", 600, 8, seed=2, tracks=False, second_source=False, name="plain")
     return Catalogue(root / "data", "numpy")
-
-
-def open_doc(catalogue, **query):
-    doc = Document()
-    session = build_document(doc, catalogue, {k: [str(v).encode()] for k, v in query.items()})
-    return doc, session
-
-
-def model(doc, name):
-    found = doc.get_model_by_name(name)
-    assert found is not None, f"no model named {name!r}"
-    return found
-
-
-def status(doc) -> str:
-    return html.unescape(model(doc, "status").text)
-
-
-def url_of(doc) -> dict[str, str]:
-    query = model(doc, "url_state").data["query"][0]
-    return {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
 
 
 def start_of(name: str) -> int:

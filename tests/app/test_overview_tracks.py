@@ -4,16 +4,13 @@ word widths down to one pixel, the overview strip (its bands against the engine,
 
 from __future__ import annotations
 
-import html
 from types import SimpleNamespace
 from urllib.parse import parse_qs
 
 import numpy as np
 import pytest
-from bokeh.document import Document
 from bokeh.events import ButtonClick, SelectionGeometry, Tap
 
-from bokeh_app.app import build_document
 from bokeh_app.catalogue import Catalogue
 from bokeh_app.columns import TRACE_VERTICES, position_ticks, track_columns
 from bokeh_app.config import load_defaults
@@ -25,6 +22,7 @@ from gpu_matcher import ProjectError
 from gpu_matcher.io.tracks import add_meta_file
 
 from conftest import make_app_project
+from doc_helpers import model, open_doc, status, url_of
 
 DEFAULTS = load_defaults()
 S1 = "states::states1"
@@ -50,27 +48,6 @@ def catalogue(tmp_path_factory) -> Catalogue:
                           existing=names)
         names.append(name)
     return Catalogue(root, "numpy")
-
-
-def open_doc(catalogue, **query):
-    doc = Document()
-    session = build_document(doc, catalogue, {k: [str(v).encode()] for k, v in query.items()})
-    return doc, session
-
-
-def model(doc, name):
-    found = doc.get_model_by_name(name)
-    assert found is not None, f"no model named {name!r}"
-    return found
-
-
-def url_of(doc) -> dict[str, str]:
-    query = model(doc, "url_state").data["query"][0]
-    return {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
-
-
-def status(doc) -> str:
-    return html.unescape(model(doc, "status").text)
 
 
 def strip_order(session) -> list[str]:
