@@ -19,7 +19,9 @@ DEFAULTS = load_defaults()
 
 
 OVERVIEW_READY_JS = """
-() => { const d = Bokeh.documents[0].get_model_by_name('overview').data;
+() => { const m = Bokeh.documents[0].get_model_by_name('overview');
+        if (m == null) { return false; }
+        const d = m.data;
         return (d instanceof Map ? d.get('x') : d.x).length > 0; }
 """
 
