@@ -398,7 +398,9 @@ class Engine:
         if self.project.genome is not None and isinstance(phrase, str):
             from gpu_matcher.genome.motif import find
 
-            starts = np.unique(find(self.project, phrase, strands="both").starts)
+            # A start holds at most two hits (one per strand): 2 * limit hits hold the first limit starts.
+            hits = find(self.project, phrase, strands="both", limit=None if limit is None else 2 * limit)
+            starts = np.unique(hits.starts)
             return starts[:limit] if limit is not None else starts
         tokens = self.tokenize(phrase)
         if not tokens:

@@ -52,7 +52,7 @@ def cmd_add_bigwig(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("convert-fasta", help="a FASTA genome -> a genome project (bases as the timeline, "
                                              "one sequence per contig; needs the genomics extra)")
-    p.add_argument("fasta", help="GENOME.fa (plain or bgzip-compressed); never modified")
+    p.add_argument("fasta", help="GENOME.fa (plain, or bgzip-compressed with Biopython installed); never modified")
     p.add_argument("out", help="the project folder to write")
     p.add_argument("--format", choices=["auto", "h5", "zarr"], default="auto",
                    help="storage of the bases (auto: Zarr from 10^8 bases, HDF5 below)")
@@ -61,17 +61,19 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_convert_fasta)
 
-    p = sub.add_parser("add-bed", help="a BED / narrowPeak file as an interval track of a genome project")
-    p.add_argument("project_dir", help="the genome project folder (holds lstm.yml)")
-    p.add_argument("name", help="the track's name")
-    p.add_argument("file", help="FILE.bed or FILE.narrowPeak")
+    p = _track_command(sub, "add-bed", "a BED / narrowPeak file as an interval track of a genome project",
+                       "FILE.bed or FILE.narrowPeak", cmd_add_bed)
     p.add_argument("--narrowpeak", action="store_true", help="read the ENCODE narrowPeak columns")
-    p.add_argument("--overwrite", action="store_true", help="replace a track of the same name")
-    p.set_defaults(func=cmd_add_bed)
+    _track_command(sub, "add-bigwig", "a bigWig file as a scalar track of a genome project",
+                   "FILE.bw (hard-linked or copied into the project's tracks/)", cmd_add_bigwig)
 
-    p = sub.add_parser("add-bigwig", help="a bigWig file as a scalar track of a genome project")
+
+def _track_command(sub, command: str, help: str, file_help: str, func):
+    """The arguments every track-adding command takes."""
+    p = sub.add_parser(command, help=help)
     p.add_argument("project_dir", help="the genome project folder (holds lstm.yml)")
     p.add_argument("name", help="the track's name")
-    p.add_argument("file", help="FILE.bw (hard-linked or copied into the project's tracks/)")
+    p.add_argument("file", help=file_help)
     p.add_argument("--overwrite", action="store_true", help="replace a track of the same name")
-    p.set_defaults(func=cmd_add_bigwig)
+    p.set_defaults(func=func)
+    return p

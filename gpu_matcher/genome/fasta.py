@@ -99,6 +99,9 @@ def _open_index(path: Path, scratch: Path):
                        gzi_indexname=str(scratch / (path.name + ".gzi")))
     try:
         return pyfaidx.Faidx(str(path), **options)
+    except ImportError:                          # pyfaidx reads bgzip through Biopython, imported here
+        raise ProjectError(f"{path}: a compressed FASTA must be bgzip-compressed and needs Biopython "
+                           "(pip install biopython); or decompress it first (gunzip -k)") from None
     except (pyfaidx.FastaIndexingError, pyfaidx.UnsupportedCompressionFormat, ValueError, OSError,
             UnicodeDecodeError) as exc:
         message = " ".join(str(exc).split())[:200]

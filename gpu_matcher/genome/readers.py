@@ -26,7 +26,7 @@ from gpu_matcher.overview import bin_edges, check_bins, reduce_steps, single_ste
 BIGWIG_EXACT_BASES = 1 << 20
 
 
-@dataclass
+@dataclass(eq=False)
 class IntervalTrack(MetaTrack):
     """A BED/narrowPeak track: ``values`` is the number of intervals covering each step (int32)."""
 
@@ -81,7 +81,7 @@ class IntervalTrack(MetaTrack):
         return reduce_steps(points, depth, start, stop, bins)
 
 
-@dataclass
+@dataclass(eq=False)
 class BigWigTrack(MetaTrack):
     """A bigWig track read on demand: ``values`` float32 (NaN where the file has no data)."""
 
@@ -124,14 +124,40 @@ class BigWigTrack(MetaTrack):
         with self._lock:
             bw = self._bw()
             chroms = bw.chroms()
-            for b in range(bins):
-                for piece in self.genome.pieces(int(edges[b]), int(edges[b + 1])):
-                    if piece.name not in chroms:
-                        continue                       # a contig the file has no data for
-                    for kind, acc, pick in (("min", lo, np.fmin), ("max", hi, np.fmax)):
-                        got = bw.stats(piece.name, piece.begin, piece.end, type=kind, exact=exact)[0]
-                        if got is not None:
-                            acc[b] = pick(acc[b], got)
+
+            def stats(piece_name: str, offset: int, a: int, b: int, first_bin: int, count: int) -> None:
+                """Bins ``first_bin ..`` of global steps ``[a, b)`` of one contig (offset: its start)."""
+                for kind, acc, pick in (("min", lo, np.fmin), ("max", hi, np.fmax)):
+                    got = bw.stats(piece_name, a - offset, b - offset, type=kind, nBins=count, exact=exact)
+                    values = np.array([np.nan if v is None else v for v in got], dtype=np.float64)
+                    acc[first_bin:first_bin + count] = pick(acc[first_bin:first_bin + count], values)
+
+            for piece in self.genome.pieces(start, stop):
+                if piece.name not in chroms:
+                    continue                            # a contig the file has no data for
+                a, b = piece.start, piece.start + piece.end - piece.begin
+                offset = piece.start - piece.begin
+                if exact:                               # small: bin by bin, exact values
+                    first = int(np.searchsorted(edges, a, side="right")) - 1
+                    for i in range(first, bins):
+                        if edges[i] >= b:
+                            break
+                        stats(piece.name, offset, max(a, int(edges[i])), min(b, int(edges[i + 1])), i, 1)
+                    continue
+                # Large: the bins wholly inside the contig in one call (libBigWig cuts [x, y) into k bins
+                # at x + j*(y-x)//k, within a base of these edges; the zoom levels are coarser anyway),
+                # the two bins cut by the contig's ends one by one.
+                i0 = int(np.searchsorted(edges, a, side="left"))
+                i1 = int(np.searchsorted(edges, b, side="right")) - 1
+                if i1 < i0:                             # the contig lies inside one bin
+                    stats(piece.name, offset, a, b, i0 - 1, 1)
+                    continue
+                if i1 > i0:
+                    stats(piece.name, offset, int(edges[i0]), int(edges[i1]), i0, i1 - i0)
+                if a < edges[i0]:
+                    stats(piece.name, offset, a, int(edges[i0]), i0 - 1, 1)
+                if edges[i1] < b:
+                    stats(piece.name, offset, int(edges[i1]), b, i1, 1)
         return lo, hi
 
     def close(self) -> None:

@@ -111,3 +111,13 @@ def test_loader_checks_the_genome_section(genome_project):
     os.remove(sizes)
     with pytest.raises(ProjectError, match="cannot read chrom sizes"):
         open_project(genome_project)
+
+
+def test_gzip_fasta_is_one_line_error(tmp_path):
+    import gzip
+
+    with gzip.open(tmp_path / "g.fa.gz", "wt") as fh:
+        fh.write(">a\nACGT\n")
+    with pytest.raises(ProjectError) as err:
+        convert_fasta(tmp_path / "g.fa.gz", tmp_path / "out", progress=False)
+    assert str(err.value).startswith(f"{tmp_path / 'g.fa.gz'}: ") and "\n" not in str(err.value)

@@ -72,6 +72,7 @@ def test_limit_and_engine_search(random_genome):
         assert list(zip(hits.starts.tolist(), hits.strands.tolist())) == everything[:7]
         starts = Engine(project, backend="numpy").search("GAT")
         assert starts.tolist() == sorted({s for s, _ in everything})
+        assert Engine(project, backend="numpy").search("GAT", limit=5).tolist() == starts[:5].tolist()
     finally:
         project.close()
 
@@ -110,3 +111,21 @@ def test_match_prints_coordinates(genome_project, capsys):
         name = match["coords"].split(":")[0]
         assert project.genome.span(name)[0] <= match["start"] <= match["end"] < project.genome.span(name)[1]
     project.close()
+
+
+def test_match_region_is_a_coordinate(genome_project, capsys):
+    project = open_project(genome_project)
+    T, genome = project.T, project.genome
+    project.close()
+    add_source(genome_project, "lstm", np.random.default_rng(9).normal(size=(T, 6)).astype(np.float32))
+    base = ["match", str(genome_project), "--threshold", "0", "--left", "0", "--right", "0", "--backend",
+            "numpy", "--top", "5"]
+    start, stop = genome.parse("chr2:3-4")
+    runs = []
+    for where in (["--region", "chr2:3-4"], ["--start", str(start), "--end", str(stop - 1)]):
+        assert main(base + where) == 0
+        out = json.loads(capsys.readouterr().out)
+        runs.append((out["cells"], out["matches"]))
+    assert runs[0][0] and runs[0] == runs[1]
+    assert main(base + ["--region", "chr9:1-2"]) == 2
+    assert "unknown contig 'chr9'" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import pytest
 from gpu_matcher.cli import main
 from gpu_matcher.engine import Engine
 from gpu_matcher.errors import ProjectError
+from gpu_matcher.genome import readers
 from gpu_matcher.genome.tracks import add_bed, add_bigwig
 from gpu_matcher.io.sources import add_dense_track, add_source
 from gpu_matcher.overview import bin_edges
@@ -103,7 +104,7 @@ def _write_bigwig(path, chroms, entries):
     bw.close()
 
 
-def test_bigwig_values_and_overview(genome_project, tmp_path):
+def test_bigwig_values_and_overview(genome_project, tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     chroms = {n: len(s) for n, s in CONTIGS.items() if n != "chrM"}
     v1 = rng.normal(size=chroms["chr1"])
@@ -126,6 +127,10 @@ def test_bigwig_values_and_overview(genome_project, tmp_path):
             want_lo, want_hi = brute_overview(expected.astype(np.float32), start, stop, bins)
             np.testing.assert_allclose(lo, want_lo, rtol=1e-6)
             np.testing.assert_allclose(hi, want_hi, rtol=1e-6)
+        monkeypatch.setattr(readers, "BIGWIG_EXACT_BASES", 0)     # the zoom-level path of long ranges
+        lo, hi = track.overview(0, project.T, 9)
+        assert np.nanmin(lo) == pytest.approx(np.nanmin(expected)) and np.nanmax(hi) == pytest.approx(np.nanmax(expected))
+        assert np.isnan(lo[-1]) and np.all(np.nan_to_num(lo, nan=np.inf) <= np.nan_to_num(hi, nan=np.inf))
     finally:
         project.close()
 
