@@ -118,10 +118,12 @@ def overview_columns(edges: np.ndarray, origin: int, counts: tuple[np.ndarray, n
                      density: np.ndarray | None) -> dict:
     """The strip's one bar glyph (``x bottom top band``, binary arrays; x the bin's centre in steps
     from ``origin``): n(t) on 0..|S|, the track on its range (its declared one, else the span's
-    min..max), the matches' cover on 0..1."""
+    min..max), the matches' cover relative to the bin they cover most."""
     parts = []
     if density is not None:
-        parts.append((0, band_rows(0, np.zeros_like(density), density, 0.0, 1.0)))
+        # relative to the busiest bin: a few bases of match in a bin of thousands must still show
+        peak = float(np.max(density)) if density.size else 0.0
+        parts.append((0, band_rows(0, np.zeros_like(density), density, 0.0, peak if peak > 0 else 1.0)))
     if track is not None:
         lo, hi = track
         if track_range is None:

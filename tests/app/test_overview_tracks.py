@@ -15,7 +15,7 @@ from bokeh_app.catalogue import Catalogue
 from bokeh_app.columns import TRACE_VERTICES, position_ticks, track_columns
 from bokeh_app.config import load_defaults
 from bokeh_app.coords import Locator
-from bokeh_app.overview import (BANDS, Span, bin_edges, count_overview, counted_bins, match_density,
+from bokeh_app.overview import (BAND_HEIGHT, BANDS, Span, bin_edges, count_overview, counted_bins, match_density,
                                 overview_columns, zoom_for)
 from bokeh_app.state import DEFAULT_TRACKS, parse_query, resolve, to_query
 from gpu_matcher import ProjectError
@@ -189,6 +189,10 @@ def test_match_density_and_zoom():
     assert zoom_for(10**6, 960, (1, 2)) == 1
     cols = overview_columns(edges, 0, None, 0, None, None, np.array([0.0, 1.0, 0.0]))
     assert cols["x"].tolist() == [14.5] and cols["band"].tolist() == [0]          # steps 10..19
+    cols = overview_columns(edges, 0, None, 0, None, None, np.array([0.01, 0.04, 0.0]))
+    assert cols["band"].tolist() == [0, 0]                       # a sparse cover drawn relative to its peak
+    assert cols["top"][1] - cols["bottom"][1] > 4 * (cols["top"][0] - cols["bottom"][0]) - 1e-6
+    assert cols["top"][1] - cols["bottom"][1] == pytest.approx(BAND_HEIGHT)
 
 
 def test_overview_strip_shows_n_of_t_over_the_whole_timeline(catalogue):
