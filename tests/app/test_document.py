@@ -329,9 +329,9 @@ def test_meta_tracks_of_every_kind_and_switching_them(catalogue):
     pos_heat = np.asarray(model(doc, "match_heatmap_pos").data["image"][0])
     np.testing.assert_array_equal(pos_heat[0], pos_track.values(first, first + DEFAULTS.match.columns) % 10)
     # Switch "score" and "topk" off: strips and heatmaps hide, the URL says which are shown.
-    model(doc, "tracks").active = [0]
-    assert model(doc, "track_pos").visible and not model(doc, "track_score").visible
-    assert not model(doc, "match_heatmap_plot_topk").visible
+    model(doc, "tracks").value = ["pos"]
+    assert model(doc, "track_pos").visible and doc.get_model_by_name("track_score") is None
+    assert doc.get_model_by_name("match_heatmap_plot_topk") is None
     assert url_of(doc)["tracks"] == "pos"
     assert model(doc, "match_colour").options == ["none", "n(t)", "pos"]
 
@@ -405,7 +405,7 @@ def test_heatmaps_under_the_matrix_summarise_each_column_over_the_matches(catalo
         assert shares[c] == pytest.approx(n.max() / n.sum())
         assert got[c][1] == pos_track.label(ids[np.argmax(n)])
     # Only the shown tracks get a row; no cells selected empties it.
-    model(doc, "tracks").active = [0]
+    model(doc, "tracks").value = ["pos"]
     assert set(model(doc, "match_columns").data["track"]) == {"n(t)", "pos"}
     assert model(doc, "match_column_y_range").start == 1.5
     set_threshold(doc, 5.0)
