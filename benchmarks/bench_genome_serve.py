@@ -1,0 +1,532 @@
+"""Genome scale, served (issue 15): a synthetic genome converted, served with ``--dask local:N``, measured
+from a client; a projection of the paper's 2.3 x 10^9-base case.
+
+The project is ``bench_genome.build``'s (FASTA streamed to disk, ``convert_fasta``, N/1000 BED
+intervals, a dense per-base track) with the state source written as uncompressed Zarr chunked along T
+(``--dim`` float16 cells, synthetic), so the Dask path shards it. Then:
+
+- ``lstmvis serve WORK --dask local:N`` on 127.0.0.1 and a free port (a subprocess, bounded waits);
+- client sessions (``bench_load.RawSession``: BokehJS's WebSocket protocol, the document kept as JSON),
+  each opened the way a browser does: an HTTP GET of the app page (the server builds the session's
+  document), then the WebSocket with the page's token and PULL-DOC. Timed from the GET:
+  * first view: ``?project=..&pos=chr1:P&tracks=..`` (the server's first opening of the project) until
+    the project page is in the client's document, its detail view at P (go to a coordinate by URL);
+    then the overview strip's track band;
+  * go to in the page: "go to" typed (``chr1:3P/2``) until the detail view is there;
+  * one match: ``..&brush=S,E&threshold=θ`` (a few bases): the page, the overview's n(t) band for S,
+    the first match rows and the matches' band; the rows must equal ``lstmvis match --dask local:N``'s
+    for the same query (run after the server stopped, on its own cluster); a second brush elsewhere
+    (a new query, the workers' layouts built);
+- memory: the peak RSS of every process (the server, each Dask worker, the CLI's) sampled every 0.2 s
+  (psutil if installed, else /proc);
+- the machine, its load (``os.getloadavg``) before and after, the backend, disk sizes, and a
+  projection to 2.3 x 10^9 bases from the per-base rates.
+
+    python benchmarks/bench_genome_serve.py --bases 1000000          # a quick check (about a minute)
+    python benchmarks/bench_genome_serve.py --bases 100000000 --work /path/with/15GB
+Disk at 10^8 bases and ``--dim 32``: states 6.4 GB, the workers' layouts as much again, the genome
+0.1 GB, the FASTA 0.1 GB, the dense track 0.4 GB (``--work`` is removed afterwards unless ``--keep``).
+Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_engine import machine  # noqa: E402
+from benchmarks.bench_genome import build, store_bytes  # noqa: E402
+from benchmarks.bench_load import REPO, RawSession, _children, _rss_one, decode_columns, free_port  # noqa: E402
+
+GENOME = 2.3e9
+HG38_CHR1 = 248_956_422               # the longest contig an overview of the paper's case covers
+WATCHED = ("matches", "threshold", "overview", "overview_window", "position", "traces", "goto", "status")
+ROW_KEYS = ("start", "end", "length", "inter", "union")
+OVERVIEW_KEYS = ("x", "bottom", "top", "band")
+BAND = {"matches": 0, "track": 1, "n(t)": 2}       # bokeh_app.overview.BANDS' order
+
+
+# --- the client --------------------------------------------------------------------------------------
+class PageSession(RawSession):
+    """``RawSession`` opened from a page GET, following a few named models of the project page (their
+    attributes as JSON, data sources decoded) and when each last changed."""
+
+    def __init__(self, http_url: str, ws_url: str, arguments: dict):
+        super().__init__(ws_url, arguments)
+        self.http_url = http_url
+        self.models: dict[str, dict] = {}
+        self.changed: dict[str, float] = {}
+        self.t0 = 0.0
+
+    async def get_page(self) -> None:
+        """The HTTP GET a browser makes: the server builds the document; the page carries its token."""
+        from tornado.httpclient import AsyncHTTPClient
+
+        self.t0 = time.perf_counter()
+        reply = await AsyncHTTPClient().fetch(f"{self.http_url}?{urlencode(self.arguments)}", request_timeout=600)
+        found = re.search(r'"token":\s*"([^"]+)"', reply.body.decode())
+        if found is None:
+            raise RuntimeError(f"no session token in the page {self.http_url} returned")
+        self.token = found.group(1)
+
+    def find(self, node, buffers) -> None:
+        if isinstance(node, dict):
+            attrs = node.get("attributes")
+            name = attrs.get("name") if isinstance(attrs, dict) else None
+            if node.get("type") == "object" and name in WATCHED:
+                self.ids[name] = node["id"]
+                self.models[name] = dict(attrs)
+                self._decode(name, buffers)
+                self.changed[name] = time.perf_counter()
+            for value in node.values():
+                self.find(value, buffers)
+        elif isinstance(node, list):
+            for value in node:
+                self.find(value, buffers)
+
+    def _decode(self, name: str, buffers) -> None:
+        attrs = self.models[name]
+        if name == "matches" and "data" in attrs:
+            self.set_rows(attrs["data"], buffers)
+        elif name == "overview" and "data" in attrs:
+            attrs["columns"] = decode_columns(attrs["data"], buffers, OVERVIEW_KEYS)
+
+    def apply(self, event: dict, buffers) -> None:
+        if event.get("kind") == "RootAdded":                   # the page replacing the "opening" page
+            self.find(event, buffers)
+            return
+        ref = event.get("model", {}).get("id")
+        name = next((n for n, i in self.ids.items() if i == ref), None)
+        if name is None:
+            return
+        if event.get("kind") == "ColumnDataChanged":
+            self.models[name]["data"] = event["data"]
+        elif event.get("kind") == "ModelChanged":
+            self.models[name][event["attr"]] = event["new"]
+        else:
+            return
+        self._decode(name, buffers)
+        self.changed[name] = time.perf_counter()
+
+    async def until(self, done, timeout: float) -> float | None:
+        """Read the server's messages until ``done()``; seconds since the page GET, None on timeout."""
+        async def loop():
+            while not done():
+                header, content, buffers = await self.read()
+                if header["msgtype"] == "PATCH-DOC":
+                    for event in content.get("events", []):
+                        self.apply(event, buffers)
+        try:
+            await asyncio.wait_for(loop(), timeout)
+        except asyncio.TimeoutError:
+            return None
+        return time.perf_counter() - self.t0
+
+    async def set_value(self, name: str, value) -> None:
+        await self.send("PATCH-DOC", {"events": [
+            {"kind": "ModelChanged", "model": {"id": self.ids[name]}, "attr": "value", "new": value}]})
+
+    # what the page shows
+    def page_built(self) -> bool:
+        return "overview" in self.ids and "traces" in self.ids and "position" in self.ids
+
+    def at(self, step: int) -> bool:
+        """The detail view starts at ``step`` or shows it."""
+        pos = self.models.get("position", {}).get("value")
+        return pos is not None and pos <= step < pos + 2000
+
+    def band(self, name: str) -> bool:
+        cols = self.models.get("overview", {}).get("columns")
+        return bool(cols) and BAND[name] in cols["band"]
+
+    def status(self) -> str:
+        return re.sub(r"<[^>]+>", " ", str(self.models.get("status", {}).get("text", ""))).strip()[:200]
+
+
+async def open_page(http_url: str, ws_url: str, arguments: dict) -> tuple[PageSession, float]:
+    session = PageSession(http_url, ws_url, arguments)
+    await session.get_page()
+    await session.open()
+    return session, time.perf_counter() - session.t0
+
+
+async def first_view(http_url, ws_url, arguments, step: int, timeout: float) -> dict:
+    """A session at a coordinate (no selection): the page, the detail view there, the track band; then
+    "go to" another coordinate from the page."""
+    out: dict = {}
+    s, out["document_s"] = await open_page(http_url, ws_url, arguments)
+    try:
+        out["page_s"] = await s.until(s.page_built, timeout)
+        out["at_pos_s"] = await s.until(lambda: s.at(step), timeout)
+        out["track_band_s"] = await s.until(lambda: s.band("track"), timeout)
+        out["status"] = s.status()
+        return out
+    finally:
+        s.close()
+
+
+async def go_to(http_url, ws_url, arguments, text: str, step: int, timeout: float) -> dict:
+    """From a built page: type ``text`` into "go to"; seconds until the detail view is there and its
+    traces were redrawn after."""
+    out: dict = {}
+    s, _ = await open_page(http_url, ws_url, arguments)
+    try:
+        if await s.until(s.page_built, timeout) is None:
+            return {"error": "page not built", "status": s.status()}
+        await s.until(lambda: s.band("track"), timeout)          # settled
+        t0 = time.perf_counter()
+        await s.set_value("goto", text)
+        moved = await s.until(lambda: s.at(step) and s.changed.get("traces", 0) > t0, timeout)
+        out["go_to_s"] = None if moved is None else time.perf_counter() - t0
+        out["status"] = s.status()
+        return out
+    finally:
+        s.close()
+
+
+async def one_match(http_url, ws_url, arguments, timeout: float) -> dict:
+    """A session with a brush and a threshold: the page, the n(t) band of S, the first match rows (kept
+    as ``rows``), the matches' band."""
+    out: dict = {}
+    s, out["document_s"] = await open_page(http_url, ws_url, arguments)
+    try:
+        out["page_s"] = await s.until(s.page_built, timeout)
+        out["rows_s"] = await s.until(lambda: bool(s.rows), timeout)
+        out["rows"] = list(s.rows)
+        out["nt_band_s"] = await s.until(lambda: s.band("n(t)"), timeout)
+        out["match_band_s"] = await s.until(lambda: s.band("matches"), timeout)
+        out["status"] = s.status()
+        return out
+    finally:
+        s.close()
+
+
+# --- processes and memory ------------------------------------------------------------------------------
+def process_tree(pid: int) -> list[int]:
+    try:
+        import psutil
+        return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except ImportError:
+        found, todo = [pid], [pid]
+        while todo:
+            kids = _children(todo.pop())
+            found += kids
+            todo += kids
+        return found
+    except Exception:                       # the process ended
+        return []
+
+
+def role(pid: int, root: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "gone"
+    if pid == root:
+        return "main"
+    if "spawn_main" in cmd:
+        return "dask worker"
+    return "resource tracker" if "resource_tracker" in cmd else cmd[:40]
+
+
+class MemorySampler:
+    """Peak RSS (MiB) of every process under ``pid``, sampled every 0.2 s in a thread."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak, self.roles = pid, {}, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for p in process_tree(self.pid):
+                rss = _rss_one(p)
+                if rss:
+                    self.peak[p] = max(self.peak.get(p, 0.0), rss)
+                    self.roles.setdefault(p, role(p, self.pid))
+
+    def now(self) -> dict[int, float]:
+        return {p: _rss_one(p) for p in process_tree(self.pid)}
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        named, workers = {}, 0
+        for p, mib in sorted(self.peak.items()):
+            r = self.roles.get(p, "?")
+            if r == "dask worker":
+                workers += 1
+                r = f"dask worker {workers}"
+            named[f"{r} (pid {p})"] = round(mib)
+        return named
+
+
+def env_for(cache: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "PYTHONUNBUFFERED": "1", "LSTMVIS_CACHE_DIR": str(cache)}
+
+
+def cli_match(project: Path, source: str, region: str, threshold: float, dask: str, cache: Path,
+              timeout: float) -> tuple[list[tuple], float, dict]:
+    """``lstmvis match --dask`` for one query: its rows, its wall time, its processes' peak memory."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "gpu_matcher.cli", "match", str(project), "--source", source,
+                             "--threshold", str(threshold), "--region", region, "--dask", dask,
+                             "--backend", "numpy"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env_for(cache))
+    sampler = MemorySampler(proc.pid)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        memory = sampler.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(f"lstmvis match failed: {stderr.strip().splitlines()[-1:]}")
+    out = json.loads(stdout)
+    rows = [tuple(m[k] for k in ROW_KEYS) for m in out["matches"]]
+    return rows, time.perf_counter() - t0, memory
+
+
+class Server:
+    """``lstmvis serve DATA --dask ...`` on 127.0.0.1, a free port; its log's last lines kept."""
+
+    def __init__(self, data: Path, dask: str, cache: Path, timeout: float):
+        self.port = free_port()
+        self.log: deque[str] = deque(maxlen=40)
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "gpu_matcher.cli", "serve", str(data), "--port",
+                                      str(self.port), "--address", "127.0.0.1", "--dask", dask, "--backend",
+                                      "numpy"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=env_for(cache))
+        self.sampler = MemorySampler(self.proc.pid)
+        deadline = time.time() + timeout
+        for line in self.proc.stdout:
+            self.log.append(line.rstrip())
+            if "open http" in line:
+                break
+            if time.time() > deadline:
+                self.stop()
+                raise RuntimeError("the server did not start: " + " | ".join(self.log))
+        else:
+            self.stop()
+            raise RuntimeError("the server exited: " + " | ".join(self.log))
+        self.ready_s = time.perf_counter() - t0
+        threading.Thread(target=lambda: [self.log.append(x.rstrip()) for x in self.proc.stdout], daemon=True).start()
+        self.http_url, self.ws_url = f"http://127.0.0.1:{self.port}/", f"ws://127.0.0.1:{self.port}/ws"
+
+    def stop(self) -> dict[str, float]:
+        memory = self.sampler.stop()
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return memory
+
+
+# --- the run ---------------------------------------------------------------------------------------------
+def pick_brush(project_dir: Path, step: int, threshold: float, width: int) -> tuple[int, int, int]:
+    """A brush of ``width`` steps at or after ``step`` that selects 2..8 cells (S is a few cells)."""
+    from gpu_matcher.engine import Engine
+    from gpu_matcher.project import open_project
+
+    project = open_project(project_dir)
+    try:
+        engine = Engine(project, backend="numpy")
+        source = project.default_source
+        for a in range(step, step + 200 * width, width):
+            cells = engine.select(source, a, a + width - 1, threshold).cells
+            if 2 <= len(cells) <= 8:
+                return a, a + width - 1, len(cells)
+        return step, step + width - 1, len(engine.select(source, step, step + width - 1, threshold).cells)
+    finally:
+        project.close()
+
+
+def in_process_overviews(project_dir: Path, source: str, genome, brush: tuple[int, int, int], threshold: float,
+                         bins: int = 1000) -> dict[str, float]:
+    """What the overview strip costs without the server: n(t) of the brush's S, the interval track and
+    the dense track over the whole of chr1 in ``bins`` bins (the app's strip is the select view's width)."""
+    from gpu_matcher.engine import Engine
+    from gpu_matcher.project import open_project
+
+    project = open_project(project_dir)
+    try:
+        engine = Engine(project, backend="numpy")
+        cells = engine.select(source, brush[0], brush[1], threshold).cells
+        a, b = genome.span("chr1")
+        out = {}
+        for what, run in ((f"n(t) of {len(cells)} cells", lambda: engine.overview(source, cells, threshold, a, b, bins)),
+                          ("interval track", lambda: project.meta["peaks"].overview(a, b, bins)),
+                          ("dense track", lambda: project.meta["pred"].overview(a, b, bins))):
+            t0 = time.perf_counter()
+            run()
+            out[f"overview chr1 ({b - a:,} bases): {what}"] = time.perf_counter() - t0
+        return out
+    finally:
+        project.close()
+
+
+def engine_ms(status: str) -> float | None:
+    found = re.search(r"matches in (\d+) ms \(engine (\d+) ms", status or "")
+    return float(found.group(2)) / 1e3 if found else None
+
+
+def report(bases: int, dim: int, dask: str, build_s: dict, disk: dict, ready_s: float, view: dict, moved: dict,
+           queries: list[dict], served: list[dict], memory: dict, overview: dict, loads: tuple) -> None:
+    """The measured figures, then the 2.3 x 10^9-base projection from the per-base rates."""
+    gib = 2**30
+    print("\n== measured ==")
+    print(f"load average (1 min): {loads[0]:.2f} before the server, {loads[1]:.2f} after the sessions, "
+          f"{loads[2]:.2f} at the end (2 cores: other work ran beside this)")
+    print(f"conversion (convert-fasta): {bases / build_s['convert-fasta'] / 1e6:.2f} Mbases/s; states written "
+          f"(synthetic, not a model) {bases / build_s['add states'] / 1e6:.2f} Msteps/s")
+    print("disk: " + ", ".join(f"{k} {v / gib:.3f} GiB" for k, v in disk.items()))
+    print(f"server start (--dask {dask}, cluster up): {ready_s:.1f} s; first view (the project's first opening): "
+          f"{seconds(view['page_s'])}, detail view at the URL's coordinate {seconds(view['at_pos_s'])}, "
+          f"the overview's track band {seconds(view['track_band_s'])}")
+    print(f"go to a coordinate typed in the page: {seconds(moved.get('go_to_s'))}")
+    for name, q, got in zip(("first match (workers build their layouts)", "a new match (layouts built)"),
+                            queries, served):
+        equal = got.get("rows") == got.get("cli_rows")
+        print(f"{name}, brush {q['brush']} θ={q['threshold']}: page {seconds(got['page_s'])}, rows "
+              f"{seconds(got['rows_s'])} ({len(got.get('rows') or [])} rows, equal to lstmvis match: {equal}; "
+              f"the server's engine time {engine_ms(got.get('status'))} s), n(t) band of S "
+              f"{seconds(got['nt_band_s'])}, matches band {seconds(got['match_band_s'])}; lstmvis match "
+              f"--dask {dask} wall {got['cli_s']:.1f} s (its cluster's start included)")
+    print("peak RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in memory.items()))
+
+    print(f"\n== projection to {GENOME:.1e} bases (the paper's case), linear from {bases:.0e} ==")
+    scale = GENOME / bases
+    conv = build_s["convert-fasta"] * scale
+    print(f"conversion: {conv / 60:.0f} min on one core (linear: a streamed pass; contigs are independent, "
+          f"so processes per contig would divide it)")
+    per_base = {k: v / bases for k, v in disk.items() if k != "FASTA"}
+    print("disk: " + ", ".join(f"{k} {v * GENOME / gib:.1f} GiB" for k, v in per_base.items())
+          + f" (states and layouts are 2·D bytes a base each: D={dim} here; linear in T and D)")
+    for name, got in zip(("first match", "new match"), served):
+        e = engine_ms(got.get("status"))
+        if e is not None:
+            workers = int(dask.rsplit(":", 1)[-1]) if ":" in dask else 1
+            per_1e9 = e * workers * 1e9 / bases
+            print(f"{name}: {per_1e9:.0f} worker-s per 10^9 steps -> {per_1e9 * GENOME / 1e9 / workers:.0f} s on "
+                  f"{workers} workers, {per_1e9 * GENOME / 1e9 / 32:.1f} s on 32 (linear in T: every shard scans "
+                  f"the selected cells; the per-round latency does not shrink with workers)")
+    for k, v in overview.items():
+        print(f"{k}: {v:.2f} s -> {v * HG38_CHR1 / genome_chr1(k):.1f} s for a {HG38_CHR1:,}-base contig "
+              f"(hg38 chr1; linear in the contig's length; n(t) also in D: it reads whole rows)")
+    print("not growing with T: the first view, go to a coordinate (a window of the bases, states and tracks), "
+          "the server's memory (no timeline-long array in it); the workers' memory grows with the shard "
+          "size (fixed) and the states they keep for recent queries, not with T")
+
+
+def genome_chr1(label: str) -> int:
+    return int(re.search(r"\(([\d,]+) bases\)", label).group(1).replace(",", ""))
+
+
+def seconds(value) -> str:
+    return "timed out" if value is None else f"{value:.2f} s"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bases", type=float, default=1e8)
+    ap.add_argument("--dim", type=int, default=32, help="cells of the synthetic state source (float16)")
+    ap.add_argument("--dask", default="local:2")
+    ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--brush-width", type=int, default=4)
+    ap.add_argument("--timeout", type=float, default=900, help="seconds any one wait may take")
+    ap.add_argument("--work", help="folder for the files (default: a temporary folder)")
+    ap.add_argument("--keep", action="store_true", help="keep the files (default: removed afterwards)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    bases = int(args.bases)
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_genome_serve_"))
+    work.mkdir(parents=True, exist_ok=True)
+    cache = work / "cache"
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} (1 min) at the start")
+    print(f"genome: {bases:,} synthetic bases, states {args.dim} cells float16 (uncompressed Zarr), backend "
+          f"Dask {args.dask} (NumPy on each worker), work folder {work}", flush=True)
+    r: dict[str, float] = {}
+    try:
+        built = build(work, bases, args.dim, args.seed, "auto", states_format="zarr", results=r)
+        project, lengths = built["project"], built["lengths"]
+        disk = {p.name: store_bytes(p) for p in sorted(project.iterdir())}
+        disk["FASTA"] = store_bytes(built["fasta"])
+        print(f"conversion: {bases / r['convert-fasta'] / 1e6:.2f} Mbases/s ({r['convert-fasta']:.1f} s); "
+              + "; ".join(f"{k} {v:.1f} s" for k, v in r.items() if k != "convert-fasta"), flush=True)
+        from gpu_matcher.genome.coords import Genome
+        genome = Genome(list(lengths), list(lengths.values()))
+        source = "states_synthetic::synthetic"
+        mid = lengths["chr1"] // 2
+        here, there = genome.parse(f"chr1:{mid:,}")[0], genome.parse(f"chr1:{mid * 3 // 2:,}")[0]
+        b1 = pick_brush(project, here, args.threshold, args.brush_width)
+        b2 = pick_brush(project, genome.parse(f"chr1:{mid // 5:,}")[0], args.threshold, args.brush_width)
+        query = {"project": "project", "pos": genome.format(here), "tracks": "peaks,pred"}
+        matches = [{**query, "source": source, "brush": f"{a},{b}", "threshold": str(args.threshold),
+                    "pos": genome.format(a)} for a, b, _k in (b1, b2)]
+
+        load0 = os.getloadavg()[0]
+        server = Server(work, args.dask, cache, args.timeout)
+        print(f"server: ready in {server.ready_s:.1f} s on port {server.port}", flush=True)
+        try:
+            view = asyncio.run(first_view(server.http_url, server.ws_url, query, here, args.timeout))
+            print(f"first view {query}: document {seconds(view['document_s'])}, page {seconds(view['page_s'])}, "
+                  f"detail view at {query['pos']} {seconds(view['at_pos_s'])}, overview track band "
+                  f"{seconds(view['track_band_s'])}; status: {view['status']!r}", flush=True)
+            moved = asyncio.run(go_to(server.http_url, server.ws_url, query, genome.format(there), there,
+                                      args.timeout))
+            print(f"go to {genome.format(there)} typed in the page: {seconds(moved.get('go_to_s'))}; "
+                  f"status: {moved.get('status')!r}", flush=True)
+            served = []
+            for q in matches:
+                served.append(asyncio.run(one_match(server.http_url, server.ws_url, q, args.timeout)))
+                print(f"match {q['brush']} θ={q['threshold']}: {served[-1]}", flush=True)
+            idle = server.sampler.now()
+        finally:
+            memory = server.stop()
+        load1 = os.getloadavg()[0]
+        print(f"server: peak RSS (MiB) {memory}; after the sessions {[round(v) for v in idle.values()]}", flush=True)
+
+        # The same queries from the command line, each on its own local cluster (layouts in the cache).
+        for (a, b, k), q, got in zip((b1, b2), matches, served):
+            region = genome.format_range(a, b + 1)
+            want, wall, cli_memory = cli_match(project, source, region, args.threshold, args.dask, cache,
+                                               args.timeout)
+            print(f"lstmvis match --region {region} --dask {args.dask}: {len(want)} rows in {wall:.1f} s "
+                  f"(k={k}); peak RSS (MiB) {cli_memory}", flush=True)
+            got["cli_rows"], got["cli_s"] = want, wall
+        disk["layouts (workers' cache)"] = store_bytes(cache) if cache.exists() else 0
+        overview = in_process_overviews(project, source, genome, b1, args.threshold)
+        print("in one process, the server's reductions alone: " + "; ".join(
+            f"{k} {v:.2f} s" for k, v in overview.items()), flush=True)
+        load2 = os.getloadavg()[0]
+        report(bases, args.dim, args.dask, r, disk, server.ready_s, view, moved, matches, served, memory,
+               overview, (load0, load1, load2))
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
