@@ -386,9 +386,35 @@ def in_process_overviews(project_dir: Path, source: str, genome, brush: tuple[in
         project.close()
 
 
-def engine_ms(status: str) -> float | None:
+def match_seconds(status: str) -> tuple[float | None, float | None]:
+    """(engine, total) seconds of the server's last match, from its status line: the engine's match on
+    the cluster, and everything the match job did (word matrix, the hypothesis panel's numbers)."""
     found = re.search(r"matches in (\d+) ms \(engine (\d+) ms", status or "")
-    return float(found.group(2)) / 1e3 if found else None
+    return (float(found.group(2)) / 1e3, float(found.group(1)) / 1e3) if found else (None, None)
+
+
+def layout_builds(cache: Path, T: int) -> dict[str, float]:
+    """Wall seconds of the layout builds, from the cache folders' files (a folder's lock is made when its
+    build starts, its layout.json written when it ends): the workers' shards together, and a layout of the
+    whole source (the server's own)."""
+    spans: dict[str, list[float]] = {}
+    for meta in cache.glob("*/layout.json") if cache.exists() else []:
+        whole = json.loads(meta.read_text()).get("shape", [0])[0] == T
+        lock = meta.parent / ".lock"
+        start = lock.stat().st_mtime if lock.exists() else meta.stat().st_mtime
+        spans.setdefault("whole source, in the server" if whole else "the workers' shards",
+                         []).extend([start, meta.stat().st_mtime])
+    return {k: max(v) - min(v) for k, v in spans.items()}
+
+
+def host_layouts(cache: Path, T: int) -> list[float]:
+    """GiB of every layout of the WHOLE source in the cache: one built in the server process (the
+    workers' are per shard)."""
+    found = []
+    for meta in cache.glob("*/layout.json") if cache.exists() else []:
+        if json.loads(meta.read_text()).get("shape", [0])[0] == T:
+            found.append(store_bytes(meta.parent) / 2**30)
+    return found
 
 
 def report(bases: int, dim: int, dask: str, build_s: dict, disk: dict, ready_s: float, view: dict, moved: dict,
@@ -405,15 +431,19 @@ def report(bases: int, dim: int, dask: str, build_s: dict, disk: dict, ready_s: 
           f"{seconds(view['page_s'])}, detail view at the URL's coordinate {seconds(view['at_pos_s'])}, "
           f"the overview's track band {seconds(view['track_band_s'])}")
     print(f"go to a coordinate typed in the page: {seconds(moved.get('go_to_s'))}")
-    for name, q, got in zip(("first match (workers build their layouts)", "a new match (layouts built)"),
+    for name, q, got in zip(("match 1 (the workers' layouts may still be building)", "match 2 (another brush)"),
                             queries, served):
         equal = got.get("rows") == got.get("cli_rows")
+        engine_s, total_s = match_seconds(got.get("status"))
         print(f"{name}, brush {q['brush']} θ={q['threshold']}: page {seconds(got['page_s'])}, rows "
               f"{seconds(got['rows_s'])} ({len(got.get('rows') or [])} rows, equal to lstmvis match: {equal}; "
-              f"the server's engine time {engine_ms(got.get('status'))} s), n(t) band of S "
+              f"the server's match job {total_s} s, of which the engine on the cluster {engine_s} s), n(t) band of S "
               f"{seconds(got['nt_band_s'])}, matches band {seconds(got['match_band_s'])}; lstmvis match "
               f"--dask {dask} wall {got['cli_s']:.1f} s (its cluster's start included)")
     print("peak RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in memory.items()))
+    if disk.get("host layouts of the whole source"):
+        print(f"the server built a layout of the WHOLE source in its own process (the hypothesis panel's "
+              f"corpus scans: no sharded version): {disk['host layouts of the whole source'] / gib:.2f} GiB on disk")
 
     print(f"\n== projection to {GENOME:.1e} bases (the paper's case), linear from {bases:.0e} ==")
     scale = GENOME / bases
@@ -423,20 +453,17 @@ def report(bases: int, dim: int, dask: str, build_s: dict, disk: dict, ready_s: 
     per_base = {k: v / bases for k, v in disk.items() if k != "FASTA"}
     print("disk: " + ", ".join(f"{k} {v * GENOME / gib:.1f} GiB" for k, v in per_base.items())
           + f" (states and layouts are 2·D bytes a base each: D={dim} here; linear in T and D)")
-    for name, got in zip(("first match", "new match"), served):
-        e = engine_ms(got.get("status"))
-        if e is not None:
-            workers = int(dask.rsplit(":", 1)[-1]) if ":" in dask else 1
-            per_1e9 = e * workers * 1e9 / bases
-            print(f"{name}: {per_1e9:.0f} worker-s per 10^9 steps -> {per_1e9 * GENOME / 1e9 / workers:.0f} s on "
-                  f"{workers} workers, {per_1e9 * GENOME / 1e9 / 32:.1f} s on 32 (linear in T: every shard scans "
-                  f"the selected cells; the per-round latency does not shrink with workers)")
+    engine_s = match_seconds(served[-1].get("status"))[0]         # match 2: the workers' layouts built
+    if engine_s is not None:
+        workers = int(dask.rsplit(":", 1)[-1]) if ":" in dask else 1
+        per_1e9 = engine_s * workers * 1e9 / bases
+        print(f"a match (match 2: layouts built): {per_1e9:.0f} worker-s per 10^9 steps -> "
+              f"{per_1e9 * GENOME / 1e9 / workers:.0f} s on {workers} workers, {per_1e9 * GENOME / 1e9 / 32:.1f} s "
+              f"on 32 (linear in T: every shard scans the selected cells; the rounds' latency does not shrink "
+              f"with more workers)")
     for k, v in overview.items():
         print(f"{k}: {v:.2f} s -> {v * HG38_CHR1 / genome_chr1(k):.1f} s for a {HG38_CHR1:,}-base contig "
-              f"(hg38 chr1; linear in the contig's length; n(t) also in D: it reads whole rows)")
-    print("not growing with T: the first view, go to a coordinate (a window of the bases, states and tracks), "
-          "the server's memory (no timeline-long array in it); the workers' memory grows with the shard "
-          "size (fixed) and the states they keep for recent queries, not with T")
+              f"(hg38 chr1; linear in the contig's length{'; and in D: whole rows are read' if 'n(t)' in k else ''})")
 
 
 def genome_chr1(label: str) -> int:
@@ -458,6 +485,7 @@ def main() -> int:
     ap.add_argument("--work", help="folder for the files (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the files (default: removed afterwards)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", help="also write the figures here as JSON")
     args = ap.parse_args()
     bases = int(args.bases)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_genome_serve_"))
@@ -515,13 +543,27 @@ def main() -> int:
             print(f"lstmvis match --region {region} --dask {args.dask}: {len(want)} rows in {wall:.1f} s "
                   f"(k={k}); peak RSS (MiB) {cli_memory}", flush=True)
             got["cli_rows"], got["cli_s"] = want, wall
-        disk["layouts (workers' cache)"] = store_bytes(cache) if cache.exists() else 0
+        builds = layout_builds(cache, bases)
+        print("layout builds (wall, from the cache files): " + "; ".join(f"{k} {v:.1f} s" for k, v in builds.items()),
+              flush=True)
+        host = sum(host_layouts(cache, bases))
+        disk["layouts (workers' cache)"] = (store_bytes(cache) if cache.exists() else 0) - host * 2**30
+        disk["host layouts of the whole source"] = host * 2**30
         overview = in_process_overviews(project, source, genome, b1, args.threshold)
         print("in one process, the server's reductions alone: " + "; ".join(
             f"{k} {v:.2f} s" for k, v in overview.items()), flush=True)
         load2 = os.getloadavg()[0]
         report(bases, args.dim, args.dask, r, disk, server.ready_s, view, moved, matches, served, memory,
                overview, (load0, load1, load2))
+        if args.out:
+            for got in served:
+                got["rows_equal"] = got.get("rows") == got.pop("cli_rows", None)
+                got["rows"] = len(got.get("rows") or [])
+            Path(args.out).write_text(json.dumps({
+                "machine": machine(), "bases": bases, "dim": args.dim, "dask": args.dask, "build_s": r,
+                "disk_bytes": disk, "server_ready_s": server.ready_s, "first_view": view, "go_to": moved,
+                "matches": list(zip(matches, served)), "peak_rss_mib": memory, "overview_s": overview,
+                "load": [load0, load1, load2], "layout_builds_s": builds}, indent=1, default=str))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
