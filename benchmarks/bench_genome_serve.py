@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_engine import machine  # noqa: E402
 from benchmarks.bench_genome import build, store_bytes  # noqa: E402
-from benchmarks.bench_load import REPO, RawSession, _children, _rss_one, decode_columns, free_port  # noqa: E402
+from benchmarks.bench_load import REPO, RawSession, child_pids, decode_columns, free_port, process_rss_mb  # noqa: E402
 
 GENOME = 2.3e9
 HG38_CHR1 = 248_956_422               # the longest contig an overview of the paper's case covers
@@ -223,7 +223,7 @@ def process_tree(pid: int) -> list[int]:
     except ImportError:
         found, todo = [pid], [pid]
         while todo:
-            kids = _children(todo.pop())
+            kids = child_pids(todo.pop())
             found += kids
             todo += kids
         return found
@@ -256,13 +256,13 @@ class MemorySampler:
     def _run(self) -> None:
         while not self._stop.wait(0.2):
             for p in process_tree(self.pid):
-                rss = _rss_one(p)
+                rss = process_rss_mb(p)
                 if rss:
                     self.peak[p] = max(self.peak.get(p, 0.0), rss)
                     self.roles.setdefault(p, role(p, self.pid))
 
     def now(self) -> dict[int, float]:
-        return {p: _rss_one(p) for p in process_tree(self.pid)}
+        return {p: process_rss_mb(p) for p in process_tree(self.pid)}
 
     def stop(self) -> dict[str, float]:
         self._stop.set()
@@ -375,7 +375,8 @@ def in_process_overviews(project_dir: Path, source: str, genome, brush: tuple[in
         cells = engine.select(source, brush[0], brush[1], threshold).cells
         a, b = genome.span("chr1")
         out = {}
-        for what, run in ((f"n(t) of {len(cells)} cells", lambda: engine.overview(source, cells, threshold, a, b, bins)),
+        for what, run in ((f"n(t) of {len(cells)} cells",
+                           lambda: engine.overview(source, cells, threshold, a, b, bins)),
                           ("interval track", lambda: project.meta["peaks"].overview(a, b, bins)),
                           ("dense track", lambda: project.meta["pred"].overview(a, b, bins))):
             t0 = time.perf_counter()

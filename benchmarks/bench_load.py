@@ -205,7 +205,7 @@ def run_sessions(ws_url: str, args: dict, want1, theta2, want2, n: int, timeout:
     return asyncio.run(all_of())
 
 
-def _rss_one(pid: int) -> float:
+def process_rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
@@ -216,7 +216,7 @@ def _rss_one(pid: int) -> float:
     return 0.0
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -231,7 +231,7 @@ def _children(pid: int) -> list[int]:
 
 def rss_mb(pid: int) -> float:
     """RSS of the server: its process and (``--num-procs``) its forked server processes."""
-    return _rss_one(pid) + sum(_rss_one(c) for c in _children(pid))
+    return process_rss_mb(pid) + sum(process_rss_mb(c) for c in child_pids(pid))
 
 
 def spread(values: list[float]) -> str:
