@@ -15,6 +15,10 @@ import numpy as np
 
 from gpu_matcher import overview
 
+#: Most values (steps x cells) one n(t) overview reads: about a second's reading (more: a part of the
+#: contig around the detail view, ``counted_bins``).
+OVERVIEW_VALUES = 500_000_000
+
 #: The strip's three bands, bottom to top: (name, bottom y); each band is 0.9 high.
 BANDS = (("matches", 0.05), ("track", 1.05), ("n(t)", 2.05))
 BAND_HEIGHT = 0.9
@@ -36,11 +40,32 @@ def bin_edges(start: int, stop: int, bins: int) -> np.ndarray:
     return overview.bin_edges(start, stop, max(1, min(int(bins), max(1, stop - start))))
 
 
-def count_overview(engine, source: str, cells: Sequence[int], threshold: float, scale: str, span: Span,
-                   bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-bin (min, max) of n(t) for ``cells`` over ``span`` (``Engine.overview``: read in chunks)."""
-    n = len(bin_edges(span.start, span.stop, bins)) - 1
-    return engine.overview(source, list(cells), threshold, span.start, span.stop, n, scale=scale)
+def counted_bins(edges: np.ndarray, D: int, step: int, budget: int | None = None) -> tuple[int, int]:
+    """The bins ``[i0, i1)`` whose n(t) is computed: all of them when the span's values (steps x ``D``)
+    fit ``budget`` (``OVERVIEW_VALUES``), else those of the ``budget // D`` steps centred on ``step``
+    (a long contig of a wide source: reading it all would hold the session's worker for minutes)."""
+    budget = OVERVIEW_VALUES if budget is None else budget
+    bins = len(edges) - 1
+    steps = int(edges[-1] - edges[0])
+    if steps * max(1, D) <= budget:
+        return 0, bins
+    room = max(1, budget // max(1, D))
+    per = steps / bins
+    half = max(1, int(room / per / 2))
+    at = int(np.searchsorted(edges, step, side="right")) - 1
+    i0 = max(0, min(at - half, bins - 2 * half))
+    return i0, min(bins, i0 + 2 * half)
+
+
+def count_overview(engine, source: str, cells: Sequence[int], threshold: float, scale: str, edges: np.ndarray,
+                   bins: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin (min, max) of n(t) for ``cells`` over the strip's bins ``[i0, i1)`` (``Engine.overview``: read
+    in chunks); NaN in the other bins."""
+    i0, i1 = bins
+    lo, hi = np.full(len(edges) - 1, np.nan), np.full(len(edges) - 1, np.nan)
+    lo[i0:i1], hi[i0:i1] = engine.overview(source, list(cells), threshold, int(edges[i0]), int(edges[i1]), i1 - i0,
+                                           scale=scale)
+    return lo, hi
 
 
 def track_overview(track, span: Span, bins: int) -> tuple[np.ndarray, np.ndarray] | None:

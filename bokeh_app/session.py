@@ -66,6 +66,7 @@ class ProjectSession:
         if self.locator.genome is not None:          # "go to" takes coordinates; the search, motifs
             self.sv.position.visible = False
             self.sv.search.update(title="motif search (IUPAC)", placeholder="e.g. CACGTG, Enter")
+            self.sv.search_table.columns[0].title = "position"
         self.status = status_div(defaults.select.window_px + 280)
         self.url = url_holder(follow_address_bar)
         self.header = header(self.project.name, f"{self.project.description} · project {self.project.id}", True)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 from bokeh.events import SelectionGeometry, Tap
 
-from bokeh_app.overview import (Span, bin_edges, count_overview, match_density, overview_columns, track_overview,
-                                zoom_for)
+from bokeh_app.overview import (Span, bin_edges, count_overview, counted_bins, match_density, overview_columns,
+                                track_overview, zoom_for)
 from bokeh_app.views.overview import NO_TRACK
 from bokeh_app.worker import failure
 from gpu_matcher import ProjectError
@@ -47,8 +47,10 @@ class OverviewReceiver:
         start, stop, name = s.locator.contig(st.pos)
         span = Span(start, stop, name)
         bins = s.defaults.select.window_px
+        edges = bin_edges(start, stop, bins)
         cells = tuple(s.cells)
-        ckey = (st.source, cells, st.threshold, st.scale, span)
+        counted = counted_bins(edges, s.src.D, st.pos)
+        ckey = (st.source, cells, st.threshold, st.scale, span, counted)
         track = self.track_name()
         tkey = (track, span)
         need_counts, need_track = ckey != self._count_key, tkey != self._track_key
@@ -61,7 +63,7 @@ class OverviewReceiver:
         def job():
             counts = KEEP
             if need_counts:
-                counts = count_overview(engine, source, cells, theta, scale, span, bins) if cells else None
+                counts = count_overview(engine, source, cells, theta, scale, edges, counted) if cells else None
             values = KEEP
             if need_track:
                 values = track_overview(meta, span, bins) if meta is not None else None
@@ -97,10 +99,19 @@ class OverviewReceiver:
         if (ov.plot.x_range.start, ov.plot.x_range.end) != (lo, hi):
             ov.plot.x_range.update(start=lo, end=hi)
             ov.bars.glyph.width = self.per
-            ov.plot.title.text = (f"overview of {span.name}: {span.stop - span.start:,} "
-                                  f"{'bases' if s.locator.genome is not None else 'steps'} · click to go there, "
-                                  f"brush to zoom")
+        if ov.plot.title.text != self.title():
+            ov.plot.title.text = self.title()
         self.follow()
+
+    def title(self) -> str:
+        s, span = self.s, self.span
+        text = (f"overview of {span.name}: {span.stop - span.start:,} "
+                f"{'bases' if s.locator.genome is not None else 'steps'} · click to go there, brush to zoom")
+        if self._count_key is not None and self.counts is not None:
+            i0, i1 = self._count_key[-1]
+            if (i0, i1) != (0, len(self.edges) - 1):
+                text += f" · n(t) over {s.locator.span_text(int(self.edges[i0]), int(self.edges[i1]))} only"
+        return text
 
     @property
     def per(self) -> float:
@@ -124,12 +135,19 @@ class OverviewReceiver:
         s, st = self.s, self.s.state
         if self.span is None:
             return
-        if not self.span.start <= st.pos < self.span.stop:
+        if not self.span.start <= st.pos < self.span.stop or self.counted_elsewhere():
             self.request()
             return
         a, b = self.x_of(st.pos) - 0.5, self.x_of(min(st.pos + s.window, s.project.T)) - 0.5
         middle, half = (a + b) / 2, max(self.per / 2, (b - a) / 2)
         s.ov.window.update(left=middle - half, right=middle + half)
+
+    def counted_elsewhere(self) -> bool:
+        """n(t) was computed for a part of the contig (``counted_bins``) that the detail view has left."""
+        if self._count_key is None or self.counts is None:
+            return False
+        i0, i1 = self._count_key[-1]
+        return not self.edges[i0] <= self.s.state.pos < self.edges[i1]
 
     def show_tracks(self) -> None:
         """The overview track's choices: the shown discrete and scalar tracks."""

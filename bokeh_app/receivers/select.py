@@ -199,8 +199,9 @@ class SelectReceiver:
             end = seq_hi - 1
             note = f" (cut at the sequence boundary at {seq_hi})"
         s.state = s.state.with_(brush=(start, end), add=(), remove=())
-        words = " ".join(s.project.tokens(start, min(end + 1, start + 8)))
-        self.changed(lambda k: f"Brushed steps {start}–{end} “{words}{' …' if end - start >= 8 else ''}”"
+        words = ("" if s.locator.genome is not None else " ").join(s.project.tokens(start, min(end + 1, start + 8)))
+        where = f"steps {start}–{end}" if s.locator.genome is None else s.locator.span_text(start, end + 1)
+        self.changed(lambda k: f"Brushed {where} “{words}{' …' if end - start >= 8 else ''}”"
                                f"{note}: {k} cells selected.")
 
     def on_threshold(self, value) -> None:

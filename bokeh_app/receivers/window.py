@@ -8,7 +8,7 @@ import numpy as np
 from bokeh_app import columns, queries
 from bokeh_app.state import client_number
 from bokeh_app.views.common import SCALAR_PALETTE
-from bokeh_app.views.select import label_orientation
+from bokeh_app.views.select import add_envelope, label_orientation
 
 
 class WindowReceiver:
@@ -52,12 +52,15 @@ class WindowReceiver:
         self.values = values                           # as drawn: a click on a trace finds its cell
         sv.clipped.data = columns.clipped_columns(values, lo, hi)
         if not self.dense:           # too many vertices (a wide window of a wide source): S's traces only
+            if "envelope" not in sv.extra:
+                sv.extra["envelope"] = add_envelope(sv.plot)
             sv.extra["envelope"].data = columns.envelope_columns(columns.padded(values, W))
             if self.trace_layout is not None and self.trace_layout[0] != "S":
                 self.trace_layout = None              # (receivers.select.apply sends S's traces)
         elif self.trace_layout != ("all", W, D):
             sv.traces.data = {"x": columns.trace_x(W, D), "y": columns.trace_y(columns.padded(values, W))}
-            sv.extra["envelope"].data = columns.envelope_columns(np.zeros((0, 0)))
+            if "envelope" in sv.extra:
+                sv.extra["envelope"].data = columns.envelope_columns(np.zeros((0, 0)))
         else:
             sv.traces.data.update(y=columns.trace_y(columns.padded(values, W)))
         if self._shown_width != W:

@@ -111,6 +111,18 @@ class SelectView:
     clipped: ColumnDataSource | None = None
 
 
+def add_envelope(plot) -> ColumnDataSource:
+    """The band of all cells' values (min-max, quartiles) under S's traces, for a window too wide to send
+    every cell's trace (``receivers.window.dense``); added to ``plot`` the first time one is shown."""
+    envelope = ColumnDataSource(name="envelope", data={k: np.zeros(0, np.float32) for k in ("x", "lo", "hi", "q1", "q3")})
+    plot.varea(x="x", y1="lo", y2="hi", source=envelope, fill_color=FADED_COLOR, fill_alpha=0.22, name="envelope_range",
+               level="underlay")
+    plot.varea(x="x", y1="q1", y2="q3", source=envelope, fill_color=FADED_COLOR, fill_alpha=0.45,
+               name="envelope_quartiles", level="underlay")
+    lean(plot)
+    return envelope
+
+
 def left_border(labels) -> int:
     """The left border of the plot and every strip: room for the longest strip label (track names such
     as "prose_position_in_sentence"), the same for all so their frames line up. (A border Bokeh has to
@@ -199,12 +211,6 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
     base = plot.line(x="x", y="y", source=traces, line_color=FADED_COLOR, line_alpha=0.28,
                      line_width=1, name="traces_line")
     base.nonselection_glyph = None
-    # A window too wide to send every cell's trace (receivers.window.dense): the band of all cells' values
-    # (min-max, quartiles) under S's traces.
-    envelope = ColumnDataSource(name="envelope", data={k: np.zeros(0, np.float32) for k in ("x", "lo", "hi", "q1", "q3")})
-    plot.varea(x="x", y1="lo", y2="hi", source=envelope, fill_color=FADED_COLOR, fill_alpha=0.22, name="envelope_range")
-    plot.varea(x="x", y1="q1", y2="q3", source=envelope, fill_color=FADED_COLOR, fill_alpha=0.45,
-               name="envelope_quartiles")
     # The brush (blue) and its off-margins (grey, hatched): one glyph, one update per brush.
     # Everything that changes with a brush or a threshold is drawn on the overlay layer: the
     # browser then repaints S, the brush and the threshold without re-rasterising all D traces.
@@ -346,7 +352,6 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
         search_info=search_info, track_toggle=picker, layout=layout, scale=scale,
         min_length=min_length, clipped=clipped)
     view.extra["base_line"] = base
-    view.extra["envelope"] = envelope
     view.extra["count_mapper"] = count_mapper
     view.extra["strips"] = strips                # plot, n(t), then the shown tracks' strips in order
     view.extra["border"] = border

@@ -46,4 +46,22 @@ def make_genome_project(root: Path) -> Path:
     bed.write_text("".join(f"{name}\t{a}\t{a + len(MOTIF)}\tsite\n" for name, starts in SITES.items() for a in starts))
     add_bed(folder, "sites", bed)
     add_dense_track(folder, "pred", np.clip(site + rng.normal(0, 0.1, T), 0, 1).astype(np.float32))
+    add_signal(folder, rng)
     return folder
+
+
+def add_signal(folder: Path, rng: np.random.Generator) -> None:
+    """``signal``: a bigWig over chr2's first 2,000 bases only (the rest has no data: NaN), values 0..50
+    (when pyBigWig, of the ``genomics`` extra, is there)."""
+    try:
+        import pyBigWig
+    except ImportError:
+        return
+    from gpu_matcher.genome.tracks import add_bigwig
+
+    path = folder.parent / "signal.bw"
+    bw = pyBigWig.open(str(path), "w")
+    bw.addHeader(list(CONTIG_LENGTHS.items()), maxZooms=2)
+    bw.addEntries("chr2", 0, values=(rng.random(2000) * 50).astype(np.float64), span=1, step=1)
+    bw.close()
+    add_bigwig(folder, "signal", path)

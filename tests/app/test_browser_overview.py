@@ -5,7 +5,6 @@ go to ``test-output/``."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,15 +13,10 @@ from bokeh_app.config import load_defaults
 
 from conftest import make_app_project, running_server
 from genome_data import CONTIG_LENGTHS, SITES, make_genome_project
-from test_browser import CHROMIUM, AppPage, browser  # noqa: F401 (the module's Chromium fixture)
+from test_browser import AppPage, browser, pytestmark  # noqa: F401 (its Chromium fixture and skip mark)
 
 DEFAULTS = load_defaults()
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                       reason=f"{CHROMIUM} is missing (apt-get install -y chromium; .ci/run installs it)"),
-]
 
 OVERVIEW_READY_JS = """
 () => { const d = Bokeh.documents[0].get_model_by_name('overview').data;

@@ -28,6 +28,7 @@ from bokeh_app.views.select import PATTERN_BRUSH
 from gpu_matcher import ProjectError
 
 from conftest import make_app_project
+from doc_helpers import model, open_doc
 
 S1, S2 = "states::states1", "states::states2"
 DEFAULTS = load_defaults()
@@ -36,18 +37,6 @@ DEFAULTS = load_defaults()
 @pytest.fixture(scope="module")
 def catalogue(app_data) -> Catalogue:
     return Catalogue(app_data, "numpy")
-
-
-def open_doc(catalogue, **query):
-    doc = Document()
-    view = build_document(doc, catalogue, {k: [str(v).encode()] for k, v in query.items()})
-    return doc, view
-
-
-def model(doc, name):
-    found = doc.get_model_by_name(name)
-    assert found is not None, f"no model named {name!r}"
-    return found
 
 
 def brush(doc, x0, x1):

@@ -87,3 +87,20 @@ def test_brush_over_the_motif_matches_list_coordinates_and_motif_search(catalogu
     # The overview strip's matches band covers the sites' bins of chr2.
     bands = np.asarray(model(doc, "overview").data["band"])
     assert (bands == 0).sum() >= 1 and (bands == 1).sum() >= 1
+
+
+def test_a_bigwig_track_with_gaps_draws_in_the_strip_and_the_overview(catalogue):
+    pytest.importorskip("pyBigWig")
+    doc, session = open_doc(catalogue, project="genome", pos="chr2:1,981", tracks="signal,sites")
+    assert [p.name for p in session.sv.extra["strips"].children[2:]] == ["track_signal", "track_sites"]
+    data = model(doc, "track_signal_data").data
+    colours = data["color"]
+    assert session.window > 25 and set(colours[20:]) == {"#ffffff"}     # past chr2:2,000: no data, blank
+    assert len(set(colours[:20])) > 5                                  # data: the palette
+    mapper = session.sv.tracks["signal"].mapper
+    assert 40 < mapper.high <= 50
+    # The overview's track band: signal over chr2, bars only where the file has data.
+    assert model(doc, "overview_track").value == "signal"
+    cols = model(doc, "overview").data
+    xs = np.asarray(cols["x"])[np.asarray(cols["band"]) == 1]
+    assert xs.size and xs.max() <= 2000.5 and xs.min() < 100

@@ -15,7 +15,7 @@ from bokeh_app.catalogue import Catalogue
 from bokeh_app.columns import TRACE_VERTICES, position_ticks, track_columns
 from bokeh_app.config import load_defaults
 from bokeh_app.coords import Locator
-from bokeh_app.overview import (BANDS, Span, bin_edges, count_overview, match_density,
+from bokeh_app.overview import (BANDS, Span, bin_edges, count_overview, counted_bins, match_density,
                                 overview_columns, zoom_for)
 from bokeh_app.state import DEFAULT_TRACKS, parse_query, resolve, to_query
 from gpu_matcher import ProjectError
@@ -160,6 +160,27 @@ def test_bin_edges_never_more_bins_than_steps():
     assert len(edges) == 961 and edges[-1] == 4000 and set(np.diff(edges)) <= {4, 5}
 
 
+def test_counted_bins_stay_within_the_budget():
+    edges = bin_edges(0, 10**6, 1000)
+    assert counted_bins(edges, 100, 5000, budget=10**8) == (0, 1000)             # 10^8 values: all of it
+    i0, i1 = counted_bins(edges, 100, 500_000, budget=10**7)                     # 10^5 steps around 500,000
+    assert i0 < 500 < i1 and (edges[i1] - edges[i0]) * 100 <= 10**7 and i1 - i0 >= 90
+    assert counted_bins(edges, 100, 10, budget=10**7)[0] == 0
+    assert counted_bins(edges, 100, 10**6 - 1, budget=10**7)[1] == 1000
+
+
+def test_a_contig_over_the_budget_counts_near_the_view_and_follows_it(catalogue, monkeypatch):
+    monkeypatch.setattr("bokeh_app.overview.OVERVIEW_VALUES", 1000 * 24)         # 1,000 steps of 24 cells
+    doc, session = open_doc(catalogue, project="many", pos=100, brush="120,122", threshold=0.3)
+    ov = session.overview
+    counted = np.flatnonzero(np.isfinite(ov.counts[1]))
+    assert ov.edges[counted[0]] <= 100 < ov.edges[counted[-1] + 1] and len(counted) < 300
+    assert "n(t) over steps 0–" in model(doc, "overview_plot").title.text
+    session.go(3000)                                    # far away: that part is counted now
+    counted = np.flatnonzero(np.isfinite(ov.counts[1]))
+    assert ov.edges[counted[0]] <= 3000 < ov.edges[counted[-1] + 1]
+
+
 def test_match_density_and_zoom():
     edges = np.array([0, 10, 20, 30])
     ms = [SimpleNamespace(start=5, end=14), SimpleNamespace(start=28, end=40)]
@@ -196,8 +217,7 @@ def test_overview_strip_shows_n_of_t_over_the_whole_timeline(catalogue):
     box = model(doc, "overview_window")
     x_of = session.overview.x_of
     assert box.left == pytest.approx(x_of(100) - 0.5) and box.right == pytest.approx(x_of(100 + session.window) - 0.5)
-    np.testing.assert_array_equal(count_overview(engine, S1, cells, 0.3, "none", Span(0, 4000, "t"), 960)[1],
-                                  want_hi)
+    np.testing.assert_array_equal(count_overview(engine, S1, cells, 0.3, "none", edges, (0, bins))[1], want_hi)
 
 
 def test_overview_click_and_brush_move_and_zoom_the_detail_view(catalogue):
