@@ -153,6 +153,16 @@ class PageSession(RawSession):
         cols = self.models.get("overview", {}).get("columns")
         return bool(cols) and BAND[name] in cols["band"]
 
+    def band_share(self, name: str) -> float:
+        """The share of the strip's x extent the band spans (the track band spans all of it; bins with
+        nothing to draw may be left out, so the extent, not the count)."""
+        cols = self.models.get("overview", {}).get("columns") or {"band": [], "x": []}
+
+        def extent(band: int) -> float:
+            xs = [x for x, b in zip(cols["x"], cols["band"]) if b == band]
+            return max(xs) - min(xs) if xs else 0.0
+        return extent(BAND[name]) / max(1e-9, extent(BAND["track"]))
+
     def status(self) -> str:
         return re.sub(r"<[^>]+>", " ", str(self.models.get("status", {}).get("text", ""))).strip()[:200]
 
@@ -209,6 +219,7 @@ async def one_match(http_url, ws_url, arguments, timeout: float) -> dict:
         out["rows"] = list(s.rows)
         out["nt_band_s"] = await s.until(lambda: s.band("n(t)"), timeout)
         out["match_band_s"] = await s.until(lambda: s.band("matches"), timeout)
+        out["nt_share"] = s.band_share("n(t)")
         out["status"] = s.status()
         return out
     finally:
@@ -439,7 +450,8 @@ def report(bases: int, dim: int, dask: str, build_s: dict, disk: dict, ready_s: 
         print(f"{name}, brush {q['brush']} θ={q['threshold']}: page {seconds(got['page_s'])}, rows "
               f"{seconds(got['rows_s'])} ({len(got.get('rows') or [])} rows, equal to lstmvis match: {equal}; "
               f"the server's match job {total_s} s, of which the engine on the cluster {engine_s} s), n(t) band of S "
-              f"{seconds(got['nt_band_s'])}, matches band {seconds(got['match_band_s'])}; lstmvis match "
+              f"{seconds(got['nt_band_s'])} (over {100 * got['nt_share']:.0f}% of the contig), matches band "
+              f"{seconds(got['match_band_s'])}; lstmvis match "
               f"--dask {dask} wall {got['cli_s']:.1f} s (its cluster's start included)")
     print("peak RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in memory.items()))
     if disk.get("host layouts of the whole source"):
