@@ -193,10 +193,11 @@ async def go_to(http_url, ws_url, arguments, text: str, step: int, timeout: floa
     """From a built page: type ``text`` into "go to"; seconds until the detail view is there and its
     traces were redrawn after."""
     out: dict = {}
-    s, _ = await open_page(http_url, ws_url, arguments)
+    s, out["document_s"] = await open_page(http_url, ws_url, arguments)
     try:
-        if await s.until(s.page_built, timeout) is None:
-            return {"error": "page not built", "status": s.status()}
+        out["page_s"] = await s.until(s.page_built, timeout)          # a second session: the project open
+        if out["page_s"] is None:
+            return {**out, "error": "page not built", "status": s.status()}
         await s.until(lambda: s.band("track"), timeout)          # settled
         t0 = time.perf_counter()
         await s.set_value("goto", text)
@@ -442,7 +443,8 @@ def report(bases: int, dim: int, dask: str, build_s: dict, disk: dict, ready_s: 
     print(f"server start (--dask {dask}, cluster up): {ready_s:.1f} s; first view (the project's first opening): "
           f"{seconds(view['page_s'])}, detail view at the URL's coordinate {seconds(view['at_pos_s'])}, "
           f"the overview's track band {seconds(view['track_band_s'])}")
-    print(f"go to a coordinate typed in the page: {seconds(moved.get('go_to_s'))}")
+    print(f"a second session's page: {seconds(moved.get('page_s'))}; go to a coordinate typed in it: "
+          f"{seconds(moved.get('go_to_s'))}")
     for name, q, got in zip(("match 1 (the workers' layouts may still be building)", "match 2 (another brush)"),
                             queries, served):
         equal = got.get("rows") == got.get("cli_rows")
@@ -499,6 +501,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the files (default: removed afterwards)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="also write the figures here as JSON")
+    ap.add_argument("--first-view-only", action="store_true",
+                    help="build, serve, time the first view and a go-to, then stop (no matches)")
     args = ap.parse_args()
     bases = int(args.bases)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_genome_serve_"))
@@ -536,10 +540,11 @@ def main() -> int:
                   f"{seconds(view['track_band_s'])}; status: {view['status']!r}", flush=True)
             moved = asyncio.run(go_to(server.http_url, server.ws_url, query, genome.format(there), there,
                                       args.timeout))
-            print(f"go to {genome.format(there)} typed in the page: {seconds(moved.get('go_to_s'))}; "
+            print(f"a second session's page (the project open): {seconds(moved.get('page_s'))}; "
+                  f"go to {genome.format(there)} typed in it: {seconds(moved.get('go_to_s'))}; "
                   f"status: {moved.get('status')!r}", flush=True)
             served = []
-            for q in matches:
+            for q in [] if args.first_view_only else matches:
                 served.append(asyncio.run(one_match(server.http_url, server.ws_url, q, args.timeout)))
                 print(f"match {q['brush']} θ={q['threshold']}: {served[-1]}", flush=True)
             idle = server.sampler.now()
@@ -547,6 +552,9 @@ def main() -> int:
             memory = server.stop()
         load1 = os.getloadavg()[0]
         print(f"server: peak RSS (MiB) {memory}; after the sessions {[round(v) for v in idle.values()]}", flush=True)
+        if args.first_view_only:
+            print(f"load average (1 min): {load0:.2f} before the server, {load1:.2f} after the sessions")
+            return 0
 
         # The same queries from the command line, each on its own local cluster (layouts in the cache).
         for (a, b, k), q, got in zip((b1, b2), matches, served):
