@@ -54,7 +54,7 @@ class MetaTrack:
         n = len(self.index if self.index is not None else self.dataset)
         found = np.zeros(0, dtype=np.int64)
         for a in range(0, n, chunk):
-            found = np.union1d(found, np.unique(self.values(a, min(n, a + chunk))).astype(np.int64))
+            found = np.union1d(found, np.unique(np.asarray(self.values(a, min(n, a + chunk))).astype(np.int64)))
         return found
 
     def overview(self, start: int, stop: int, bins: int) -> tuple[np.ndarray, np.ndarray]:
