@@ -12,20 +12,27 @@ intervals, a dense per-base track) with the state source written as uncompressed
   * first view: ``?project=..&pos=chr1:P&tracks=..`` (the server's first opening of the project) until
     the project page is in the client's document, its detail view at P (go to a coordinate by URL);
     then the overview strip's track band;
-  * go to in the page: "go to" typed (``chr1:3P/2``) until the detail view is there;
-  * one match: ``..&brush=S,E&threshold=θ`` (a few bases): the page, the overview's n(t) band for S,
-    the first match rows and the matches' band; the rows must equal ``lstmvis match --dask local:N``'s
-    for the same query (run after the server stopped, on its own cluster); a second brush elsewhere
-    (a new query, the workers' layouts built);
+  * a second session's page, then "go to" typed (``chr1:3P/2``) until the detail view is there;
+  * one match: ``..&brush=S,E&threshold=θ`` (a few bases): the page, the first match rows (with the
+    server's own split from its status line: the engine's match on the cluster, the whole match job),
+    the overview's n(t) band for S (and how much of the contig it spans) and the matches' band; the rows
+    must equal ``lstmvis match --dask local:N``'s for the same query (run after the server stopped, on its
+    own cluster); a second brush elsewhere (a new query, the workers' layouts built);
+  * (``--first-view-only`` stops after the first two);
 - memory: the peak RSS of every process (the server, each Dask worker, the CLI's) sampled every 0.2 s
   (psutil if installed, else /proc);
-- the machine, its load (``os.getloadavg``) before and after, the backend, disk sizes, and a
-  projection to 2.3 x 10^9 bases from the per-base rates.
+- the layout builds' wall times (from the cache folders' files), a layout of the WHOLE source that the
+  server built in its own process (the hypothesis panel's corpus scans have no sharded version), the
+  reductions of the overview strip timed in one process (n(t) of the whole contig, both tracks);
+- the machine, its load (``os.getloadavg``) before, after the sessions and at the end, the backend,
+  disk sizes, and a projection to 2.3 x 10^9 bases from the per-base rates (docs/genomics.md, "At genome
+  scale", has the figures and what they mean).
 
     python benchmarks/bench_genome_serve.py --bases 1000000          # a quick check (about a minute)
     python benchmarks/bench_genome_serve.py --bases 100000000 --work /path/with/15GB
-Disk at 10^8 bases and ``--dim 32``: states 6.4 GB, the workers' layouts as much again, the genome
-0.1 GB, the FASTA 0.1 GB, the dense track 0.4 GB (``--work`` is removed afterwards unless ``--keep``).
+Disk at 10^8 bases and ``--dim 32``: states 6.4 GB, the workers' layouts as much again, the server's
+layout of the whole source (while the hypothesis panel computes with every match) twice as much, the
+genome, FASTA and dense track 0.5 GB: about 26 GB (``--work`` is removed afterwards unless ``--keep``).
 Not a test.
 """
 
