@@ -119,6 +119,8 @@ class PageSession(RawSession):
         ref = event.get("model", {}).get("id")
         name = next((n for n, i in self.ids.items() if i == ref), None)
         if name is None:
+            if event.get("kind") == "ModelChanged":
+                self.find(event.get("new"), buffers)             # e.g. a page put into its shell's children
             return
         if event.get("kind") == "ColumnDataChanged":
             self.models[name]["data"] = event["data"]
