@@ -316,11 +316,12 @@ def stats_answer(engine: Engine, source: str, matches: list, cells: list[int], t
 
 
 def track_labels(engine: Engine, name: str) -> list[str]:
-    """A discrete track's label names (its dictionary's, else the values that occur)."""
+    """A discrete track's label names (its dictionary's, else the values that occur: read in chunks, or
+    from a genome track's intervals, never the whole timeline at once)."""
     track = engine.project.meta[name]
     if track.labels:
         return [track.label(v) for v in sorted(track.labels)]
-    return [str(v) for v in np.unique(hypothesis.track_values(engine, name))]
+    return [str(v) for v in track.distinct_values()]
 
 
 @dataclass

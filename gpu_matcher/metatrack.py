@@ -44,6 +44,19 @@ class MetaTrack:
             return str(value)
         return self.labels.get(int(value), str(value))
 
+    def distinct_values(self, chunk: int | None = None) -> np.ndarray:
+        """The sorted values that occur in the track (a discrete track's labels when it has no dictionary),
+        read in chunks of ``chunk`` steps (default ``overview.OVERVIEW_CHUNK``): never the whole timeline
+        in memory at once."""
+        from gpu_matcher.overview import OVERVIEW_CHUNK
+
+        chunk = chunk or OVERVIEW_CHUNK
+        n = len(self.index if self.index is not None else self.dataset)
+        found = np.zeros(0, dtype=np.int64)
+        for a in range(0, n, chunk):
+            found = np.union1d(found, np.unique(np.asarray(self.values(a, min(n, a + chunk))).astype(np.int64)))
+        return found
+
     def overview(self, start: int, stop: int, bins: int) -> tuple[np.ndarray, np.ndarray]:
         """Per-bin ``(min, max)`` of the values over steps ``[start, stop)`` (clipped to the timeline),
         read in chunks (``gpu_matcher.overview``); a wordvec track reduces its first column."""

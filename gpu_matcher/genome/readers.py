@@ -72,6 +72,16 @@ class IntervalTrack(MetaTrack):
     def weights_for(self, start: int, stop: int) -> None:
         return None
 
+    def distinct_values(self, chunk: int | None = None) -> np.ndarray:
+        """The covering counts that occur, from the intervals alone (a sweep over their edges: the count
+        is constant between two consecutive edges), never the dense timeline."""
+        starts, ends, _, _ = self.arrays()
+        s, e = np.sort(starts), np.sort(ends)
+        points = np.unique(np.concatenate([[0], s, e]))
+        points = points[points < self.T]
+        return np.unique(np.searchsorted(s, points, side="right") - np.searchsorted(e, points, side="right")
+                         ).astype(np.int64)
+
     def overview(self, start: int, stop: int, bins: int) -> tuple[np.ndarray, np.ndarray]:
         start, stop, bins = check_bins(max(0, start), min(self.T, stop), bins)
         s, e, _ = self.intervals(start, stop)

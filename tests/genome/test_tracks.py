@@ -190,3 +190,33 @@ def test_dense_overview_reads_in_chunks(monkeypatch):
     want = brute_overview(values, 0, 10_000, 37)
     np.testing.assert_array_equal(lo, want[0])
     np.testing.assert_array_equal(hi, want[1])
+
+
+def test_distinct_values_without_the_dense_timeline(genome_project, tmp_path, monkeypatch):
+    """A discrete track's values that occur (the app's labels for it): an interval track's from its
+    intervals (coincident edges jump the count by more than one), a dense track's chunk by chunk."""
+    from bokeh_app.queries import track_labels
+
+    rng = np.random.default_rng(11)
+    rows = random_intervals(rng, CONTIGS, 12) + [("chr1", 5, 9, "dup", 1, "+")] * 3 + [("chr2", 3, 3, "empty", 0, "+")]
+    write_bed(tmp_path / "peaks.bed", rows)
+    add_bed(genome_project, "peaks", tmp_path / "peaks.bed")
+    write_bed(tmp_path / "all.bed", [(name, 0, len(seq), "all", 0, "+") for name, seq in CONTIGS.items()] * 2)
+    add_bed(genome_project, "all", tmp_path / "all.bed")
+    T = open_project(genome_project).T
+    dense = rng.integers(0, 5, size=T) * 2
+    add_dense_track(genome_project, "calls", dense, kind="discrete")
+    project = open_project(genome_project)
+    try:
+        peaks = project.meta["peaks"]
+        want = np.unique(peaks.values(0, T))
+        assert 3 in want.tolist() or 4 in want.tolist()
+        assert project.meta["all"].distinct_values().tolist() == [2]
+        assert project.meta["calls"].distinct_values(chunk=7).tolist() == np.unique(dense).tolist()
+        reads = []
+        monkeypatch.setattr(readers.IntervalTrack, "values", lambda self, a, b: reads.append((a, b)))
+        np.testing.assert_array_equal(peaks.distinct_values(), want)
+        assert track_labels(Engine(project, backend="numpy"), "peaks") == [str(v) for v in want]
+        assert reads == []
+    finally:
+        project.close()
