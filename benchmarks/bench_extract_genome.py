@@ -5,8 +5,8 @@ with ``convert_fasta``, then :func:`gpu_matcher.extract.genome.extract_genome` r
 model (``Conv1d(4, 32, 15) -> ReLU -> BiLSTM(32, 32) -> Linear -> sigmoid``, the committed weights) in
 windows of 1,000 bases every 500 and writes ``lstm.cell_layer1``, ``lstm.hidden_layer1`` and ``relu``
 (float16) and three prediction tracks. Prints bases/s by wall clock and by process CPU time (the CPU
-figure is the one to trust on a shared machine), the batch chosen, the peak memory, the machine and
-the device, and projects 10^8 and 2.3 x 10^9 bases (the paper's genome) linearly. Not a test.
+figure is the one to trust on a shared machine), the peak memory, the machine, its load, the threads
+and the device, and projects 10^8 and 2.3 x 10^9 bases (the paper's genome) linearly. Not a test.
 
     python benchmarks/bench_extract_genome.py                      # 10^6 bases
     python benchmarks/bench_extract_genome.py --bases 200000 --batch-size 16 --threads 1
@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from benchmarks.bench_genome import contig_lengths, write_fasta  # noqa: E402
 from gpu_matcher.demo.danq_torch import demo_model  # noqa: E402
-from gpu_matcher.extract.genome import extract_genome  # noqa: E402
+from gpu_matcher.extract.genome import extract_genome, idle_threads  # noqa: E402
 from gpu_matcher.genome.fasta import convert_fasta  # noqa: E402
 
 PROJECT = (10 ** 8, 2_300_000_000)
@@ -53,23 +53,23 @@ def main(argv=None) -> int:
     ap.add_argument("--stride", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=None, help="windows per pass (default: from the "
                     "memory budget)")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads (default: extract_genome's, "
+                    "torch's lowered to the idle cores)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when torch sees one)")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args(argv)
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or idle_threads()
     gpu = f", {torch.cuda.get_device_name(0)}" if device.startswith("cuda") else ""
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} with "
-          f"{torch.get_num_threads()} threads; device {device}{gpu}")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f}), torch "
+          f"{torch.__version__}, {threads} of {torch.get_num_threads()} threads; device {device}{gpu}")
     with tempfile.TemporaryDirectory(prefix="bench-extract-genome-") as tmp:
         fasta = Path(tmp) / "genome.fa"
         write_fasta(fasta, contig_lengths(args.bases), args.seed)
         project = convert_fasta(fasta, Path(tmp) / "project", format="h5", progress=False)
         model = demo_model().to(device)
-        kwargs = {} if args.batch_size is None else {"batch_size": args.batch_size}
+        kwargs = {"threads": threads} | ({} if args.batch_size is None else {"batch_size": args.batch_size})
         wall, cpu = time.perf_counter(), time.process_time()
         extract_genome(model, project, window=args.window, stride=args.stride, rnns=["lstm"],
                        modules=["relu"], device=device, progress=False, **kwargs)

@@ -256,8 +256,8 @@ def register(sub) -> None:
                    help="model input: (batch, 4, length) [default] or (batch, length, 4)")
     p.add_argument("--batch-size", type=int, help="windows per forward pass (default: from the memory "
                    "a window takes; 128 MiB per batch on a CPU, 2 GiB on a GPU)")
-    p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's; 1 is the fastest "
-                   "on a machine shared with other jobs)")
+    p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's, lowered to the "
+                   "cores other jobs leave idle)")
     p.add_argument("--float32", action="store_true", help="store states as float32 (default float16)")
     p.add_argument("--format", choices=["h5", "zarr", "auto"], default="auto",
                    help="states.h5 or a Zarr store states.zarr (auto: Zarr from 10^8 bases)")

@@ -82,7 +82,7 @@ def extract_genome(model: nn.Module, project_dir: str | os.PathLike, *, window: 
     windows per forward pass; by default as many as keep a batch within about ``batch_bytes``
     (:data:`CPU_BATCH_BYTES`, or :data:`GPU_BATCH_BYTES` on a CUDA device), measured on a first pass of
     a few windows (the demo's model: 25 windows of 1,000 bases on a CPU, 400 on a GPU). ``threads``:
-    PyTorch's CPU threads for the run (default: as set; one is the fastest on a busy machine)."""
+    PyTorch's CPU threads for the run (default: :func:`idle_threads`)."""
     from tqdm import tqdm
 
     if layout not in LAYOUTS:
@@ -103,14 +103,14 @@ def extract_genome(model: nn.Module, project_dir: str | os.PathLike, *, window: 
     if batch_bytes is None:
         batch_bytes = GPU_BATCH_BYTES if torch.device(device).type == "cuda" else CPU_BATCH_BYTES
     threads_before = torch.get_num_threads()
+    threads = threads or idle_threads()
     capture = Capture(model, rnns, modules, None)
     out: StatesAppender | None = None
     bar = tqdm(total=timeline.T, unit="b", unit_scale=True, desc="extract-genome", file=sys.stderr,
                disable=not progress or None)
     batch = [batch_size or PROBE_WINDOWS]
     try:
-        if threads:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
         for group in window_batches(timeline.bounds, window, stride, lambda: batch[0]):
             x = one_hot_windows(timeline.ids, timeline.table, group)
             states, preds = _run(model, capture, x, layout, device, rnns, modules)
@@ -134,6 +134,19 @@ def extract_genome(model: nn.Module, project_dir: str | os.PathLike, *, window: 
         bar.close()
         capture.remove()
         model.train(was_training)
+
+
+def idle_threads() -> int:
+    """PyTorch's CPU thread count, lowered to the cores other processes leave idle (the one-minute load
+    average). Each step of the recurrence is a few small operations, and a thread that waits for a busy
+    core stalls all the others at every one: on a 2-core machine running two other jobs, two threads
+    took 10-40x as long as one (measured with the demo's model), where on idle cores they gain 1.3x."""
+    wanted = torch.get_num_threads()
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):              # no load average on this system
+        return wanted
+    return max(1, min(wanted, (os.cpu_count() or 1) - int(round(busy))))
 
 
 def batch_for(budget: int, windows: int, states: dict[str, np.ndarray], preds: np.ndarray) -> int:
