@@ -118,7 +118,7 @@ def extract_genome(model: nn.Module, project_dir: str | os.PathLike, *, window: 
                 names = _output_names(model, outputs, preds.shape[2])
                 out = _declare(project_dir, timeline.T, dtype, format, overwrite, states, names)
                 if batch_size is None:
-                    batch[0] = batch_for(batch_bytes, len(group), states, preds)
+                    batch[0] = batch_for(batch_bytes, window, states, preds)
             rows = {name: kept_rows(group, value) for name, value in states.items()}
             pred_rows = kept_rows(group, preds)
             out.append(rows, {f"pred_{n}": pred_rows[:, j] for j, n in enumerate(names)})
@@ -149,10 +149,11 @@ def idle_threads() -> int:
     return max(1, min(wanted, (os.cpu_count() or 1) - int(round(busy))))
 
 
-def batch_for(budget: int, windows: int, states: dict[str, np.ndarray], preds: np.ndarray) -> int:
-    """Windows per batch that keep one batch within about ``budget`` bytes, from what ``windows``
-    windows recorded (float32 arrays)."""
-    per_window = (sum(v.nbytes for v in states.values()) + preds.nbytes) / max(1, windows) * WORKING_SET
+def batch_for(budget: int, window: int, states: dict[str, np.ndarray], preds: np.ndarray) -> int:
+    """Windows of ``window`` bases per batch that keep one batch within about ``budget`` bytes, from
+    what a batch recorded (float32 ``(B, L, ...)`` arrays; a contig shorter than a window has L < window)."""
+    steps = max(1, preds.shape[0] * preds.shape[1])
+    per_window = (sum(v.nbytes for v in states.values()) + preds.nbytes) / steps * window * WORKING_SET
     return int(max(1, min(MAX_WINDOWS, budget // max(1.0, per_window))))
 
 
