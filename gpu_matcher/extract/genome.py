@@ -9,11 +9,12 @@ shared (N = 0.25 each).
 Recorded, per base, as in ``lstmvis extract``: every ``nn.LSTM``/``nn.GRU`` named in ``rnns``
 (:func:`gpu_matcher.extract.recurrent.per_step_states`: the cell and hidden states of every layer, both
 directions concatenated, forward first, as ``unroll`` gives them, but the hidden states from PyTorch's
-own kernel and the cell states from them, all windows of a batch at once), and the output of every module in ``modules`` (e.g. the ReLU
-after a convolution; ``(B, C, L)`` and ``(B, L, C)`` are both understood). With neither given, every
-RNN and every ``nn.Conv1d`` of the model is recorded. The model's own output, ``(B, L, P)`` or
-``(B, P, L)`` (or ``(B, L)``), becomes ``P`` scalar tracks ``pred_<name>``. Everything must keep one
-row per base: a model that pools (DanQ's max-pool) has no per-base states to show.
+own kernel and the cell states from them, all windows of a batch at once), and the output of every
+module in ``modules`` (e.g. the ReLU after a convolution; ``(B, C, L)`` and ``(B, L, C)`` are both
+understood). With neither given, every RNN and every ``nn.Conv1d`` of the model is recorded. The model's
+own output, ``(B, L, P)`` or ``(B, P, L)`` (or ``(B, L)``), becomes ``P`` scalar tracks ``pred_<name>``.
+Everything must keep one row per base: a model that pools (DanQ's max-pool) has no per-base states to
+show.
 """
 
 from __future__ import annotations
