@@ -145,7 +145,8 @@ def cmd_extract_genome(args) -> int:
     path = extract_genome(model, args.out, window=args.window, stride=args.stride, rnns=args.rnn or (),
                           modules=args.module or (),
                           outputs=args.outputs.split(",") if args.outputs else None, layout=args.layout,
-                          batch_size=args.batch_size, dtype="float32" if args.float32 else "float16",
+                          batch_size=args.batch_size, threads=args.threads,
+                          dtype="float32" if args.float32 else "float16",
                           format=args.format, device=args.device, overwrite=args.overwrite, progress=not args.quiet)
     print(f"states written: {path} ({time.perf_counter() - t0:.1f} s)")
     return 0
@@ -253,7 +254,10 @@ def register(sub) -> None:
                    "pred_<name>); default: model.proteins, else out0, out1, ...")
     p.add_argument("--layout", choices=["NCL", "NLC"], default="NCL",
                    help="model input: (batch, 4, length) [default] or (batch, length, 4)")
-    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    p.add_argument("--batch-size", type=int, help="windows per forward pass (default: from the memory "
+                   "a window takes; 128 MiB per batch on a CPU, 2 GiB on a GPU)")
+    p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's, lowered to the "
+                   "cores other jobs leave idle)")
     p.add_argument("--float32", action="store_true", help="store states as float32 (default float16)")
     p.add_argument("--format", choices=["h5", "zarr", "auto"], default="auto",
                    help="states.h5 or a Zarr store states.zarr (auto: Zarr from 10^8 bases)")

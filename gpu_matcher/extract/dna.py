@@ -11,7 +11,7 @@ on both sides (except at a contig's ends). The same plan serves the NumPy demo a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -65,14 +65,16 @@ def plan_windows(length: int, window: int, stride: int) -> list[Window]:
     return out
 
 
-def window_batches(bounds: np.ndarray, window: int, stride: int, batch: int
+def window_batches(bounds: np.ndarray, window: int, stride: int, batch: int | Callable[[], int]
                    ) -> Iterator[list[tuple[int, Window]]]:
     """Windows of every contig (``bounds``: contig starts with the total appended, global steps),
-    in timeline order, in batches of at most ``batch`` windows of one length: ``(contig start, window)``."""
+    in timeline order, in batches of at most ``batch`` windows of one length: ``(contig start, window)``.
+    ``batch`` may be a function, asked as each batch fills (a size chosen after the first batch)."""
+    size = batch if callable(batch) else lambda: batch
     group: list[tuple[int, Window]] = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         for w in plan_windows(int(hi - lo), window, stride):
-            if group and (len(group) == batch or w.stop - w.start != group[0][1].stop - group[0][1].start):
+            if group and (len(group) >= size() or w.stop - w.start != group[0][1].stop - group[0][1].start):
                 yield group
                 group = []
             group.append((int(lo), w))
@@ -82,8 +84,18 @@ def window_batches(bounds: np.ndarray, window: int, stride: int, batch: int
 
 def one_hot_windows(ids_of, table: np.ndarray, group: list[tuple[int, Window]]) -> np.ndarray:
     """``(B, L, 4)`` float32 one-hot input of a batch of windows; ``ids_of(start, stop)`` reads base ids."""
-    rows = [np.asarray(ids_of(lo + w.start, lo + w.stop), dtype=np.int64) for lo, w in group]
-    ids = np.stack(rows)
+    ids = np.empty((len(group), group[0][1].stop - group[0][1].start), dtype=np.int64)
+    b = 0
+    while b < len(group):                         # one read per contig's run of overlapping windows
+        lo, first = group[b]
+        end = b
+        while end + 1 < len(group) and group[end + 1][0] == lo:
+            end += 1
+        span = np.asarray(ids_of(lo + first.start, lo + group[end][1].stop), dtype=np.int64)
+        for k in range(b, end + 1):
+            w = group[k][1]
+            ids[k] = span[w.start - first.start:w.stop - first.start]
+        b = end + 1
     if ids.size and (ids.min() < 0 or ids.max() >= len(table)):
         raise ProjectError(f"base id {int(ids.max())} is not in the bases dictionary ({len(table)} ids)")
     return table[ids]

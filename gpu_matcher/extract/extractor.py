@@ -123,9 +123,9 @@ class Capture(HookSet):
 
     def _hook(self, name: str, what: str):
         def hook(module, args, output):
-            if what == "input":
+            if what == "input":                   # an RNN: its input, initial state and output
                 hx = args[1] if len(args) > 1 else None
-                self.seen[name].append((args[0], hx))
+                self.seen[name].append((args[0], hx, output))
             else:
                 self.seen[name].append(output)
         return hook
@@ -241,7 +241,7 @@ def _run_batch(model, capture, corpus, lengths, lo, hi, rnns, modules, gates, lo
             return tensor[mask_t].float().cpu().numpy()
 
         for rname in rnns:
-            inputs, hx = capture.take(rname)
+            inputs, hx, _ = capture.take(rname)
             rnn = capture.modules[rname]
             layers, _ = unroll(rnn, inputs, torch.from_numpy(lens), hx=hx, gates=gates)
             if layers[0]["hidden"].shape[:2] != (B, L):

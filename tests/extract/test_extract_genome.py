@@ -95,3 +95,25 @@ def test_a_model_that_pools_is_a_clear_error(tiny_genome, tmp_path):
     assert not (project / "states.h5").exists() and not (project / "states.h5.tmp").exists()
     with pytest.raises(ProjectError, match="--outputs a: 1 names for the model's 3 output columns"):
         extract_genome(demo_model(), project, outputs=["a"], progress=False)
+
+
+def test_batches_and_threads_change_no_value(tiny_genome, tmp_path):
+    """Batches of 3 windows on one thread (windows spanning a contig's end) give the states of the
+    default batches (sized from the memory a window takes), and the thread count is restored."""
+    threads = torch.get_num_threads()
+    found = []
+    for name, kwargs in (("small", {"batch_size": 3, "threads": 1}), ("auto", {})):
+        project = _copy(tiny_genome, tmp_path / name)
+        extract_genome(demo_model(), project, window=600, stride=300, dtype="float32", progress=False, **kwargs)
+        assert torch.get_num_threads() == threads
+        found.append(open_project(project))
+    small, auto = found
+    for source in small.sources:
+        np.testing.assert_allclose(small.source(source).raw(0, small.T), auto.source(source).raw(0, auto.T),
+                                   rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(small.meta["pred_ctcf"].values(0, small.T), auto.meta["pred_ctcf"].values(0, auto.T),
+                               atol=1e-6)
+    small.close()
+    auto.close()
+    with pytest.raises(ProjectError, match="--threads 0: must be >= 1"):
+        extract_genome(demo_model(), tiny_genome, threads=0, progress=False)
