@@ -287,15 +287,17 @@ class Engine:
             layout = self.layout(source)
         return [Match(r.start, r.end, r.length, r.inter, r.union) for r in backend.match(layout, query)]
 
-    def scan_backend(self, source: str, per_cell: bool = False) -> tuple[Backend, object]:
+    def scan_backend(self, source: str, per_cell: bool = False,
+                     ability: Capability = Capability.CORPUS_SCANS) -> tuple[Backend, object]:
         """The backend and layout that run the statistics' whole-corpus scans of a source
-        (``gpu_matcher.stats``): this engine's backend when it declares ``Capability.CORPUS_SCANS`` (and
+        (``gpu_matcher.stats``; ``ability``: ``CORPUS_SCANS``, or ``LEVEL_HISTOGRAMS`` for
+        ``gpu_matcher.hypotheses``): this engine's backend when it declares ``ability`` (and
         ``PER_CELL_KEYS`` for a per-cell key), else the NumPy backend over the host layout."""
         backend = self.backend
-        if backend.supports(Capability.CORPUS_SCANS) and (
-                not per_cell or backend.supports(Capability.PER_CELL_KEYS)):
+        if backend.supports(ability) and (not per_cell or backend.supports(Capability.PER_CELL_KEYS)):
             return backend, self.layout(source)
-        host = self._host_backend("the statistics' corpus scans", "corpus scans")
+        host = self._host_backend(f"the statistics' {ability.value.replace('_', ' ')}",
+                                  ability.value.replace("_", " "))
         return host, host.prepare(self.project.source(source))
 
     def _host_backend(self, what: str = "per-cell thresholds", ability: str = "per-cell keys") -> Backend:
