@@ -335,16 +335,25 @@ class Engine:
     def overview(self, source: str, cells: Sequence[int], threshold: float | Threshold, start: int,
                  stop: int, bins: int, scale: str = "none") -> tuple[np.ndarray, np.ndarray]:
         """Per-bin ``(min, max)`` of n(t) over steps ``[start, stop)`` (``gpu_matcher.overview``: bin edges,
-        one step per bin when the range is shorter), for the overview strip of a whole contig. Reads the
-        source in chunks of at most ``OVERVIEW_CHUNK`` steps (fewer for a wide source: ~64 MB a chunk)."""
-        from gpu_matcher.overview import OVERVIEW_CHUNK, reduce_dense
+        one step per bin when the range is shorter), for the overview strip of a whole contig. A backend
+        declaring ``Capability.COUNT_OVERVIEW`` (the sharded ones) computes it from the selected cells'
+        rows of its layout; otherwise the source is read in chunks of at most ``OVERVIEW_CHUNK`` steps
+        (fewer for a wide source: ~64 MB a chunk), all D cells of each row."""
+        from gpu_matcher.overview import OVERVIEW_CHUNK, check_bins, reduce_dense, single_steps
 
         src = self.project.source(source)
         spec = Threshold.of(threshold, scale)
-        check_cells(cells, src.D, f"source {source}")
+        chosen = check_cells(cells, src.D, f"source {source}")
         row_bytes = max(1, src.D * src.dtype.itemsize)
         chunk = max(1 << 12, min(OVERVIEW_CHUNK, (64 << 20) // row_bytes))
         start, stop = max(0, int(start)), min(self.project.T, int(stop))
+        backend = self.backend
+        if backend.supports(Capability.COUNT_OVERVIEW) and (not spec.scaled or backend.supports(
+                Capability.PER_CELL_KEYS)) and single_steps(*check_bins(start, stop, bins)) is None:
+            key = self.resolve(source, spec)
+            if key is None:                                # nothing is on: n(t) = 0 everywhere
+                return np.zeros(bins), np.zeros(bins)
+            return backend.count_overview(self.layout(source), chosen, key, start, stop, bins)
         return reduce_dense(lambda a, b: self.counts_in(source, src.raw(a, b), cells, spec),
                             start, stop, bins, chunk=chunk)
 

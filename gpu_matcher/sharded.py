@@ -97,7 +97,7 @@ SHARD_BYTES = 512 * 2**20
 #: Default halo (steps read beyond each side of a shard; raised for queries with wider margins).
 HALO = 1024
 #: The shard calls of the statistics' corpus scans (``WorkerState.scan_*``).
-SCAN_OPS = frozenset({"scan_cells", "scan_all_on", "scan_spans", "scan_levels"})
+SCAN_OPS = frozenset({"scan_cells", "scan_all_on", "scan_spans", "scan_levels", "scan_overview"})
 
 #: What a worker answers shard calls with: ``auto`` / ``numpy`` / ``cupy``, or a factory of a backend
 #: (a class, or any picklable callable).
@@ -465,6 +465,18 @@ class WorkerState:
             return self.backend.span_patterns(win.layout, key_threshold, starts - w0, stops - 1 - w0, lo - w0,
                                               hi - w0)
 
+    def scan_overview(self, shard: Shard, win: ShardWindow, cells: np.ndarray, key_threshold: Key, c0: int,
+                      c1: int, edges: np.ndarray):
+        """n(t) of the selected cells over steps ``[c0, c1)`` of the shard (their on-rows of the window's
+        layout: k cells, not D), reduced to per-bin min/max of the bins of ``edges`` it meets."""
+        from gpu_matcher.overview import reduce_chunk
+
+        with self.backend.lock:
+            on = self.backend.on_columns(win.layout, np.asarray(cells, dtype=np.int64), key_threshold)
+            n = np.asarray(self.backend.to_host(on[:, c0 - shard.w0:c1 - shard.w0].sum(axis=0)))
+        _b0, _b1, lo, hi = reduce_chunk(n, c0, c1, edges)
+        return lo, hi
+
     def scan_levels(self, shard: Shard, win: ShardWindow, cells: np.ndarray, bounds: np.ndarray,
                     target: Target) -> np.ndarray:
         """``level_histograms`` of the shard's steps (the backend's over the window when it declares
@@ -707,7 +719,7 @@ class ShardedBackend(Backend[ShardedSource]):
         shard_caps = worker_capabilities(self.executor.backend_spec)
         # The scans' shard calls use only what every per-shard SearchBackend has (WorkerState.scan_*).
         self.capabilities = (frozenset({Capability.STREAMING, Capability.CORPUS_SCANS,
-                                        Capability.LEVEL_HISTOGRAMS})
+                                        Capability.LEVEL_HISTOGRAMS, Capability.COUNT_OVERVIEW})
                              | (shard_caps & {Capability.PER_CELL_KEYS}))
         self.last_stats: MatchStats | None = None
 
@@ -794,6 +806,34 @@ class ShardedBackend(Backend[ShardedSource]):
                                     lambda sh: (cells, bounds, shard_target(target, sh.t0, sh.t1))):
             hist += part
         return hist
+
+    def count_overview(self, layout: ShardedSource, cells, key_threshold: Key, start: int, stop: int,
+                       bins: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-bin ``(min, max)`` of n(t) over ``[start, stop)`` (``gpu_matcher.overview``'s bins, at least
+        one step each): each shard reduces its own steps from its layout's rows of the k cells; the
+        client combines a bin's parts by ``fmin`` / ``fmax``."""
+        from gpu_matcher.overview import bin_edges
+
+        edges = bin_edges(start, stop, bins)
+        lo, hi = np.full(bins, np.nan), np.full(bins, np.nan)
+        cells = np.asarray(cells, dtype=np.int64)
+        parts: dict[int, int] = {}
+
+        def args_of(sh: Shard):
+            c0, c1 = max(int(start), sh.t0), min(int(stop), sh.t1)
+            if c0 >= c1:
+                return None
+            b0 = int(np.searchsorted(edges, c0, side="right")) - 1
+            b1 = int(np.searchsorted(edges, c1, side="left"))
+            parts[sh.index] = b0
+            return cells, key_threshold, c0, c1, edges[b0:b1 + 1]
+
+        for sh, (part_lo, part_hi) in self._scan(layout, "scan_overview", args_of):
+            b0 = parts[sh.index]
+            b1 = b0 + part_lo.size
+            lo[b0:b1] = np.fmin(lo[b0:b1], part_lo)
+            hi[b0:b1] = np.fmax(hi[b0:b1], part_hi)
+        return lo, hi
 
     def match(self, layout: ShardedSource, query: MatchQuery) -> list[MatchRow]:
         stats = MatchStats()

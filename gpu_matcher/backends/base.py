@@ -48,6 +48,9 @@ class Capability(str, Enum):
     #: Runs ``level_histograms`` (the "at least m of k" grid's scan, ``gpu_matcher.hypotheses``) over its own
     #: layout; without it the NumPy backend answers it over the host layout.
     LEVEL_HISTOGRAMS = "level_histograms"
+    #: Answers ``count_overview`` (n(t)'s per-bin min/max over a long range, ``Engine.overview``) from its
+    #: own layout, reading only the selected cells; without it the engine reads all D cells of each row.
+    COUNT_OVERVIEW = "count_overview"
 
 
 class Backend(ABC, Generic[LayoutT]):

@@ -167,3 +167,22 @@ def test_the_sharded_backends_declare_the_scans():
     for spec in ("numpy", conformance.standin_cupy):
         backend = ShardedBackend(SerialExecutor(spec), shard_steps=8, halo=0)
         assert backend.supports(Capability.CORPUS_SCANS) and backend.supports(Capability.LEVEL_HISTOGRAMS)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(case=scenarios(), data=st.data())
+def test_sharded_overview_equals_numpy(impl, case, data):
+    """n(t)'s per-bin min/max from the shards' rows of the k cells (bins cut by shard edges), under a
+    threshold and a per-cell scale, as the one-process overview reads it from all D cells."""
+    raw, labels, starts, intervals, transform, cells, threshold, _brush, _margins = case
+    engine, reference = both(impl, disk_project_with_tracks(raw, labels, starts, intervals, transform))
+    T = engine.project.T
+    a = data.draw(st.integers(0, T - 1))
+    b = data.draw(st.integers(a + 1, T))
+    bins = data.draw(st.integers(1, 2 * (b - a)))
+    for th, scale in ((threshold, "none"), (0.5, "zscore"), (2.0, "none")):
+        got = engine.overview(DISK_SOURCE, cells, th, a, b, bins, scale)
+        want = reference.overview(DISK_SOURCE, cells, th, a, b, bins, scale)
+        assert [g.tolist() for g in got] == [w.tolist() for w in want]
+    assert engine.backend.supports(Capability.COUNT_OVERVIEW)
