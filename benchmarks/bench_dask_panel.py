@@ -42,19 +42,19 @@ def rss_mib(field: str) -> float:
 def add_track(folder: Path, T: int, seed: int) -> None:
     """A discrete ``tag`` track (uint8, runs of 1..100 steps of labels 0..3) in ``labels.h5``."""
     import h5py
+    import yaml
 
-    if (folder / "labels.h5").is_file():
-        return
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(1, 101, T // 20 + 2)
-    values = np.repeat(rng.integers(0, 4, lengths.size).astype(np.uint8), lengths)[:T]
-    with h5py.File(folder / "labels.h5.tmp", "w") as f:
-        f.create_dataset("tag", data=values, chunks=(1 << 20,))
-    (folder / "labels.h5.tmp").rename(folder / "labels.h5")
-    yml = (folder / "lstm.yml").read_text()
-    yml = yml.replace("files:\n", "files:\n  labels: labels.h5\n", 1)
-    yml += "meta:\n  tag:\n    file: labels\n    path: tag\n    vis: {type: discrete}\n"
-    (folder / "lstm.yml").write_text(yml)
+    if not (folder / "labels.h5").is_file():
+        rng = np.random.default_rng(seed)
+        lengths = rng.integers(1, 101, T // 20 + 2)
+        values = np.repeat(rng.integers(0, 4, lengths.size).astype(np.uint8), lengths)[:T]
+        with h5py.File(folder / "labels.h5.tmp", "w") as f:
+            f.create_dataset("tag", data=values, chunks=(1 << 20,))
+        (folder / "labels.h5.tmp").rename(folder / "labels.h5")
+    config = yaml.safe_load((folder / "lstm.yml").read_text())
+    config["files"]["labels"] = "labels.h5"
+    config["meta"] = {"tag": {"file": "labels", "path": "tag", "vis": {"type": "discrete"}}}
+    (folder / "lstm.yml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def measure(folder: Path, workers: int, seed: int) -> dict:
@@ -92,7 +92,7 @@ def measure(folder: Path, workers: int, seed: int) -> dict:
             t0 = time.perf_counter()
             answer = stats_answer(engine, source, matches, cells, theta, "none", "tag", "1")
             out[f"panel_{run}_s"] = round(time.perf_counter() - t0, 2)
-            assert answer.error is None, answer.error
+            assert not answer.error, answer.error
             answers.append(answer)
         t0 = time.perf_counter()
         lo, hi = engine.overview(source, cells, theta, 0, project.T, 1000)
