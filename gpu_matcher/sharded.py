@@ -75,7 +75,7 @@ from gpu_matcher.errors import ProjectError
 from gpu_matcher.query import MatchQuery, MatchRow, clip_margins
 from gpu_matcher.ranking import DistinctWalk, group_order
 from gpu_matcher.source import Source
-from gpu_matcher.targets import Target, shard_target
+from gpu_matcher.targets import Target, array_ref, shard_target
 
 log = logging.getLogger("gpu_matcher")
 
@@ -124,21 +124,19 @@ class SourceLocator:
 
 def locate(source: Source) -> SourceLocator:
     """The locator of a project source; ``ProjectError`` when workers could not open it."""
-    from gpu_matcher.storage import ZarrDataset
-
     ds = source.dataset
-    if isinstance(ds, ZarrDataset):
-        fp = ds.fingerprint()
-        return SourceLocator("zarr", str(ds.store.resolve()), ds.path, source.T, source.D,
-                             str(source.dtype), (fp["size"], fp["mtime_ns"]))
-    filename = getattr(getattr(ds, "file", None), "filename", None)
-    driver = getattr(getattr(ds, "file", None), "driver", None)
-    if not filename or driver == "core" or not Path(filename).is_file():
+    ref = array_ref(ds)
+    if ref is None:
+        filename = getattr(getattr(ds, "file", None), "filename", None)
         raise ProjectError(f"source {source.name} is not in a file that workers can open "
                            f"({filename or 'in memory'}); write the project to disk first")
-    st = os.stat(filename)
-    return SourceLocator("hdf5", str(Path(filename).resolve()), ds.name, source.T, source.D,
-                         str(source.dtype), (st.st_size, st.st_mtime_ns))
+    if ref.kind == "zarr":
+        fp = ds.fingerprint()
+        version = (fp["size"], fp["mtime_ns"])
+    else:
+        st = os.stat(ref.file)
+        version = (st.st_size, st.st_mtime_ns)
+    return SourceLocator(ref.kind, ref.file, ref.dataset, source.T, source.D, str(source.dtype), version)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ reads its own steps of it): a dense track and an interval track."""
 from __future__ import annotations
 
 import itertools
+import shutil
+import tempfile
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -23,6 +26,7 @@ from tests.engine.conformance import DISK_SOURCE, IMPLEMENTATIONS, POOL, Impleme
 
 SHARDED = [impl for impl in IMPLEMENTATIONS if impl.name.startswith("shards-") or impl.name == "dask"]
 _counter = itertools.count()
+_ROOT: list[Path] = []          # the session's folder of random projects (removed at the module's end)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,6 +34,8 @@ def _release_workers():
     yield
     reset_worker_states()
     conformance.close_dask()
+    if _ROOT:
+        shutil.rmtree(_ROOT.pop(), ignore_errors=True)
 
 
 @pytest.fixture(params=SHARDED, ids=lambda impl: impl.name)
@@ -82,9 +88,9 @@ def test_golden_panel_equals_numpy(impl, name):
 
 def disk_project_with_tracks(raw: np.ndarray, labels: np.ndarray, starts, intervals, transform: str):
     """``conformance.write_project`` plus a dense discrete track ``tag`` and an interval track ``peaks``."""
-    folder = conformance.write_project(
-        conformance._DISK_ROOT[0] / f"stats-{next(_counter)}" if conformance._DISK_ROOT else
-        _root() / f"stats-{next(_counter)}", raw, sorted(starts), transform)
+    if not _ROOT:
+        _ROOT.append(Path(tempfile.mkdtemp(prefix="lstmvis-stats-sharded-")))
+    folder = write_project(_ROOT[0] / f"p{next(_counter)}", raw, sorted(starts), transform)
     s = np.asarray(sorted(a for a, _ in intervals), dtype=np.int64)
     e = np.asarray([b for _, b in sorted(intervals)], dtype=np.int64)
     with h5py.File(folder / "tracks.h5", "w") as f:
@@ -99,11 +105,6 @@ def disk_project_with_tracks(raw: np.ndarray, labels: np.ndarray, starts, interv
             "  peaks: {type: intervals, file: peaks}\n")
     (folder / "lstm.yml").write_text(yml)
     return folder
-
-
-def _root():
-    conformance.disk_project(np.zeros((1, 1), dtype=np.float32))     # makes the session's folder
-    return conformance._DISK_ROOT[0]
 
 
 @st.composite
