@@ -287,15 +287,17 @@ class Engine:
             layout = self.layout(source)
         return [Match(r.start, r.end, r.length, r.inter, r.union) for r in backend.match(layout, query)]
 
-    def scan_backend(self, source: str, per_cell: bool = False) -> tuple[Backend, object]:
+    def scan_backend(self, source: str, per_cell: bool = False,
+                     ability: Capability = Capability.CORPUS_SCANS) -> tuple[Backend, object]:
         """The backend and layout that run the statistics' whole-corpus scans of a source
-        (``gpu_matcher.stats``): this engine's backend when it declares ``Capability.CORPUS_SCANS`` (and
+        (``gpu_matcher.stats``; ``ability``: ``CORPUS_SCANS``, or ``LEVEL_HISTOGRAMS`` for
+        ``gpu_matcher.hypotheses``): this engine's backend when it declares ``ability`` (and
         ``PER_CELL_KEYS`` for a per-cell key), else the NumPy backend over the host layout."""
         backend = self.backend
-        if backend.supports(Capability.CORPUS_SCANS) and (
-                not per_cell or backend.supports(Capability.PER_CELL_KEYS)):
+        if backend.supports(ability) and (not per_cell or backend.supports(Capability.PER_CELL_KEYS)):
             return backend, self.layout(source)
-        host = self._host_backend("the statistics' corpus scans", "corpus scans")
+        host = self._host_backend(f"the statistics' {ability.value.replace('_', ' ')}",
+                                  ability.value.replace("_", " "))
         return host, host.prepare(self.project.source(source))
 
     def _host_backend(self, what: str = "per-cell thresholds", ability: str = "per-cell keys") -> Backend:
@@ -333,16 +335,25 @@ class Engine:
     def overview(self, source: str, cells: Sequence[int], threshold: float | Threshold, start: int,
                  stop: int, bins: int, scale: str = "none") -> tuple[np.ndarray, np.ndarray]:
         """Per-bin ``(min, max)`` of n(t) over steps ``[start, stop)`` (``gpu_matcher.overview``: bin edges,
-        one step per bin when the range is shorter), for the overview strip of a whole contig. Reads the
-        source in chunks of at most ``OVERVIEW_CHUNK`` steps (fewer for a wide source: ~64 MB a chunk)."""
-        from gpu_matcher.overview import OVERVIEW_CHUNK, reduce_dense
+        one step per bin when the range is shorter), for the overview strip of a whole contig. A backend
+        declaring ``Capability.COUNT_OVERVIEW`` (the sharded ones) computes it from the selected cells'
+        rows of its layout; otherwise the source is read in chunks of at most ``OVERVIEW_CHUNK`` steps
+        (fewer for a wide source: ~64 MB a chunk), all D cells of each row."""
+        from gpu_matcher.overview import OVERVIEW_CHUNK, check_bins, reduce_dense, single_steps
 
         src = self.project.source(source)
         spec = Threshold.of(threshold, scale)
-        check_cells(cells, src.D, f"source {source}")
+        chosen = check_cells(cells, src.D, f"source {source}")
         row_bytes = max(1, src.D * src.dtype.itemsize)
         chunk = max(1 << 12, min(OVERVIEW_CHUNK, (64 << 20) // row_bytes))
         start, stop = max(0, int(start)), min(self.project.T, int(stop))
+        backend = self.backend
+        if backend.supports(Capability.COUNT_OVERVIEW) and (not spec.scaled or backend.supports(
+                Capability.PER_CELL_KEYS)) and single_steps(*check_bins(start, stop, bins)) is None:
+            key = self.resolve(source, spec)
+            if key is None:                                # nothing is on: n(t) = 0 everywhere
+                return np.zeros(bins), np.zeros(bins)
+            return backend.count_overview(self.layout(source), chosen, key, start, stop, bins)
         return reduce_dense(lambda a, b: self.counts_in(source, src.raw(a, b), cells, spec),
                             start, stop, bins, chunk=chunk)
 

@@ -5,7 +5,9 @@ histogram, the tokens a unit fires on) in the manner of Neuronpedia's feature da
 Pure computation over the Engine's public API, plain data out; no Bokeh. "On" is MATCHING.md's exact
 comparison under a scale: cell c is on at t iff ``key(raw[t, c]) >= Engine.key_thresholds(θ)[c]`` (what
 ``Engine.counts`` computes); m = k is ``gpu_matcher.stats.detector``'s "every cell of S on". Every count
-is an exact integer over the whole corpus; a source is read in bounded blocks or one cell row at a time.
+is an exact integer over the whole corpus; a source is read in bounded blocks or one cell row at a time, by
+the engine's backend when it declares ``Capability.LEVEL_HISTOGRAMS`` (NumPy; the sharded and Dask
+backends shard by shard), else by NumPy over the host layout.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from gpu_matcher import stats
+from gpu_matcher.backends.base import Capability
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.source import KEY_DTYPES, keys_to_floats, transform_values
 from gpu_matcher.threshold import SCALE_DEFAULTS, Threshold, check_scale
@@ -24,10 +27,6 @@ from gpu_matcher.threshold import SCALE_DEFAULTS, Threshold, check_scale
 __all__ = ["AtLeast", "AtLeastGrid", "at_least_grid", "at_least_detector", "UnitProfile", "unit_profile",
            "top_contexts", "activation_histogram", "token_rates"]
 
-#: Bytes per block of the m-of-k scan (bounds its temporaries whatever T and D are).
-BLOCK_BYTES = 16 << 20
-#: Largest (T, k) table of per-cell levels held at once; beyond it the scan streams row-major blocks.
-LEVELS_BYTES = 256 << 20
 
 
 # --- at least m of k on --------------------------------------------------------------------------
@@ -107,48 +106,6 @@ def _bounds(engine, source: str, cells: np.ndarray, thresholds: Sequence[float],
     return out
 
 
-def _level_histograms(engine, source: str, cells: np.ndarray, bounds: np.ndarray,
-                      positive: np.ndarray) -> np.ndarray:
-    """(k, 2, J + 1) int64: for each m (row k - m), how many steps (without / with the label) have their
-    m-th highest "level" equal to l, where a cell's level at t is how many thresholds it is on at.
-
-    Bounds rise with the threshold, so cell c is on at the j-th (sorted) threshold iff ``level_c > j``;
-    at least m cells are on iff the m-th highest level is ``> j``. So one pass gives every (m, θ).
-
-    The levels of S's k cells are read from the cell-major layout (k rows, not D) when they fit
-    ``LEVELS_BYTES``; otherwise the row-major layout is streamed in blocks of ``BLOCK_BYTES``."""
-    src = engine.project.source(source)
-    layout = src.layout(progress=False)
-    T, D = src.shape
-    k, J = bounds.shape
-    ldt = np.uint8 if J < 255 else np.uint16
-    hist = np.zeros(k * 2 * (J + 1), dtype=np.int64)
-    offsets = (np.arange(k, dtype=np.int64) * 2 * (J + 1))[None, :]
-
-    def add(levels: np.ndarray, a: int) -> None:
-        levels = np.sort(levels, axis=1).astype(np.int64)    # column k - m: the m-th highest level
-        pos = positive[a:a + levels.shape[0]].astype(np.int64)[:, None] * (J + 1)
-        hist[:] += np.bincount((levels + pos + offsets).ravel(), minlength=hist.size)
-
-    if k * T * np.dtype(ldt).itemsize <= LEVELS_BYTES:
-        levels = np.empty((T, k), dtype=ldt)
-        for i, c in enumerate(cells.tolist()):
-            row = layout.keys_cells.take(np.array([c]))[0]
-            levels[:, i] = np.searchsorted(bounds[i], row, side="right")
-        block = max(1, BLOCK_BYTES // (8 * k))
-        for a in range(0, T, block):
-            add(levels[a:a + block], a)
-        return hist.reshape(k, 2, J + 1)
-    block = max(1, BLOCK_BYTES // max(1, D * src.dtype.itemsize))
-    for a in range(0, T, block):
-        keys = layout.keys_rows.block(a, min(T, a + block))[:, cells]
-        levels = np.empty(keys.shape, dtype=ldt)
-        for i in range(k):
-            levels[:, i] = np.searchsorted(bounds[i], keys[:, i], side="right")
-        add(levels, a)
-    return hist.reshape(k, 2, J + 1)
-
-
 def at_least_grid(engine, source: str, cells: Sequence[int], thresholds: Sequence[float] | None,
                   track: str, label: Any, scale: str = "none") -> AtLeastGrid:
     """Precision, recall and F1 of "at least m of the cells on at t" as a prediction of ``track ==
@@ -170,8 +127,12 @@ def at_least_grid(engine, source: str, cells: Sequence[int], thresholds: Sequenc
     bounds = _bounds(engine, source, chosen, [given[i] for i in order], scale)
     if np.any(bounds[:, 1:] < bounds[:, :-1]):          # scaling's contract; the levels rely on it
         raise AssertionError("threshold keys must not fall as the threshold rises")
-    positive = stats.positives(engine, track, label)
-    hist = _level_histograms(engine, source, chosen, bounds, positive)
+    positive = stats.label_target(engine, track, label)
+    backend, layout = engine.scan_backend(source, ability=Capability.LEVEL_HISTOGRAMS)
+    with backend.lock:
+        # For each m (row k - m), steps without / with the label whose m-th highest level is l: cell c is
+        # on at the j-th (sorted) threshold iff its level is > j (``NumpyBackend.level_histograms``).
+        hist = backend.level_histograms(layout, chosen, bounds, positive)
     above = np.cumsum(hist[:, :, ::-1], axis=2)[:, :, ::-1][:, :, 1:]   # steps with level > j
     tp_sorted = above[::-1, 1, :]                                       # row m - 1
     pred_sorted = tp_sorted + above[::-1, 0, :]
@@ -180,7 +141,8 @@ def at_least_grid(engine, source: str, cells: Sequence[int], thresholds: Sequenc
     predicted[:, order] = pred_sorted                                   # back to the order given
     tp[:, order] = tp_sorted
     return AtLeastGrid(cells=tuple(int(c) for c in chosen), thresholds=tuple(given),
-                       positives=int(positive.sum()), predicted=predicted, true_positives=tp)
+                       positives=stats.label_count(engine, track, label), predicted=predicted,
+                       true_positives=tp)
 
 
 def at_least_detector(engine, source: str, cells: Sequence[int], m: int, threshold: float, track: str,

@@ -56,13 +56,21 @@ def reduce_dense(read: Callable[[int, int], np.ndarray], start: int, stop: int, 
     chunk = max(1, int(chunk))
     for c0 in range(start, stop, chunk):
         c1 = min(stop, c0 + chunk)
-        values = np.asarray(read(c0, c1), dtype=np.float64)
-        b0 = int(np.searchsorted(edges, c0, side="right")) - 1
-        b1 = int(np.searchsorted(edges, c1, side="left"))
-        firsts = np.maximum(edges[b0:b1], c0) - c0
-        lo[b0:b1] = np.fmin(lo[b0:b1], np.fmin.reduceat(values, firsts))
-        hi[b0:b1] = np.fmax(hi[b0:b1], np.fmax.reduceat(values, firsts))
+        b0, b1, part_lo, part_hi = reduce_chunk(read(c0, c1), c0, c1, edges)
+        lo[b0:b1] = np.fmin(lo[b0:b1], part_lo)
+        hi[b0:b1] = np.fmax(hi[b0:b1], part_hi)
     return lo, hi
+
+
+def reduce_chunk(values: np.ndarray, c0: int, c1: int, edges: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """``(b0, b1, lo, hi)``: the bins ``[b0, b1)`` of ``edges`` that steps ``[c0, c1)`` meet, and the min and
+    max of ``values`` (one per step of ``[c0, c1)``) over each bin's part of them. Parts of one bin from
+    several chunks (or shards) combine by ``fmin`` / ``fmax``: exactly the whole bin's."""
+    values = np.asarray(values, dtype=np.float64)
+    b0 = int(np.searchsorted(edges, c0, side="right")) - 1
+    b1 = int(np.searchsorted(edges, c1, side="left"))
+    firsts = np.maximum(edges[b0:b1], c0) - c0
+    return b0, b1, np.fmin.reduceat(values, firsts), np.fmax.reduceat(values, firsts)
 
 
 def reduce_steps(points: np.ndarray, values: np.ndarray, start: int, stop: int,

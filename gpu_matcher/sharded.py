@@ -75,6 +75,7 @@ from gpu_matcher.errors import ProjectError
 from gpu_matcher.query import MatchQuery, MatchRow, clip_margins
 from gpu_matcher.ranking import DistinctWalk, group_order
 from gpu_matcher.source import Source
+from gpu_matcher.targets import Target, array_ref, shard_target
 
 log = logging.getLogger("gpu_matcher")
 
@@ -95,6 +96,8 @@ WORKER_ROW_KEYS: str | None = None
 SHARD_BYTES = 512 * 2**20
 #: Default halo (steps read beyond each side of a shard; raised for queries with wider margins).
 HALO = 1024
+#: The shard calls of the statistics' corpus scans (``WorkerState.scan_*``).
+SCAN_OPS = frozenset({"scan_cells", "scan_all_on", "scan_spans", "scan_levels", "scan_overview"})
 
 #: What a worker answers shard calls with: ``auto`` / ``numpy`` / ``cupy``, or a factory of a backend
 #: (a class, or any picklable callable).
@@ -121,21 +124,19 @@ class SourceLocator:
 
 def locate(source: Source) -> SourceLocator:
     """The locator of a project source; ``ProjectError`` when workers could not open it."""
-    from gpu_matcher.storage import ZarrDataset
-
     ds = source.dataset
-    if isinstance(ds, ZarrDataset):
-        fp = ds.fingerprint()
-        return SourceLocator("zarr", str(ds.store.resolve()), ds.path, source.T, source.D,
-                             str(source.dtype), (fp["size"], fp["mtime_ns"]))
-    filename = getattr(getattr(ds, "file", None), "filename", None)
-    driver = getattr(getattr(ds, "file", None), "driver", None)
-    if not filename or driver == "core" or not Path(filename).is_file():
+    ref = array_ref(ds)
+    if ref is None:
+        filename = getattr(getattr(ds, "file", None), "filename", None)
         raise ProjectError(f"source {source.name} is not in a file that workers can open "
                            f"({filename or 'in memory'}); write the project to disk first")
-    st = os.stat(filename)
-    return SourceLocator("hdf5", str(Path(filename).resolve()), ds.name, source.T, source.D,
-                         str(source.dtype), (st.st_size, st.st_mtime_ns))
+    if ref.kind == "zarr":
+        fp = ds.fingerprint()
+        version = (fp["size"], fp["mtime_ns"])
+    else:
+        st = os.stat(ref.file)
+        version = (st.st_size, st.st_mtime_ns)
+    return SourceLocator(ref.kind, ref.file, ref.dataset, source.T, source.D, str(source.dtype), version)
 
 
 @dataclass(frozen=True)
@@ -409,7 +410,96 @@ class WorkerState:
         if op == "partials":
             key_threshold, pieces = args
             return self.partials(shard, key_threshold, pieces)
+        if op in SCAN_OPS:
+            return getattr(self, op)(shard, self.window(shard), *args)
         raise ValueError(f"unknown shard call {op!r}")
+
+    # --- the statistics' corpus scans over one shard (``ShardedBackend.cell_on_counts`` ...) ------------
+    # The backend scans the shard's window (the layout the matches use); the window's target is the
+    # shard's mask and off in the halo, and what the halo rows added to the whole-window counts is
+    # taken off again from their row keys (at most 2 h rows), so each shard counts its own steps once.
+    def _halo_keys(self, win: ShardWindow, shard: Shard) -> list[np.ndarray]:
+        out = []
+        for a, b in ((shard.w0, shard.t0), (shard.t1, shard.w1)):
+            if b > a:
+                with self.backend.lock:
+                    keys = self.backend.row_keys(win.layout, win.source, a - shard.w0, b - shard.w0)
+                out.append(np.asarray(self.backend.to_host(keys)))
+        return out
+
+    @staticmethod
+    def _window_target(shard: Shard, target: Target) -> np.ndarray:
+        inside = np.zeros(shard.w1 - shard.w0, dtype=bool)
+        inside[shard.t0 - shard.w0:shard.t1 - shard.w0] = target.mask(shard.t0, shard.t1)
+        return inside
+
+    def scan_cells(self, shard: Shard, win: ShardWindow, key_threshold: Key, target: Target):
+        """Per cell: steps of the shard where it is on inside ``target``, and in the whole shard."""
+        with self.backend.lock:
+            inside, total = self.backend.cell_on_counts(win.layout, key_threshold,
+                                                        self._window_target(shard, target))
+        for keys in self._halo_keys(win, shard):
+            total = total - np.count_nonzero(keys >= key_threshold, axis=0)
+        return inside, total
+
+    def scan_all_on(self, shard: Shard, win: ShardWindow, cells: np.ndarray, keys: np.ndarray,
+                    target: Target):
+        """Per threshold row of ``keys``: steps of the shard where every cell is on, and those inside."""
+        with self.backend.lock:
+            predicted, inside = self.backend.all_on_counts(win.layout, cells, keys,
+                                                           self._window_target(shard, target))
+        for rows in self._halo_keys(win, shard):
+            selected = rows[:, np.asarray(cells, dtype=np.int64)]
+            predicted = predicted - np.array([np.count_nonzero((selected >= row).all(axis=1)) for row in keys],
+                                             dtype=np.int64)
+        return predicted, inside
+
+    def scan_spans(self, shard: Shard, win: ShardWindow, key_threshold: Key, starts: np.ndarray,
+                   stops: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """``span_patterns`` of span pieces clipped to the shard (global steps; ``stops`` exclusive and
+        ``starts <= stops``: a piece may hold margins only)."""
+        w0 = shard.w0
+        with self.backend.lock:
+            return self.backend.span_patterns(win.layout, key_threshold, starts - w0, stops - 1 - w0, lo - w0,
+                                              hi - w0)
+
+    def scan_overview(self, shard: Shard, win: ShardWindow, cells: np.ndarray, key_threshold: Key, c0: int,
+                      c1: int, edges: np.ndarray):
+        """n(t) of the selected cells over steps ``[c0, c1)`` of the shard (their on-rows of the window's
+        layout: k cells, not D), reduced to per-bin min/max of the bins of ``edges`` it meets."""
+        from gpu_matcher.overview import reduce_chunk
+
+        with self.backend.lock:
+            on = self.backend.on_columns(win.layout, np.asarray(cells, dtype=np.int64), key_threshold)
+            n = np.asarray(self.backend.to_host(on[:, c0 - shard.w0:c1 - shard.w0].sum(axis=0)))
+        _b0, _b1, lo, hi = reduce_chunk(n, c0, c1, edges)
+        return lo, hi
+
+    def scan_levels(self, shard: Shard, win: ShardWindow, cells: np.ndarray, bounds: np.ndarray,
+                    target: Target) -> np.ndarray:
+        """``level_histograms`` of the shard's steps (the backend's over the window when it declares
+        it, less the halo rows; else from the shard's row keys in blocks)."""
+        from gpu_matcher.backends.numpy import BLOCK_BYTES, LevelHistogram, cell_levels
+
+        cells = np.asarray(cells, dtype=np.int64)
+        k, J = bounds.shape
+        if self.backend.supports(Capability.LEVEL_HISTOGRAMS):
+            with self.backend.lock:
+                found = self.backend.level_histograms(win.layout, cells, bounds,
+                                                      self._window_target(shard, target))
+            halo = LevelHistogram(k, J)
+            for rows in self._halo_keys(win, shard):
+                halo.add(cell_levels(rows[:, cells], bounds), np.zeros(rows.shape[0], dtype=bool))
+            return found - halo.array
+        hist = LevelHistogram(k, J)
+        block = max(1, BLOCK_BYTES // max(1, shard.locator.D * shard.locator.itemsize))
+        for a in range(shard.t0, shard.t1, block):
+            b = min(shard.t1, a + block)
+            with self.backend.lock:
+                rows = np.asarray(self.backend.to_host(
+                    self.backend.row_keys(win.layout, win.source, a - shard.w0, b - shard.w0)))
+            hist.add(cell_levels(rows[:, cells], bounds), target.mask(a, b))
+        return hist.array
 
     def partials(self, shard: Shard, key_threshold: Key, pieces: np.ndarray) -> np.ndarray:
         """Per piece ``(x, y, op)`` inside the shard: over all D cells, AND (op 0) or OR (op 1) of
@@ -610,8 +700,9 @@ class ShardedBackend(Backend[ShardedSource]):
     per-shard backends (NumPy or CuPy, in this process or on workers) hold the shards' layouts. It
     returns exactly the one-process answer.
 
-    Declares streaming (a shard window is all a per-shard backend holds) and per-cell keys when its
-    per-shard backends declare them.
+    Declares streaming (a shard window is all a per-shard backend holds), the statistics' corpus scans
+    (each shard scans its own steps; the client adds) and per-cell keys when its per-shard backends
+    declare them.
     """
 
     name = "sharded"
@@ -624,7 +715,10 @@ class ShardedBackend(Backend[ShardedSource]):
         self.warm = warm
         self.first_rows = first_rows          # rows asked of a shard per group at first (see sharded_match)
         shard_caps = worker_capabilities(self.executor.backend_spec)
-        self.capabilities = frozenset({Capability.STREAMING}) | (shard_caps & {Capability.PER_CELL_KEYS})
+        # The scans' shard calls use only what every per-shard SearchBackend has (WorkerState.scan_*).
+        self.capabilities = (frozenset({Capability.STREAMING, Capability.CORPUS_SCANS,
+                                        Capability.LEVEL_HISTOGRAMS, Capability.COUNT_OVERVIEW})
+                             | (shard_caps & {Capability.PER_CELL_KEYS}))
         self.last_stats: MatchStats | None = None
 
     def prepare(self, source: Source) -> ShardedSource:
@@ -642,6 +736,102 @@ class ShardedBackend(Backend[ShardedSource]):
         log.info("source %s: %d shards of <= %d steps", source.name, sharded.shards,
                  int(np.diff(sharded.edges).max(initial=0)))
         return sharded
+
+    # --- the statistics' corpus scans (Capability.CORPUS_SCANS, LEVEL_HISTOGRAMS): shard by shard ------
+    # Each shard counts its own steps (``WorkerState.scan_*``) and the client adds the counts; a span
+    # crossing shard edges is scored from its pieces (on over every piece of the span, off over every
+    # piece of its margins: an AND of the shards' answers). ``target``: a ``gpu_matcher.targets.Target``
+    # (each worker reads its own steps of a label track) or a (T,) bool array (sliced per shard).
+    def layout_shape(self, layout: ShardedSource) -> tuple[int, int]:
+        return layout.locator.T, layout.locator.D
+
+    def _scan(self, layout: ShardedSource, op: str, args_of: Callable[[Shard], tuple | None]) -> list:
+        """``(shard, result)`` of ``op`` for every shard that ``args_of`` gives arguments."""
+        shards = layout.shard_list(self.halo)
+        self.executor.refresh(shards)
+        calls = [(sh, op, None, args) for sh in shards if (args := args_of(sh)) is not None]
+        return list(zip([c[0] for c in calls], self.executor(calls) if calls else []))
+
+    def cell_on_counts(self, layout: ShardedSource, key_threshold: Key, target) -> tuple[np.ndarray, np.ndarray]:
+        T, D = self.layout_shape(layout)
+        inside, total = np.zeros(D, dtype=np.int64), np.zeros(D, dtype=np.int64)
+        if key_threshold is None or T == 0:
+            return inside, total
+        for _sh, (i, t) in self._scan(layout, "scan_cells",
+                                      lambda sh: (key_threshold, shard_target(target, sh.t0, sh.t1))):
+            inside += i
+            total += t
+        return inside, total
+
+    def all_on_counts(self, layout: ShardedSource, cells, keys, target) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.asarray(keys)
+        n = keys.shape[0]
+        predicted, inside = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        if n == 0 or layout.locator.T == 0:
+            return predicted, inside
+        cells = np.asarray(cells, dtype=np.int64)
+        for _sh, (p, i) in self._scan(layout, "scan_all_on",
+                                      lambda sh: (cells, keys, shard_target(target, sh.t0, sh.t1))):
+            predicted += p
+            inside += i
+        return predicted, inside
+
+    def span_patterns(self, layout: ShardedSource, key_threshold: Key, starts, ends, lo, hi) -> np.ndarray:
+        T, D = self.layout_shape(layout)
+        s, e1, lo, hi = (np.asarray(x, dtype=np.int64) for x in (starts, np.asarray(ends) + 1, lo, hi))
+        out = np.zeros((s.size, D), dtype=bool)
+        if key_threshold is None or s.size == 0:
+            return out
+        out[:] = True
+        picked: dict[int, np.ndarray] = {}
+
+        def args_of(sh: Shard):
+            idx = np.flatnonzero((lo < sh.t1) & (hi > sh.t0))      # spans whose [lo, hi) meets the shard
+            if idx.size == 0:
+                return None
+            picked[sh.index] = idx
+            return (key_threshold,) + tuple(np.clip(x[idx], sh.t0, sh.t1) for x in (s, e1, lo, hi))
+
+        for sh, found in self._scan(layout, "scan_spans", args_of):
+            out[picked[sh.index]] &= np.asarray(found, dtype=bool)
+        return out
+
+    def level_histograms(self, layout: ShardedSource, cells, bounds, target) -> np.ndarray:
+        bounds = np.asarray(bounds)
+        cells = np.asarray(cells, dtype=np.int64)
+        hist = np.zeros((bounds.shape[0], 2, bounds.shape[1] + 1), dtype=np.int64)
+        for _sh, part in self._scan(layout, "scan_levels",
+                                    lambda sh: (cells, bounds, shard_target(target, sh.t0, sh.t1))):
+            hist += part
+        return hist
+
+    def count_overview(self, layout: ShardedSource, cells, key_threshold: Key, start: int, stop: int,
+                       bins: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-bin ``(min, max)`` of n(t) over ``[start, stop)`` (``gpu_matcher.overview``'s bins, at least
+        one step each): each shard reduces its own steps from its layout's rows of the k cells; the
+        client combines a bin's parts by ``fmin`` / ``fmax``."""
+        from gpu_matcher.overview import bin_edges
+
+        edges = bin_edges(start, stop, bins)
+        lo, hi = np.full(bins, np.nan), np.full(bins, np.nan)
+        cells = np.asarray(cells, dtype=np.int64)
+        parts: dict[int, int] = {}
+
+        def args_of(sh: Shard):
+            c0, c1 = max(int(start), sh.t0), min(int(stop), sh.t1)
+            if c0 >= c1:
+                return None
+            b0 = int(np.searchsorted(edges, c0, side="right")) - 1
+            b1 = int(np.searchsorted(edges, c1, side="left"))
+            parts[sh.index] = b0
+            return cells, key_threshold, c0, c1, edges[b0:b1 + 1]
+
+        for sh, (part_lo, part_hi) in self._scan(layout, "scan_overview", args_of):
+            b0 = parts[sh.index]
+            b1 = b0 + part_lo.size
+            lo[b0:b1] = np.fmin(lo[b0:b1], part_lo)
+            hi[b0:b1] = np.fmax(hi[b0:b1], part_hi)
+        return lo, hi
 
     def match(self, layout: ShardedSource, query: MatchQuery) -> list[MatchRow]:
         stats = MatchStats()

@@ -5,8 +5,12 @@ Pure computation, plain data out; no Bokeh. "On" is MATCHING.md's exact comparis
 against ``Source.key_threshold``); every count is an exact integer over the whole corpus. The
 whole-corpus scans (suggest, the detector curve, the phrase map) run on the engine's backend
 (``Engine.scan_backend``: ``SearchBackend.cell_on_counts``, ``all_on_counts``, ``span_patterns``), so
-they run on the GPU with the CuPy backend; a backend that does not declare ``Capability.CORPUS_SCANS``
-(the sharded and Dask backends) has them answered by NumPy, one cell row of the host keys at a time.
+they run on the GPU with the CuPy backend and shard by shard on the workers with the sharded and Dask
+backends; a backend that does not declare ``Capability.CORPUS_SCANS`` has them answered by NumPy, one
+cell row of the host keys at a time. A label is passed to them as a ``gpu_matcher.targets.Target``
+(``label_target``: the track's files and the value), so no whole-timeline label array is built: a
+one-process backend reads the mask (1 byte a step), a shard worker reads its own steps of the track.
+Corpus label counts, label spans and enrichment read tracks in chunks of ``TARGET_CHUNK`` steps.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from gpu_matcher.backends.base import check_cells
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.query import DEFAULT_TOP, clip_margins
 from gpu_matcher.source import KEY_DTYPES
+from gpu_matcher.targets import TARGET_CHUNK, RangeTarget, Target, TrackLocator, TrackTarget, as_mask
 from gpu_matcher.threshold import SCALE_RANGES, Threshold, check_scale
 
 
@@ -61,7 +66,8 @@ def _cache(engine) -> _TrackCache:
 
 
 def track_values(engine, track: str) -> np.ndarray:
-    """The whole (T,) value timeline of a discrete track as int64 (read once per engine)."""
+    """The whole (T,) value timeline of a discrete track as int64 (read once per engine: 8 bytes a step;
+    for small projects and tests: the statistics read tracks in chunks or per shard, ``label_target``)."""
     cache = _cache(engine)
     with cache.lock:
         if track not in cache.values:
@@ -71,13 +77,36 @@ def track_values(engine, track: str) -> np.ndarray:
 
 
 def _corpus_counts(engine, track: str) -> tuple[np.ndarray, np.ndarray]:
-    """The labels present in a track and their step counts: one sort of the track, once per engine."""
-    values = track_values(engine, track)
+    """The labels present in a track and their step counts, read in chunks of ``TARGET_CHUNK`` steps
+    (never the whole timeline at once), once per engine."""
     cache = _cache(engine)
     with cache.lock:
         if track not in cache.corpus:
-            cache.corpus[track] = np.unique(values, return_counts=True)
+            meta, T = discrete_track(engine, track), engine.project.T
+            counts: dict[int, int] = {}
+            for a in range(0, T, TARGET_CHUNK):
+                v, c = np.unique(np.asarray(meta.values(a, min(T, a + TARGET_CHUNK))).astype(np.int64),
+                                 return_counts=True)
+                for value, n in zip(v.tolist(), c.tolist()):
+                    counts[value] = counts.get(value, 0) + n
+            present = np.array(sorted(counts), dtype=np.int64)
+            cache.corpus[track] = (present, np.array([counts[v] for v in present.tolist()], dtype=np.int64))
         return cache.corpus[track]
+
+
+def label_target(engine, track: str, label: Any) -> TrackTarget:
+    """The steps where ``track == label``, as a ``Target`` (read where the steps are scanned: by each
+    shard worker for its own steps under a sharded backend)."""
+    meta = discrete_track(engine, track)
+    return TrackTarget(label_value(engine, track, label), TrackLocator.of(meta, engine.project.T), meta)
+
+
+def label_count(engine, track: str, label: Any) -> int:
+    """Steps where ``track == label`` (from the chunked corpus counts)."""
+    present, counts = _corpus_counts(engine, track)
+    value = label_value(engine, track, label)
+    i = int(np.searchsorted(present, value))
+    return int(counts[i]) if i < present.size and present[i] == value else 0
 
 
 def label_value(engine, track: str, label: Any) -> int:
@@ -94,6 +123,24 @@ def label_value(engine, track: str, label: Any) -> int:
     except ValueError:
         known = ", ".join((meta.labels or {}).values())
         raise ProjectError(f"meta track {track!r} has no label {text!r}; known: {known}") from None
+
+
+def merged_spans(T: int, spans: Sequence) -> list[tuple[int, int]]:
+    """The union of inclusive ranges ``[start, end]`` (Match objects or pairs) as sorted disjoint
+    inclusive ranges."""
+    pairs = []
+    for s in spans:
+        a, b = (s.start, s.end) if hasattr(s, "start") else (int(s[0]), int(s[1]))
+        if not (0 <= a <= b < T):
+            raise ProjectError(f"range [{a}, {b}] is outside the timeline [0, {T - 1}]")
+        pairs.append((int(a), int(b)))
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(pairs):
+        if out and a <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def step_mask(T: int, spans: Sequence) -> np.ndarray:
@@ -181,14 +228,16 @@ def enrichment(engine, source: str, matches: Sequence, track: str) -> Enrichment
     """
     engine.project.source(source)
     meta = discrete_track(engine, track)
-    values = track_values(engine, track)
-    T = values.size
-    mask = step_mask(T, matches)
-    n = int(mask.sum())
+    T = engine.project.T
+    matched_of: dict[int, int] = {}
+    n = 0
+    for a, b in merged_spans(T, matches):         # only the matched steps are read
+        n += b + 1 - a
+        inside, matched = np.unique(np.asarray(meta.values(a, b + 1)).astype(np.int64), return_counts=True)
+        for v, c in zip(inside.tolist(), matched.tolist()):
+            matched_of[v] = matched_of.get(v, 0) + c
     present, corpus = _corpus_counts(engine, track)
-    inside, matched = np.unique(values[mask], return_counts=True)
     corpus_of = dict(zip(present.tolist(), corpus.tolist()))
-    matched_of = dict(zip(inside.tolist(), matched.tolist()))
     known = sorted(set(corpus_of) | set((meta.labels or {}).keys()))
     rows = []
     for v in known:
@@ -220,10 +269,6 @@ def _scores(threshold: float, predicted: int, positives: int, tp: int) -> Detect
     recall = tp / positives if positives else 0.0
     f1 = 2 * tp / (predicted + positives) if predicted + positives else 0.0
     return Detection(float(threshold), int(predicted), int(positives), int(tp), precision, recall, f1)
-
-
-def _positives(engine, track: str, label: Any) -> np.ndarray:
-    return track_values(engine, track) == label_value(engine, track, label)
 
 
 def detector(engine, source: str, cells: Sequence[int], threshold: float, track: str,
@@ -261,10 +306,10 @@ def detector_curve(engine, source: str, cells: Sequence[int], thresholds: Sequen
     """
     if thresholds is None:
         thresholds = default_thresholds(engine, source, scale=scale)
-    pos = _positives(engine, track, label)
-    positives = int(pos.sum())
+    pos = label_target(engine, track, label)
+    positives = label_count(engine, track, label)
     if check_scale(scale) == "quantile":
-        return _detector_curve_scores(engine, source, cells, thresholds, pos, scale)
+        return _detector_curve_scores(engine, source, cells, thresholds, as_mask(pos, engine.project.T), scale)
     src = engine.project.source(source)
     chosen = check_cells(cells, src.D, f"source {source}")
     kdt = np.dtype(KEY_DTYPES[src.dtype.itemsize])
@@ -315,9 +360,8 @@ def best_f1(points: Sequence[Detection]) -> Detection | None:
     return best
 
 
-# Public names for detectors built on these scores elsewhere (gpu_matcher.hypotheses: "m of k on").
+# Public name for detectors built on these scores elsewhere (gpu_matcher.hypotheses: "m of k on").
 scores = _scores
-positives = _positives
 
 
 # --- suggested cells ---------------------------------------------------------------------------
@@ -346,14 +390,13 @@ def suggest_cells(engine, source: str, threshold: float, start: int | None = Non
     """
     src = engine.project.source(source)
     T, D = src.shape
+    target: Target
     if track is not None:
-        target = _positives(engine, track, label)
+        target, n_in = label_target(engine, track, label), label_count(engine, track, label)
     else:
         if start is None or end is None or not (0 <= start <= end < T):
             raise ProjectError(f"suggest: give a range inside [0, {T - 1}] (got {start}, {end}) or a label")
-        target = np.zeros(T, dtype=bool)
-        target[start:end + 1] = True
-    n_in = int(target.sum())
+        target, n_in = RangeTarget(int(start), int(end)), int(end) + 1 - int(start)
     n_out = T - n_in
     if n_in == 0:
         raise ProjectError(f"suggest: the label {label!r} of track {track!r} never occurs")
@@ -384,21 +427,26 @@ class PhrasePatterns:
 def label_spans(engine, track: str, labels: Sequence | None = None,
                 sequences: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Maximal runs of one label value (cut at sequence boundaries): starts, ends (inclusive), values."""
-    values = track_values(engine, track)
-    T = values.size
+    meta, T = discrete_track(engine, track), engine.project.T
     if T == 0:
         z = np.zeros(0, dtype=np.int64)
         return z, z, z
-    cut = np.zeros(T, dtype=bool)
-    cut[0] = True
-    cut[1:] = values[1:] != values[:-1]
-    bounds = engine.project.sequence_bounds(sequences)
-    inner = np.asarray(bounds, dtype=np.int64)
+    inner = np.asarray(engine.project.sequence_bounds(sequences), dtype=np.int64)
     inner = inner[(inner > 0) & (inner < T)]
-    cut[inner] = True
-    starts = np.flatnonzero(cut)
+    found_starts, found_vals, prev = [], [], None
+    for a in range(0, T, TARGET_CHUNK):                 # in chunks: runs are cut where the value changes
+        values = np.asarray(meta.values(a, min(T, a + TARGET_CHUNK))).astype(np.int64)
+        cut = np.empty(values.size, dtype=bool)
+        cut[0] = prev is None or values[0] != prev
+        cut[1:] = values[1:] != values[:-1]
+        cut[inner[(inner >= a) & (inner < a + values.size)] - a] = True
+        idx = np.flatnonzero(cut)
+        found_starts.append(idx + a)
+        found_vals.append(values[idx])
+        prev = values[-1]
+    starts = np.concatenate(found_starts)
+    vals = np.concatenate(found_vals)
     ends = np.append(starts[1:] - 1, T - 1)
-    vals = values[starts]
     if labels is not None:
         wanted = [label_value(engine, track, lab) for lab in labels]
         keep = np.isin(vals, wanted)

@@ -42,8 +42,15 @@ class Capability(str, Enum):
     STREAMING = "streaming"
     #: Runs the statistics' whole-corpus scans (``SearchBackend.cell_on_counts``, ``all_on_counts``,
     #: ``span_patterns``: suggest, the detector curve, the phrase map) over its own layout; a backend
-    #: without it (the sharded and Dask backends) has them answered by NumPy over the host layout.
+    #: without it has them answered by NumPy over the host layout. Their ``target`` may be a
+    #: ``gpu_matcher.targets.Target`` (a label or a range, read where the steps are) or a ``(T,)`` bool array.
     CORPUS_SCANS = "corpus_scans"
+    #: Runs ``level_histograms`` (the "at least m of k" grid's scan, ``gpu_matcher.hypotheses``) over its own
+    #: layout; without it the NumPy backend answers it over the host layout.
+    LEVEL_HISTOGRAMS = "level_histograms"
+    #: Answers ``count_overview`` (n(t)'s per-bin min/max over a long range, ``Engine.overview``) from its
+    #: own layout, reading only the selected cells; without it the engine reads all D cells of each row.
+    COUNT_OVERVIEW = "count_overview"
 
 
 class Backend(ABC, Generic[LayoutT]):

@@ -44,6 +44,7 @@ from gpu_matcher.backends.base import Capability, MatchQuery, MatchRow
 from gpu_matcher.backends.search import SearchBackend
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.source import KEY_DTYPES, float_keys
+from gpu_matcher.targets import as_mask
 
 log = logging.getLogger("gpu_matcher")
 
@@ -515,7 +516,7 @@ class CupyBackend(SearchBackend[DeviceLayout, _RunEvents]):
             return np.zeros(D, dtype=np.int64), np.zeros(D, dtype=np.int64)
         mask = self.threshold_mask(layout, key_threshold)
         bits = np.zeros(words * 32, dtype=bool)
-        bits[:layout.T] = np.asarray(target, dtype=bool)
+        bits[:layout.T] = as_mask(target, layout.T)
         packed = xp.asarray(np.packbits(bits, bitorder="little").view(np.dtype("<u4")).astype(np.uint32))
         inside, total = xp.empty(D, dtype=xp.int64), xp.empty(D, dtype=xp.int64)
         self._launch("cell_on_counts", D * 32, (mask, np.int64(words), np.int64(words), np.int32(D), packed,

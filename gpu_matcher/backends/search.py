@@ -27,6 +27,7 @@ import numpy as np
 from gpu_matcher.backends.base import Backend, Key, LayoutT, pack_rows, segment_reduce
 from gpu_matcher.query import MatchQuery, MatchRow, clip_margins
 from gpu_matcher.ranking import DistinctWalk, group_order
+from gpu_matcher.targets import as_mask
 
 #: Candidates of an inter group verified in the first batch (``SearchBackend.match``).
 VERIFY_FIRST = 128
@@ -163,7 +164,7 @@ class SearchBackend(Backend[LayoutT], Generic[LayoutT, EventsT]):
         inside, total = np.zeros(D, dtype=np.int64), np.zeros(D, dtype=np.int64)
         if key_threshold is None or T == 0:
             return inside, total
-        tgt = xp.asarray(np.asarray(target, dtype=bool))
+        tgt = xp.asarray(as_mask(target, T))
         for block in self.scan_blocks(D, T):
             on = self.on_columns(layout, block, key_threshold)
             total[block] = self.to_host(xp.count_nonzero(on, axis=1))
@@ -208,7 +209,7 @@ class SearchBackend(Backend[LayoutT], Generic[LayoutT, EventsT]):
         if n == 0 or T == 0:
             return predicted, inside
         cells = np.asarray(cells, dtype=np.int64)
-        tgt = self.xp.asarray(np.asarray(target, dtype=bool))
+        tgt = self.xp.asarray(as_mask(target, T))
         order = np.lexsort(keys.T[::-1])
         ordered = keys[order]
         if np.all(ordered[1:] >= ordered[:-1]):

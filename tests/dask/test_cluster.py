@@ -1,5 +1,6 @@
 """The Dask backend on a real LocalCluster: the one-process answers on the golden sets converted to Zarr
-with tiny shards; a worker killed mid-query; ``lstmvis match --dask``. (The golden sets in HDF5 and every
+with tiny shards (matches, and the hypothesis panel's corpus scans); a worker killed mid-query;
+``lstmvis match --dask``. (The golden sets in HDF5 and every
 random scenario on a local cluster: the ``dask`` entry of ``tests/engine/test_conformance.py``.)"""
 
 from __future__ import annotations
@@ -52,6 +53,32 @@ def test_golden_sets_in_zarr_on_a_local_cluster(client, tmp_path, name):
         assert rows(engine, q["source"], golden_query_args(q)) == q["expected"], q
         crossing += backend.last_stats.crossing
     assert crossing > 0 and engine.layout(q["source"]).shards > 20
+
+
+@pytest.mark.skipif(not SETS, reason=f"no golden sets at {GOLDEN}")
+@pytest.mark.parametrize("name", SETS)
+def test_the_panel_in_zarr_on_a_local_cluster(client, tmp_path, name):
+    """The hypothesis panel's numbers, the suggestions, the phrase map and the n(t) overview computed by
+    the workers shard by shard (the label read by each worker from the Zarr track) equal NumPy's on the
+    HDF5 original."""
+    from gpu_matcher import stats
+    from tests.stats.test_stats_sharded import panel_numbers
+
+    folder = convert_project_to_zarr(GOLDEN / name / "project", tmp_path / name, chunk_steps=32,
+                                     progress=False).folder
+    engine = Engine(open_project(folder), backend=DaskBackend(client, worker_backend="numpy", shard_steps=96,
+                                                              halo=32))
+    reference = Engine(open_project(GOLDEN / name / "project"), backend="numpy")
+    source, T = reference.project.default_source, reference.project.T
+    assert stats.label_target(engine, "pos", 0).locator.arrays[0].kind == "zarr"
+    label = reference.project.meta["pos"].label(int(stats.track_values(reference, "pos")[5]))
+    cells = reference.select(source, 5, 7, 0.2).cells or [0, 1]
+    args = (source, "pos", label, cells, 0.2, (5, 7), 1, 2)
+    assert panel_numbers(engine, *args) == panel_numbers(reference, *args)
+    for bins in (7, 1000, T):
+        got, want = engine.overview(source, cells, 0.2, 0, T, bins), reference.overview(source, cells, 0.2, 0, T,
+                                                                                         bins)
+        assert [g.tolist() for g in got] == [w.tolist() for w in want]
 
 
 class KillOnce(WorkerPlugin):

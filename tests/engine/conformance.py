@@ -290,11 +290,11 @@ def _real_gpu(memory_limit_for=None):
     return make
 
 
-def _serial_shards(backend_spec, shard_steps: int):
+def _serial_shards(backend_spec, shard_steps: int, halo: int = 0):
     def make(project: Project):
         from gpu_matcher.sharded import SerialExecutor, ShardedBackend
 
-        return ShardedBackend(SerialExecutor(backend_spec), shard_steps=shard_steps, halo=0)
+        return ShardedBackend(SerialExecutor(backend_spec), shard_steps=shard_steps, halo=halo)
     return make
 
 
@@ -371,6 +371,8 @@ IMPLEMENTATIONS: list[Implementation] = [
                    unavailable=_executed_unavailable, check=_cupy_mode("streamed")),
     Implementation("shards-serial", _serial_shards("numpy", 7), on_disk=True, examples=120),
     Implementation("shards-serial-cupy-standin", _serial_shards(standin_cupy, 13), on_disk=True, examples=25),
+    # Windows wider than their shards (the statistics' scans take the halo's rows off again).
+    Implementation("shards-serial-halo", _serial_shards("numpy", 6, halo=3), on_disk=True, examples=25),
     Implementation("dask", dask_backend, on_disk=True, examples=20, unavailable=_dask_unavailable),
     Implementation("cupy-gpu", _real_gpu(), examples=80, unavailable=_no_gpu, check=_cupy_mode("resident")),
     Implementation("cupy-gpu-streamed", _real_gpu(streamed_limit), examples=40, unavailable=_no_gpu,

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gpu_matcher import Engine, hypotheses, open_project, stats
+from gpu_matcher.backends import numpy as numpy_backend
 from gpu_matcher.cli import main
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.project import MetaTrack, Project
@@ -77,8 +78,8 @@ def test_at_least_m_of_k_equals_brute_force(scenario, data):
     label = data.draw(st.integers(0, 2))
     pos = labels == label
     with pytest.MonkeyPatch.context() as mp:          # a few rows per block: block edges are exercised too
-        mp.setattr(hypotheses, "BLOCK_BYTES", data.draw(st.sampled_from([1, 3 * D * raw.itemsize, 1 << 20])))
-        mp.setattr(hypotheses, "LEVELS_BYTES", data.draw(st.sampled_from([0, 1 << 20])))   # both paths
+        mp.setattr(numpy_backend, "BLOCK_BYTES", data.draw(st.sampled_from([1, 3 * D * raw.itemsize, 1 << 20])))
+        mp.setattr(numpy_backend, "LEVELS_BYTES", data.draw(st.sampled_from([0, 1 << 20])))   # both paths
         grid = hypotheses.at_least_grid(engine, SOURCE, cells, thresholds, "tag", label, scale)
     k = len(cells)
     assert grid.k == k and grid.positives == int(pos.sum())
@@ -297,7 +298,7 @@ def test_unit_command_takes_the_shared_choices():
 @pytest.mark.parametrize("levels_bytes", [0, 1 << 20])
 def test_at_least_with_many_thresholds(monkeypatch, levels_bytes):
     """More than 255 thresholds (levels no longer fit a byte), against a vectorised brute force."""
-    monkeypatch.setattr(hypotheses, "LEVELS_BYTES", levels_bytes)
+    monkeypatch.setattr(numpy_backend, "LEVELS_BYTES", levels_bytes)
     rng = np.random.default_rng(7)
     raw = rng.normal(0, 1, (500, 6)).astype(np.float32)
     labels = (raw[:, 0] > 0.2).astype(np.int32) + (raw[:, 1] > 1).astype(np.int32)

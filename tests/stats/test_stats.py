@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gpu_matcher import Engine
-from gpu_matcher import stats
+from gpu_matcher import stats, targets
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.project import MetaTrack, Project, open_project
 from gpu_matcher.source import Source
@@ -79,6 +79,15 @@ def test_statistics_equal_brute_force(scenario, data):
     on = oracle.on_matrix(raw, threshold, transform)
     label = data.draw(st.integers(0, 2))
     pos = labels == label
+    chunk = data.draw(st.sampled_from([1, 3, 1 << 22]))       # tracks read in chunks: chunk edges too
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stats, "TARGET_CHUNK", chunk)
+        mp.setattr(targets, "TARGET_CHUNK", chunk)
+        _statistics_equal_brute_force(engine, raw, labels, starts, transform, threshold, on, label, pos, data)
+
+
+def _statistics_equal_brute_force(engine, raw, labels, starts, transform, threshold, on, label, pos, data):
+    T, D = raw.shape
 
     # enrichment of random (possibly overlapping) spans
     spans = []
@@ -134,6 +143,8 @@ def test_statistics_equal_brute_force(scenario, data):
     pp = stats.phrase_patterns(engine, "f::states", "tag", threshold, left=left, right=right)
     assert pp.starts.size > 0 and pp.ends[-1] == T - 1 and pp.starts[0] == 0
     assert np.array_equal(pp.starts[1:], pp.ends[:-1] + 1)             # every step in exactly one span
+    cut = (pp.values[1:] != pp.values[:-1]) | np.isin(pp.starts[1:], starts)
+    assert cut.all()                                                    # maximal: cut only where it must
     for s, e, v, pat in zip(pp.starts, pp.ends, pp.values, pp.patterns):
         assert (labels[s:e + 1] == v).all()
         want = engine.select("f::states", int(s), int(e), threshold, left, right).cells

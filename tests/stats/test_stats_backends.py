@@ -2,7 +2,8 @@
 (``Capability.CORPUS_SCANS``): the NumPy backend, the CuPy backend on the NumPy stand-in device (resident
 and streamed keys), on the device that executes the real ``kernels/*.cu`` on the CPU, and on a GPU when one
 is present. Each answers exactly like the NumPy backend; the scan primitives (``all_on_counts``) also
-equal brute force. The implementations are ``tests/engine/conformance.py``'s, chosen by name."""
+equal brute force. The implementations are ``tests/engine/conformance.py``'s, chosen by name; the sharded
+ones (projects on disk) are ``tests/stats/test_stats_sharded.py``'s."""
 
 from __future__ import annotations
 
@@ -144,14 +145,6 @@ class NoScans(cupy_backend.CupyBackend):
     """The CuPy backend minus the declaration: its statistics must go to NumPy over the host layout."""
 
     capabilities = cupy_backend.CupyBackend.capabilities - {Capability.CORPUS_SCANS}
-
-
-def test_sharded_backends_do_not_declare_corpus_scans():
-    """Their statistics keep the host path (``Engine.scan_backend``), whatever their shards run."""
-    from gpu_matcher.sharded import SerialExecutor, ShardedBackend
-
-    for spec in ("numpy", "cupy"):
-        assert not ShardedBackend(SerialExecutor(spec), shard_steps=8, halo=0).supports(Capability.CORPUS_SCANS)
 
 
 def test_a_backend_without_corpus_scans_gets_numpy_by_its_declaration(caplog):
