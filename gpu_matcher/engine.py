@@ -332,6 +332,16 @@ class Engine:
             key = key[chosen]
         return self._on(raw[:, chosen], key).sum(axis=1).astype(np.int32)
 
+    def overview_row_cost(self, source: str, scale: str = "none") -> int:
+        """What :meth:`overview` reads per step, in values: the source's D when it reads rows, 1 when the
+        backend bins the selected cells' bit rows on its workers (``Capability.COUNT_OVERVIEW``): a
+        caller budgeting a whole contig's overview (the app's strip) divides by it."""
+        backend = self.backend
+        if backend.supports(Capability.COUNT_OVERVIEW) and (
+                not Threshold.of(0.0, scale).scaled or backend.supports(Capability.PER_CELL_KEYS)):
+            return 1
+        return int(self.project.source(source).D)
+
     def overview(self, source: str, cells: Sequence[int], threshold: float | Threshold, start: int,
                  stop: int, bins: int, scale: str = "none") -> tuple[np.ndarray, np.ndarray]:
         """Per-bin ``(min, max)`` of n(t) over steps ``[start, stop)`` (``gpu_matcher.overview``: bin edges,

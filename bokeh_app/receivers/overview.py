@@ -49,7 +49,7 @@ class OverviewReceiver:
         bins = s.defaults.select.window_px
         edges = bin_edges(start, stop, bins)
         cells = tuple(s.cells)
-        counted = counted_bins(edges, s.src.D, st.pos)
+        counted = counted_bins(edges, s.engine.overview_row_cost(st.source, st.scale), st.pos)
         ckey = (st.source, cells, st.threshold, st.scale, span, counted)
         track = self.track_name()
         tkey = (track, span)

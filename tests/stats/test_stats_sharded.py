@@ -187,3 +187,17 @@ def test_sharded_overview_equals_numpy(impl, case, data):
         want = reference.overview(DISK_SOURCE, cells, th, a, b, bins, scale)
         assert [g.tolist() for g in got] == [w.tolist() for w in want]
     assert engine.backend.supports(Capability.COUNT_OVERVIEW)
+
+
+def test_overview_row_cost_is_one_value_per_step_on_the_shards(tmp_path):
+    """The app's overview strip budgets n(t) by ``Engine.overview_row_cost``: D values a step when the
+    engine reads rows, 1 when the shards bin the selected cells' bit rows (a whole 10^8 contig then fits)."""
+    from gpu_matcher.sharded import SerialExecutor
+
+    raw = np.random.default_rng(0).standard_normal((64, 12)).astype(np.float16)
+    project = open_project(write_project(tmp_path / "p", raw))
+    assert Engine(project, backend="numpy").overview_row_cost(DISK_SOURCE) == 12
+    sharded = Engine(project, backend=ShardedBackend(SerialExecutor("numpy"), shard_steps=16, halo=0))
+    assert sharded.overview_row_cost(DISK_SOURCE) == 1
+    assert sharded.overview_row_cost(DISK_SOURCE, "zscore") == (
+        1 if sharded.backend.supports(Capability.PER_CELL_KEYS) else 12)
