@@ -21,7 +21,7 @@ from bokeh_app.state import ViewState, to_query
 from bokeh_app.views.common import follow_on_load, header, set_url_query, status_div, status_html, url_holder
 from bokeh_app.views.match import build_match_view
 from bokeh_app.views.select import build_select_view
-from bokeh_app.views.stats import build_stats_view
+from bokeh_app.views.stats import build_stats_place, build_stats_view
 from bokeh_app.views.unit import build_unit_view
 from bokeh_app.worker import Worker
 from gpu_matcher import Engine
@@ -52,18 +52,21 @@ class ProjectSession:
         self.mv = build_match_view(tracks=[(name, t.kind) for name, t in meta.items()], defaults=defaults,
                                    labels={name: dict(t.labels) for name, t in meta.items()
                                            if t.kind == "discrete" and isinstance(t.labels, dict)})
-        discrete = {name: track_labels(engine, name) for name, t in meta.items() if t.kind == "discrete"}
-        self.stv = build_stats_view(tracks=discrete, sources=sources) if discrete else None
+        self._sources = sources
+        self._discrete = {name: track_labels(engine, name) for name, t in meta.items() if t.kind == "discrete"}
+        # The hypothesis panel's place; the panel is built when opened (``open_stats``).
+        self.stats_place, self.stats_button = build_stats_place() if self._discrete else (None, None)
+        self.stv = None
         self.status = status_div(defaults.select.window_px + 280)
         self.url = url_holder(follow_address_bar)
         self.header = header(self.project.name, f"{self.project.description} · project {self.project.id}", True)
-        self.layout = Column(self.sv.layout, self.uv.layout, self.mv.layout, *([self.stv.layout] if self.stv else []),
-                             name="project_view")
+        self.layout = Column(self.sv.layout, self.uv.layout, self.mv.layout,
+                             *([self.stats_place] if self.stats_place else []), name="project_view")
         self.navigate = WindowReceiver(self)
         self.select = SelectReceiver(self)
         self.search = SearchReceiver(self)
         self.match = MatchReceiver(self)
-        self.stats = StatsReceiver(self) if self.stv is not None else None
+        self.stats: StatsReceiver | None = None                # the open hypothesis panel's
         self.unit = UnitReceiver(self)
 
     @property
@@ -80,6 +83,10 @@ class ProjectSession:
         self.worker.attach(doc)
         for receiver in self.receivers:
             receiver.connect()
+        if self.stats_button is not None:
+            self.stats_button.on_click(self.on_open_stats)
+            if self.state.stats or self.state.atleast is not None:
+                self.open_stats()
         self.restore()
         # The status line is a root of its own: a change of its text then re-lays out only itself.
         # One freeze: each add_root would otherwise walk every model of the page again (a third of a
@@ -89,6 +96,23 @@ class ProjectSession:
                 doc.add_root(root)
         follow_on_load(doc, self.url, self._follow)
         doc.title = f"LSTMVis · {self.project.name}"
+
+    def open_stats(self) -> None:
+        """Build the hypothesis panel into its place and wire it (once); the state records it open."""
+        if self.stv is not None or self.stats_place is None:
+            return
+        self.stv = build_stats_view(tracks=self._discrete, sources=self._sources, into=self.stats_place)
+        self.stats = StatsReceiver(self)
+        self.stats.connect()
+        self.state = self.state.with_(stats=True)
+
+    def on_open_stats(self) -> None:
+        """The panel's button: open it and compute its numbers for the shown matches."""
+        if self.stv is not None:
+            return
+        self.open_stats()
+        self.sync_url()
+        self.stats.update()
 
     @contextmanager
     def batch(self):
