@@ -123,6 +123,7 @@ def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "1
     app = Application(DirectoryHandler(filename=str(APP_DIR),
                                        argv=[str(Path(data_dir).resolve()), "--backend", backend,
                                              *(["--dask", dask] if dask else [])]))
+    skip_document_validation()
     kwargs = {"io_loop": io_loop} if io_loop is not None else {}
     if num_procs != 1:
         if io_loop is not None:
@@ -141,6 +142,16 @@ def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "1
     server._tornado.default_router.rules.insert(1, Rule(TooLongRequest(), TooLongHandler))
     server.lstmvis_catalogue = catalogue
     return server
+
+
+def skip_document_validation() -> None:
+    """Bokeh checks every new session's document (``check_integrity`` over every model: 0.08 s of the
+    event loop a session here, README: load); the app's pages are checked once by the tests instead
+    (``tests/app/test_document.py::test_a_first_page_is_small_and_valid``). ``BOKEH_VALIDATE_DOC`` set
+    in the environment still decides."""
+    if "BOKEH_VALIDATE_DOC" not in os.environ:
+        from bokeh.settings import settings as bokeh_settings
+        bokeh_settings.perform_document_validation.set_value(False)
 
 
 def raise_open_file_limit() -> None:

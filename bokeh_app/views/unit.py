@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bokeh.models import (Button, Column, ColumnDataSource, DataTable, Div, HoverTool, NumberFormatter,
-                          NumericInput, Row, TableColumn)
+                          NumericInput, Row, Spacer, TableColumn)
 from bokeh.plotting import figure
 
 from bokeh_app.views.common import PAGE_CSS, lean, section
@@ -48,8 +48,9 @@ def build_unit_view(width_px: int) -> UnitView:
                         placeholder="cell")
     open_ = Button(name="unit_open", label="open", width=60)
     box = Row(cell, open_, styles={"align-items": "end", "gap": "6px"})
-    return UnitView(cell=cell, open=open_, layout=Column(name="unit_view", visible=False), box=box,
-                    width_px=width_px)
+    # (One child, never shown: Bokeh's validation warns of an empty layout.)
+    return UnitView(cell=cell, open=open_, layout=Column(Spacer(width=0, height=0), name="unit_view", visible=False),
+                    box=box, width_px=width_px)
 
 
 def build_unit_page(view: UnitView) -> UnitPage:
