@@ -141,6 +141,8 @@ class RawSession:
                         self.find(event, buffers)
                         continue
                     if event.get("model", {}).get("id") != self.ids.get("matches"):
+                        if event.get("kind") == "ModelChanged" and event.get("attr") == "children":
+                            self.find(event.get("new"), buffers)     # the page put into its shell
                         continue
                     if event.get("kind") == "ColumnDataChanged":
                         self.set_rows(event["data"], buffers)

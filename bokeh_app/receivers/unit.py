@@ -72,7 +72,7 @@ class UnitReceiver:
         """The page's models, built and wired the first time a unit is shown."""
         uv = self.s.uv
         if uv.page is None:
-            build_unit_page(uv).close.on_click(self.on_close)
+            build_unit_page(uv, self.on_close)
         return uv.page
 
     def show(self, cell: int) -> None:

@@ -53,12 +53,14 @@ def build_unit_view(width_px: int) -> UnitView:
                     box=box, width_px=width_px)
 
 
-def build_unit_page(view: UnitView) -> UnitPage:
-    """The page's models, put into ``view.layout`` (once)."""
+def build_unit_page(view: UnitView, on_close) -> UnitPage:
+    """The page's models, put into ``view.layout`` (once) with ``on_close`` wired first (a callback wired
+    after the models were sent may never reach BokehJS's event manager)."""
     if view.page is not None:
         return view.page
     width_px = view.width_px
     close = Button(name="unit_close", label="close the unit page", width=160)
+    close.on_click(on_close)
     info = Div(name="unit_info", text="", width=width_px, stylesheets=[PAGE_CSS])
     contexts = ColumnDataSource(name="unit_contexts", data={"rank": [], "position": [], "value": [],
                                                             "scaled": [], "text": []})
