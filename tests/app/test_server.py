@@ -136,3 +136,16 @@ def test_the_command_line_does_not_import_bokeh():
             "assert 'serve' in p._subparsers._group_actions[0].choices; "
             "assert not any(m == 'bokeh' or m.startswith('bokeh.') for m in sys.modules), 'bokeh imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_serving_collects_garbage_less_often_and_skips_what_was_imported():
+    import gc
+
+    from bokeh_app.server import GC_THRESHOLDS, tune_gc
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
