@@ -114,6 +114,9 @@ def test_lstmvis_serve_prints_the_url_and_serves_it(app_data):
         assert "2 project(s)" in text and "backend numpy" in text
         status, page = fetch(f"http://127.0.0.1:{port}/")
         assert status == 200 and "<title>LSTMVis</title>" in page
+        if sys.platform.startswith("linux") and "PYTHONMALLOC" not in os.environ:   # cli.with_system_malloc
+            with open(f"/proc/{proc.pid}/environ", "rb") as fh:
+                assert b"PYTHONMALLOC=malloc" in fh.read().split(b"\0")
     finally:
         proc.terminate()
         proc.wait(20)
