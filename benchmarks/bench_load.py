@@ -54,13 +54,39 @@ def expected_rows(project_dir: Path, source: str, brush: tuple[int, int], thresh
     return [(m["start"], m["end"], m["length"], m["inter"], m["union"]) for m in out["matches"]]
 
 
+def decode_columns(data, buffers, keys) -> dict[str, list]:
+    """A ColumnDataSource's ``data`` as sent by the server (a map of plain lists or ndarrays, inline in
+    base64 or as binary buffers) -> ``{key: list}`` for ``keys``."""
+    import base64
+
+    import numpy as np
+
+    def column(value):
+        if isinstance(value, dict) and value.get("type") == "ndarray":
+            array = value["array"]                    # bytes: inline base64, or a buffer sent after
+            if array.get("type") == "ref":
+                raw = buffers[array["id"]]
+            elif isinstance(array.get("data"), dict):
+                raw = buffers[array["data"]["id"]]
+            else:
+                raw = base64.b64decode(array["data"])
+            return np.frombuffer(raw, dtype=value["dtype"]).tolist()
+        return list(value)
+
+    entries = data.get("entries", data) if isinstance(data, dict) and data.get("type") == "map" else data
+    if isinstance(entries, list):
+        entries = dict(entries)
+    return {k: column(entries.get(k, [])) for k in keys}
+
+
 class RawSession:
     """A browser-like Bokeh WebSocket client that keeps the document as JSON: it pulls it once, then reads
     the PATCH-DOC messages the server pushes (a Python ``bokeh.client`` session would turn the whole
     document into Python models, seconds of client CPU per session on this machine)."""
 
-    def __init__(self, ws_url: str, arguments: dict):
+    def __init__(self, ws_url: str, arguments: dict, token: str | None = None):
         self.ws_url, self.arguments = ws_url, arguments
+        self.token = token                  # a session a page GET made (else a fresh one is asked for)
         self.ids: dict[str, str] = {}
         self.rows: list[tuple] = []
 
@@ -70,7 +96,7 @@ class RawSession:
         from tornado.websocket import websocket_connect
         from urllib.parse import urlencode
 
-        token = generate_jwt_token(generate_session_id())
+        token = self.token or generate_jwt_token(generate_session_id())
         self.ws = await websocket_connect(HTTPRequest(f"{self.ws_url}?{urlencode(self.arguments)}"),
                                           subprotocols=["bokeh", token], max_message_size=64 << 20)
         await self.read()                                    # ACK
@@ -113,21 +139,7 @@ class RawSession:
                 self.find(value, buffers)
 
     def set_rows(self, data, buffers) -> None:
-        import base64
-
-        import numpy as np
-
-        def column(value):
-            if isinstance(value, dict) and value.get("type") == "ndarray":
-                array = value["array"]
-                raw = buffers[array["id"]] if array.get("type") == "ref" else base64.b64decode(array["data"])
-                return np.frombuffer(raw, dtype=value["dtype"]).tolist()
-            return list(value)
-
-        entries = data.get("entries", data) if isinstance(data, dict) and data.get("type") == "map" else data
-        if isinstance(entries, list):
-            entries = dict(entries)
-        cols = {k: column(entries.get(k, [])) for k in ("start", "end", "length", "inter", "union")}
+        cols = decode_columns(data, buffers, ("start", "end", "length", "inter", "union"))
         self.rows = list(zip(*cols.values()))
 
     async def wait_rows(self, want: list[tuple], timeout: float) -> bool:
@@ -197,7 +209,7 @@ def run_sessions(ws_url: str, args: dict, want1, theta2, want2, n: int, timeout:
     return asyncio.run(all_of())
 
 
-def _rss_one(pid: int) -> float:
+def process_rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
@@ -208,7 +220,7 @@ def _rss_one(pid: int) -> float:
     return 0.0
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -238,7 +250,7 @@ def cpu_s(pid: int) -> float:
 
 def rss_mb(pid: int) -> float:
     """RSS of the server: its process and (``--num-procs``) its forked server processes."""
-    return _rss_one(pid) + sum(_rss_one(c) for c in _children(pid))
+    return process_rss_mb(pid) + sum(process_rss_mb(c) for c in child_pids(pid))
 
 
 def spread(values: list[float]) -> str:

@@ -19,8 +19,13 @@ CATEGORY_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
                    "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac")
 #: The match view's row labels and their header, in the same fixed widths (monospace).
 ROW_HEADER = f"{'rank':<5}{'start':>9}{'len':>5}{'inter':>6}/union"
+GENOME_ROW_HEADER = f"{'rank':<4}{'position':>18}{'len':>5}"
 LABEL_SPAN = 4                 # word columns' worth of room for the match rows' labels
 PATTERN_BRUSH = 4.0            # width of the brush in the pattern plot (its x unit is one off step)
+LABEL_MIN_PX = 6               # narrower words get no text (words, track values): lines and colours only
+#: Most trace vertices (window steps x cells) sent for the faded traces of every cell; a wider window of a
+#: wider source draws S's traces over the band of all cells' values instead (``envelope_columns``).
+TRACE_VERTICES = 200_000
 
 
 # --- small shapes ---------------------------------------------------------------------------------------
@@ -128,6 +133,20 @@ def robust_range(sample: np.ndarray, low: float = 0.5, high: float = 99.5, pad: 
     return lo - room, hi + room
 
 
+def envelope_columns(values: np.ndarray) -> dict:
+    """The band of every cell's values per step (``x lo hi q1 q3``: min, max and the quartiles, float32)
+    for ``values`` (W, D); a step without finite values is NaN (a gap)."""
+    v = np.asarray(values, dtype=np.float32)
+    if v.ndim != 2 or v.size == 0:
+        return {k: np.zeros(0, np.float32) for k in ("x", "lo", "hi", "q1", "q3")}
+    ranks = np.sort(v, axis=1)                      # NaN last: a step's finite values come first
+    n = np.isfinite(ranks).sum(axis=1)
+    rows = np.arange(v.shape[0])
+    pick = lambda q: ranks[rows, np.clip(np.round(q * (n - 1)).astype(np.int64), 0, None)]  # noqa: E731
+    lo, q1, q3, hi = (np.where(n > 0, pick(q), np.nan).astype(np.float32) for q in (0.0, 0.25, 0.75, 1.0))
+    return {"x": np.arange(v.shape[0], dtype=np.float32), "lo": lo, "hi": hi, "q1": q1, "q3": q3}
+
+
 def scaled_values(values: np.ndarray, center: np.ndarray, spread: np.ndarray) -> np.ndarray:
     """Per-cell z-scores of ``values`` (n, D) as ``gpu_matcher.scaling`` defines them: ``(v - center) /
     spread``, 0 for a constant cell (spread 0), NaN where the value is NaN."""
@@ -179,6 +198,15 @@ def word_labels(words: Sequence[str], room: int) -> dict[int, str]:
     return {i: fit_label(w, room) for i, w in enumerate(words)}
 
 
+def position_ticks(start: int, width: int, word_px: int, spacing_px: int = 150) -> list[int]:
+    """Window x of round positions at least ``spacing_px`` apart (1, 2, 5 x 10^k steps), for a window
+    of ``width`` steps from ``start`` too narrow for word labels."""
+    least = max(1, -(-spacing_px // max(1, word_px)))
+    every = next(m * 10 ** k for k in range(20) for m in (1, 2, 5) if m * 10 ** k >= least)
+    first = -start % every
+    return list(range(first, width, every))
+
+
 def boundary_columns(bounds: np.ndarray, start: int, stop: int) -> dict:
     """Sequence boundaries strictly inside ``[start, stop)`` as window x (between two words)."""
     bounds = np.asarray(bounds)
@@ -188,10 +216,10 @@ def boundary_columns(bounds: np.ndarray, start: int, stop: int) -> dict:
 
 def track_columns(kind: str, values: np.ndarray, width: int, room: int, label_of: Callable,
                   weights: np.ndarray | None = None, value_range: tuple[float, float] | None = None,
-                  palette: Sequence[str] = ("#000000",)) -> dict:
+                  palette: Sequence[str] = ("#000000",), labels: bool = True) -> dict:
     """A meta track's strip under the words (``x y color alpha text text_color``): a wordvec track's
     top-K words shaded by weight, a discrete track's labels in category colours, a scalar track's
-    values on ``palette``."""
+    values on ``palette``; ``labels`` False: colours only (words too narrow for text)."""
     cols, add = _rows(("x", "y", "color", "alpha", "text", "text_color"))
     if kind == "wordvec":
         top = float(np.nanmax(weights)) if weights is not None and weights.size else 1.0
@@ -211,6 +239,8 @@ def track_columns(kind: str, values: np.ndarray, width: int, room: int, label_of
             frac = 0.0 if hi <= lo else (float(v) - lo) / (hi - lo)
             add(i, 0, color, 0.9, fit_label(short_number(float(v)), room),
                 "#ffffff" if frac < 0.6 else "#111111")
+    if not labels:
+        cols["text"] = [""] * len(cols["text"])
     return cols
 
 
@@ -267,14 +297,21 @@ def row_label(row: int, m) -> str:
     return f"{'#' + str(row + 1):<5}{m.start:>9}{m.length:>5}{m.inter:>6}/{m.union}"
 
 
-def match_rows(matches: Sequence, context_left: int, columns: int) -> dict:
-    """The ``matches`` source in rank order, with each match's box in the word matrix (span_x, span_w)."""
+def genome_row_label(row: int, m, where: str) -> str:
+    """A genome project's match row: rank, ``chr2:1,234,567``, length."""
+    return f"{'#' + str(row + 1):<4}{where:>18}{m.length:>5}"
+
+
+def match_rows(matches: Sequence, context_left: int, columns: int, where: Callable | None = None) -> dict:
+    """The ``matches`` source in rank order, with each match's box in the word matrix (span_x, span_w)
+    and its start as the user reads positions (``where``: ``chr2:1,234,567``; default the step)."""
     first = context_left
     last = [min(columns - 1, context_left + m.length - 1) for m in matches]
     return {"start": [m.start for m in matches], "end": [m.end for m in matches],
             "length": [m.length for m in matches], "inter": [m.inter for m in matches],
             "union": [m.union for m in matches], "row": list(range(len(matches))),
-            "span_x": [(first + b) / 2 for b in last], "span_w": [b - first + 1 for b in last]}
+            "span_x": [(first + b) / 2 for b in last], "span_w": [b - first + 1 for b in last],
+            "where": [where(m.start) if where is not None else f"{m.start:,}" for m in matches]}
 
 
 def matrix_words(windows: Sequence, word_px: int) -> dict:
@@ -291,11 +328,12 @@ def matrix_words(windows: Sequence, word_px: int) -> dict:
     return cols
 
 
-def matrix_columns(words: dict | None = None, row_labels: Sequence[str] = (), summary: str = "") -> dict:
+def matrix_columns(words: dict | None = None, row_labels: Sequence[str] = (), summary: str = "",
+                   header: str = ROW_HEADER) -> dict:
     """All text of the word matrix in one source (one message, one repaint): the header row (-1:
     column names and a summary), a label per match row, and the words."""
     left = -LABEL_SPAN - 0.45
-    cols = {"x": [left, -0.45], "y": [-1, -1], "word": [ROW_HEADER, summary],
+    cols = {"x": [left, -0.45], "y": [-1, -1], "word": [header, summary],
             "color": ["#444444", "#1f3f66"], "style": ["bold", "normal"], "pos": [-1, -1],
             "font": ["monospace", "helvetica"], "align": ["left", "left"]}
     for i, text in enumerate(row_labels):

@@ -8,6 +8,7 @@ Nothing here touches a model or a session, so a worker thread may run any of the
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -227,10 +228,26 @@ def slider_range(engine: Engine, source: str, scale: str) -> tuple[float, float]
         return src.value_range()
     sample = value_sample(src)
     lo, hi = robust_range(sample)
+    hi = max(hi, sparse_peak(sample))
     finite = sample[np.isfinite(sample)]
     if finite.size:                     # not below the least value (a ReLU's 0) nor above the largest
         lo, hi = max(lo, float(finite.min())), min(hi, float(finite.max()))
     return float(f"{lo:.3g}"), float(f"{hi:.3g}")
+
+
+def sparse_peak(sample: np.ndarray, cell_q: float = 99.9, across_q: float = 90.0) -> float:
+    """How high the slider must reach for cells whose high values are rare (a CNN/ReLU unit that fires
+    only at a motif: its peaks are far above the pooled 99.5th percentile): the ``across_q`` percentile,
+    over cells, of each cell's own ``cell_q`` percentile. A few outlier cells (fewer than
+    ``100 - across_q`` % of them) still cannot stretch it."""
+    v = np.asarray(sample, dtype=np.float64)
+    if v.ndim != 2 or v.size == 0:
+        return -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)       # an all-NaN cell
+        per_cell = np.nanpercentile(v, cell_q, axis=0)
+    per_cell = per_cell[np.isfinite(per_cell)]
+    return float(np.percentile(per_cell, across_q)) if per_cell.size else -np.inf
 
 
 # --- the hypothesis panel -----------------------------------------------------------------------------
@@ -299,11 +316,12 @@ def stats_answer(engine: Engine, source: str, matches: list, cells: list[int], t
 
 
 def track_labels(engine: Engine, name: str) -> list[str]:
-    """A discrete track's label names (its dictionary's, else the values that occur)."""
+    """A discrete track's label names (its dictionary's, else the values that occur: read in chunks, or
+    from a genome track's intervals, never the whole timeline at once)."""
     track = engine.project.meta[name]
     if track.labels:
         return [track.label(v) for v in sorted(track.labels)]
-    return [str(v) for v in np.unique(hypothesis.track_values(engine, name))]
+    return [str(v) for v in track.distinct_values()]
 
 
 @dataclass

@@ -14,13 +14,17 @@ from contextlib import contextmanager
 from bokeh.models import Column
 
 from bokeh_app.config import UIDefaults
+from bokeh_app.coords import Locator
 from bokeh_app.queries import track_labels
 from bokeh_app.receivers import (MatchReceiver, SearchReceiver, SelectReceiver, StatsReceiver, UnitReceiver,
                                  WindowReceiver)
-from bokeh_app.state import ViewState, to_query
+from bokeh_app.receivers.overview import OverviewReceiver
+from bokeh_app.receivers.tracks import TracksReceiver
+from bokeh_app.state import ViewState, default_tracks, to_query
 from bokeh_app.views.common import (PageShell, follow_on_load, header, header_html, set_url_query, status_div,
                                     status_html, url_holder)
 from bokeh_app.views.match import build_match_view
+from bokeh_app.views.overview import build_overview_view
 from bokeh_app.views.select import build_select_view
 from bokeh_app.views.stats import build_stats_place, build_stats_view
 from bokeh_app.views.unit import build_unit_view
@@ -46,19 +50,29 @@ class ProjectSession:
         self._last_message: tuple[str, str] = ("info", "")
         self._follow = follow_address_bar
         meta, sources = self.project.meta, [(name, src.label) for name, src in self.project.sources.items()]
-        tracks = [(name, t.kind, (t.dataset.shape[1] if t.kind == "wordvec" and t.dataset.ndim == 2 else 1))
-                  for name, t in meta.items()]
+        self.track_specs = {name: (t.kind, (t.dataset.shape[1] if t.kind == "wordvec" and t.dataset.ndim == 2
+                                            else 1)) for name, t in meta.items()}
+        self.track_labels = {name: dict(t.labels) for name, t in meta.items()
+                             if t.kind == "discrete" and isinstance(t.labels, dict)}
+        shown = self.shown_tracks                    # only these get strips and heatmaps now
         self.uv = build_unit_view(defaults.select.window_px + 280)
-        self.sv = build_select_view(sources=sources, tracks=tracks, defaults=defaults, unit_box=self.uv.box)
-        self.mv = build_match_view(tracks=[(name, t.kind) for name, t in meta.items()], defaults=defaults,
-                                   labels={name: dict(t.labels) for name, t in meta.items()
-                                           if t.kind == "discrete" and isinstance(t.labels, dict)})
+        self.sv = build_select_view(sources=sources, tracks=[(n, *spec) for n, spec in self.track_specs.items()],
+                                    defaults=defaults, unit_box=self.uv.box, shown=shown)
+        self.mv = build_match_view(tracks=[(n, self.track_specs[n][0]) for n in shown], defaults=defaults,
+                                   labels=self.track_labels)
         self._sources = sources
         self._discrete = {name: track_labels(engine, name) for name, t in meta.items() if t.kind == "discrete"}
         # The hypothesis panel's place; the panel is built when opened (``open_stats``).
         self.stats_place, self.stats_button = build_stats_place() if self._discrete else (None, None)
         self.stv = None
-        self.parts = [self.sv.layout, self.uv.layout, self.mv.layout, *([self.stats_place] if self.stats_place else [])]
+        self.locator = Locator.of(self.project)
+        self.ov = build_overview_view(defaults.select.window_px, self.sv.extra["border"], self.locator.genome is not None)
+        if self.locator.genome is not None:          # "go to" takes coordinates; the search, motifs
+            self.sv.position.visible = False
+            self.sv.search.update(title="motif search (IUPAC)", placeholder="e.g. CACGTG, Enter")
+            self.sv.search_table.columns[0].title = "position"
+        self.parts = [self.ov.layout, self.sv.layout, self.uv.layout, self.mv.layout,
+                      *([self.stats_place] if self.stats_place else [])]
         self.header_text = header_html(self.project.name, f"{self.project.description} · project {self.project.id}",
                                        True)
         # A shell (``views.common.page_shell``) already in the document is filled in by ``connect``; the
@@ -74,6 +88,8 @@ class ProjectSession:
         self.match = MatchReceiver(self)
         self.stats: StatsReceiver | None = None                # the open hypothesis panel's
         self.unit = UnitReceiver(self)
+        self.tracks = TracksReceiver(self)
+        self.overview = OverviewReceiver(self)
 
     @property
     def synchronous(self) -> bool | None:
@@ -81,7 +97,8 @@ class ProjectSession:
 
     @property
     def receivers(self) -> list:
-        return [r for r in (self.navigate, self.select, self.search, self.match, self.stats, self.unit) if r is not None]
+        return [r for r in (self.navigate, self.select, self.search, self.match, self.stats, self.unit,
+                                           self.tracks, self.overview) if r is not None]
 
     def connect(self, doc) -> None:
         """Wire every receiver's callbacks, show the state (running its match) and add the roots."""
@@ -163,9 +180,10 @@ class ProjectSession:
 
     @property
     def shown_tracks(self) -> list[str]:
+        """The shown meta tracks, top to bottom (the URL's order)."""
         if self.state.tracks is None:
-            return list(self.project.meta)
-        return [t for t in self.project.meta if t in self.state.tracks]
+            return default_tracks(list(self.project.meta))
+        return [t for t in self.state.tracks if t in self.project.meta]
 
     def clamp_pos(self, pos: int) -> int:
         return int(min(max(0, pos), max(0, self.project.T - self.window)))
@@ -202,7 +220,7 @@ class ProjectSession:
         self.notices = []
 
     def sync_url(self) -> None:
-        set_url_query(self.url, to_query(self.state, self.defaults))
+        set_url_query(self.url, to_query(self.state, self.defaults, self.locator.url_value))
 
     # --- showing a state -------------------------------------------------------------------------
     def restore(self) -> None:
@@ -214,7 +232,6 @@ class ProjectSession:
             self.sv.left.value, self.sv.right.value = st.left, st.right
             self.sv.min_length.value = self.min_length
             self.sv.word_width.value = str(self.word_width)
-            self.sv.track_toggle.active = [i for i, t in enumerate(self.project.meta) if t in self.shown_tracks]
             self.show_tracks()
         self.select.ready(self._restore_window, busy=True)
 
@@ -233,9 +250,11 @@ class ProjectSession:
         """The window at ``state.pos`` and everything S draws on it."""
         self.navigate.apply()
         self.select.apply()
+        self.overview.follow()
 
     def show_tracks(self) -> None:
-        self.navigate.show_tracks()
+        self.tracks.arrange()
+        self.overview.show_tracks()
         self.match.show_tracks()
 
     def go(self, pos, user: bool = False, focus: tuple[int, int] | None = None, message: str | None = None) -> None:

@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 from urllib.parse import urlencode
 
 from bokeh_app.config import UIDefaults
+from gpu_matcher import ProjectError
 from gpu_matcher.threshold import SCALE_DEFAULTS, SCALE_RANGES, SCALES
 
 #: Query keys, in the order they are written.
 KEYS = ("project", "source", "pos", "threshold", "scale", "brush", "left", "right", "add", "remove", "tracks",
         "ww", "minlen", "unit", "atleast", "stats")
+
+#: Meta tracks shown when the URL names none (``tracks=`` absent): the first few, in the project's order;
+#: a project with dozens of tracks then builds strips for these only.
+DEFAULT_TRACKS = 8
 
 #: The longest minimum match length the app offers (the engine takes any; beyond this the view is empty).
 MAX_MIN_LENGTH = 50
@@ -41,13 +46,14 @@ class ViewState:
     right: int = 0
     add: tuple[int, ...] = ()                 # cells added to S by hand
     remove: tuple[int, ...] = ()              # cells removed from S by hand
-    tracks: tuple[str, ...] | None = None     # shown meta tracks; None: all
+    tracks: tuple[str, ...] | None = None     # shown meta tracks, top to bottom; None: default_tracks
     word_width: int | None = None             # px per step; None: the default
     scale: str = "none"                       # threshold on: the value, or a per-cell zscore / quantile
     min_length: int | None = None             # matches shorter than this are dropped; None: the default
     unit: int | None = None                   # the cell whose unit page is open; None: none
     atleast: int | None = None                # the detector's m (clamped to k, S's size); None: every cell
     stats: bool = False                       # the hypothesis panel is open (built on demand)
+    locus: str | None = None                  # pos= as a genome coordinate (chr2:1,234,567), until resolved
 
     def with_(self, **changes) -> "ViewState":
         return replace(self, **changes)
@@ -99,7 +105,9 @@ def parse_query(arguments: Mapping[str, Sequence], defaults: UIDefaults) -> Pars
     value = get("pos")
     if value is not None:
         pos = _whole(value, 0)
-        if pos is None:
+        if pos is None and any(c.isalpha() for c in value):
+            out["locus"] = value[:200]              # a genome coordinate: resolve() reads it
+        elif pos is None:
             msgs.append(f"pos {_shown(value)} is not a step number; showing the start")
         else:
             out["pos"] = pos
@@ -255,7 +263,17 @@ def resolve(state: ViewState, project, defaults: UIDefaults) -> Parsed:
                     f"using {clamped:g}")
         changes["threshold"] = clamped
     T, D = src.shape
-    if state.pos >= T:
+    if state.locus is not None:
+        changes["locus"] = None
+        genome = getattr(project, "genome", None)
+        try:
+            if genome is None:
+                raise ProjectError(f"project {project.id!r} has no genome")
+            changes["pos"] = int(genome.parse(state.locus)[0])
+        except ProjectError as exc:
+            msgs.append(f"pos {_shown(state.locus)}: {exc}; showing the start")
+            changes["pos"] = 0
+    elif state.pos >= T:
         msgs.append(f"pos {state.pos} is past the end of the timeline ({T} steps); showing the start")
         changes["pos"] = 0
     if state.brush is not None:
@@ -287,6 +305,11 @@ def resolve(state: ViewState, project, defaults: UIDefaults) -> Parsed:
     return Parsed(state.with_(**changes), msgs)
 
 
+def default_tracks(names: Sequence[str]) -> list[str]:
+    """The tracks shown without ``tracks=`` in the URL."""
+    return list(names)[:DEFAULT_TRACKS]
+
+
 def _fmt_float(value: float) -> str:
     return format(round(float(value), 4), "g")
 
@@ -295,14 +318,15 @@ def _join(values: Iterable) -> str:
     return ",".join(str(v) for v in values)
 
 
-def to_query(state: ViewState, defaults: UIDefaults) -> str:
-    """The URL query of a state (without '?'); default-valued optional keys are left out."""
+def to_query(state: ViewState, defaults: UIDefaults, locate: Callable[[int], str] | None = None) -> str:
+    """The URL query of a state (without '?'); default-valued optional keys are left out; ``locate``
+    writes ``pos`` (a genome project's ``chr2:1,234,567``)."""
     items: list[tuple[str, str]] = []
     if state.project is not None:
         items.append(("project", state.project))
     if state.source is not None:
         items.append(("source", state.source))
-    items.append(("pos", str(state.pos)))
+    items.append(("pos", locate(state.pos) if locate is not None else str(state.pos)))
     if state.threshold is not None:
         items.append(("threshold", _fmt_float(state.threshold)))
     if state.scale != "none":

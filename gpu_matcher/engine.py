@@ -330,6 +330,22 @@ class Engine:
             key = key[chosen]
         return self._on(raw[:, chosen], key).sum(axis=1).astype(np.int32)
 
+    def overview(self, source: str, cells: Sequence[int], threshold: float | Threshold, start: int,
+                 stop: int, bins: int, scale: str = "none") -> tuple[np.ndarray, np.ndarray]:
+        """Per-bin ``(min, max)`` of n(t) over steps ``[start, stop)`` (``gpu_matcher.overview``: bin edges,
+        one step per bin when the range is shorter), for the overview strip of a whole contig. Reads the
+        source in chunks of at most ``OVERVIEW_CHUNK`` steps (fewer for a wide source: ~64 MB a chunk)."""
+        from gpu_matcher.overview import OVERVIEW_CHUNK, reduce_dense
+
+        src = self.project.source(source)
+        spec = Threshold.of(threshold, scale)
+        check_cells(cells, src.D, f"source {source}")
+        row_bytes = max(1, src.D * src.dtype.itemsize)
+        chunk = max(1 << 12, min(OVERVIEW_CHUNK, (64 << 20) // row_bytes))
+        start, stop = max(0, int(start)), min(self.project.T, int(stop))
+        return reduce_dense(lambda a, b: self.counts_in(source, src.raw(a, b), cells, spec),
+                            start, stop, bins, chunk=chunk)
+
     def context(self, source: str, start: int, stop: int, cells: Sequence[int] = (),
                 threshold: float | Threshold = 0.3, meta: Sequence[str] | None = None,
                 scale: str = "none") -> Context:
@@ -375,7 +391,17 @@ class Engine:
 
     def search(self, phrase: str | Sequence[str], limit: int | None = None,
                sequences: bool = True) -> np.ndarray:
-        """Start positions of every occurrence of the token sequence (not crossing a sequence edge)."""
+        """Start positions of every occurrence of the token sequence (not crossing a sequence edge).
+
+        In a genome project a phrase is a motif: IUPAC-aware, on both strands, read in chunks
+        (``gpu_matcher.genome.motif.find``, which also gives the strands); the starts are unique."""
+        if self.project.genome is not None and isinstance(phrase, str):
+            from gpu_matcher.genome.motif import find
+
+            # A start holds at most two hits (one per strand): 2 * limit hits hold the first limit starts.
+            hits = find(self.project, phrase, strands="both", limit=None if limit is None else 2 * limit)
+            starts = np.unique(hits.starts)
+            return starts[:limit] if limit is not None else starts
         tokens = self.tokenize(phrase)
         if not tokens:
             raise ProjectError("search: the phrase is empty")

@@ -17,6 +17,7 @@ import numpy as np
 from gpu_matcher import storage
 from gpu_matcher.errors import ProjectError
 from gpu_matcher.formats import CONFIG_NAME, inside, load_config, read_dictionary
+from gpu_matcher.metatrack import MetaTrack
 from gpu_matcher.source import Source
 
 __all__ = ["CONFIG_NAME", "MetaTrack", "Project", "discover_projects", "open_project", "read_dictionary"]
@@ -58,46 +59,6 @@ class DataFiles:
 
 
 @dataclass
-class MetaTrack:
-    """One annotation track: a value per step (or a (T, K) top-K block for ``wordvec``)."""
-
-    name: str
-    kind: str                      # discrete | scalar | wordvec
-    dataset: h5py.Dataset
-    labels: dict[int, str] | None = None
-    weights: h5py.Dataset | None = None
-    index: h5py.Dataset | None = None
-    value_range: tuple[float, float] | None = None
-
-    def values(self, start: int, stop: int) -> np.ndarray:
-        """Values for steps ``[start, stop)``: ``(n,)``, or ``(n, K)`` ids for wordvec tracks."""
-        if self.index is not None:
-            rows = np.asarray(self.index[start:stop]).astype(np.int64)
-            return _take_rows(self.dataset, rows)
-        return np.asarray(self.dataset[start:stop])
-
-    def weights_for(self, start: int, stop: int) -> np.ndarray | None:
-        if self.weights is None:
-            return None
-        if self.index is not None:
-            return _take_rows(self.weights, np.asarray(self.index[start:stop]).astype(np.int64))
-        return np.asarray(self.weights[start:stop])
-
-    def label(self, value: Any) -> str:
-        if self.labels is None:
-            return str(value)
-        return self.labels.get(int(value), str(value))
-
-
-def _take_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
-    if rows.size == 0:
-        return np.zeros((0,) + dataset.shape[1:], dtype=dataset.dtype)
-    lo, hi = int(rows.min()), int(rows.max()) + 1
-    block = np.asarray(dataset[lo:hi])
-    return block[rows - lo]
-
-
-@dataclass
 class Project:
     """One opened project. ``id`` is the folder path relative to the data folder it was found in."""
 
@@ -112,6 +73,7 @@ class Project:
     meta: dict[str, MetaTrack]
     sequence_starts: np.ndarray | None
     config: dict = field(repr=False, default_factory=dict)
+    genome: Any = None                 # gpu_matcher.genome.coords.Genome of a genome project
     _files: DataFiles | None = field(repr=False, default=None)
     _token_index: dict[str, int] | None = field(repr=False, default=None)
 
@@ -124,6 +86,9 @@ class Project:
 
     @property
     def default_source(self) -> str:
+        if not self.sources:
+            raise ProjectError(f"{self.path / CONFIG_NAME}: the project has no states yet; add a source "
+                               "(gpu_matcher.io.sources.add_source, lstmvis extract-genome)")
         return next(iter(self.sources))
 
     def word_ids(self, start: int, stop: int) -> np.ndarray:
@@ -194,6 +159,10 @@ class Project:
         }
 
     def close(self) -> None:
+        for track in self.meta.values():
+            closer = getattr(track, "close", None)
+            if closer is not None:
+                closer()
         if self._files is not None:
             self._files.close()
 
@@ -236,11 +205,13 @@ def open_project(path: str | os.PathLike, project_id: str | None = None,
 
 
 def _build(folder, config_path, config, files, h5, project_id, cache_dir) -> Project:
-    # --- states (sources) ----------------------------------------------------------------------
-    states = _section(config, "states", config_path)
+    # --- states (sources); a genome project may have none yet ------------------------------------
+    is_genome = config.get("genome") is not None
+    states = _section(config, "states", config_path, required=not is_genome) or {}
     types = states.get("types")
-    if not isinstance(types, list) or not types:
+    if not (is_genome and not states) and (not isinstance(types, list) or not types):
         raise ProjectError(f"{config_path}: key states.types must be a non-empty list")
+    types = types or []
     default_file = states.get("file")
     sources: dict[str, Source] = {}
     T: int | None = None
@@ -276,16 +247,15 @@ def _build(folder, config_path, config, files, h5, project_id, cache_dir) -> Pro
             transform=transform, unsigned=bool(entry.get("unsigned", states.get("unsigned", False))),
             layer=entry.get("layer"), state_type=str(entry.get("type", "state")),
             cache_dir=cache_dir)
-    assert T is not None
 
     def check_length(dataset: h5py.Dataset, file_key: str, where: str, ndim: tuple[int, ...]) -> None:
         if dataset.ndim not in ndim:
             raise ProjectError(f"{h5.path_of(file_key, where)}: dataset {dataset.name.lstrip('/')!r} "
                                f"has shape {dataset.shape}; expected {' or '.join(f'{n}-D' for n in ndim)} ({where})")
         if dataset.shape[0] != T:
+            theirs = f"shape {sources[first_name].shape}" if sources else "the word timeline's length"
             raise ProjectError(f"{h5.path_of(file_key, where)}: dataset {dataset.name.lstrip('/')!r} "
-                               f"has shape {dataset.shape} but the states have T={T} "
-                               f"(shape {sources[first_name].shape}) ({where})")
+                               f"has shape {dataset.shape} but the states have T={T} ({theirs}) ({where})")
 
     # --- the word timeline ---------------------------------------------------------------------
     dictionary: dict[int, str] = {}
@@ -294,9 +264,15 @@ def _build(folder, config_path, config, files, h5, project_id, cache_dir) -> Pro
     if ws is not None:
         wfile = str(_need(ws, "file", "word_sequence", config_path))
         words = h5.dataset(wfile, str(_need(ws, "path", "word_sequence", config_path)), "word_sequence")
+        if T is None:
+            T = int(words.shape[0])           # a genome project without states: the bases set T
         check_length(words, wfile, "word_sequence", (1,))
         if ws.get("dict_file") is not None:
             dictionary = read_dictionary(h5.path_of(str(ws["dict_file"]), "word_sequence.dict_file"))
+
+    if T is None:
+        raise ProjectError(f"{config_path}: a genome project without states needs a word_sequence (the bases)")
+    genome = _read_genome(config, config_path, h5, T) if is_genome else None
 
     # --- meta tracks ---------------------------------------------------------------------------
     meta: dict[str, MetaTrack] = {}
@@ -306,6 +282,12 @@ def _build(folder, config_path, config, files, h5, project_id, cache_dir) -> Pro
         if not isinstance(m, dict):
             raise ProjectError(f"{config_path}: {where} must be a mapping")
         vis = m.get("vis") or {}
+        if str(m.get("type", "")).lower() in ("intervals", "bigwig"):
+            from gpu_matcher.genome.readers import load_track
+
+            meta[str(mname)] = load_track(str(mname), m, str(m["type"]).lower(), h5, T, genome, config_path,
+                                          _parse_range(vis.get("range"), config_path, where))
+            continue
         kind = str(vis.get("type", m.get("type", "scalar"))).lower()
         if kind not in META_KINDS:
             raise ProjectError(f"{config_path}: {where}.vis.type is {kind!r}; expected one of {META_KINDS}")
@@ -352,12 +334,30 @@ def _build(folder, config_path, config, files, h5, project_id, cache_dir) -> Pro
             raise ProjectError(f"{h5.path_of(sfile, 'sequences')}: dataset {seq['path']!r} must hold "
                                f"strictly increasing starts in [0, {T}) (shape {starts.shape})")
         sequence_starts = starts
+    if genome is not None and (sequence_starts is None or not np.array_equal(sequence_starts, genome.starts)):
+        raise ProjectError(f"{config_path}: the contigs of genome.chrom_sizes start at "
+                           f"{genome.starts[:5].tolist()}..., but 'sequences' starts at "
+                           f"{None if sequence_starts is None else sequence_starts[:5].tolist()}; "
+                           "each contig must be one sequence, in the same order")
 
     name = str(config.get("name") or folder.resolve().name)
     return Project(id=project_id if project_id is not None else folder.resolve().name,
                    path=folder, name=name, description=str(config.get("description") or name),
                    T=T, sources=sources, word_ids_dataset=words, dictionary=dictionary, meta=meta,
-                   sequence_starts=sequence_starts, config=config, _files=h5)
+                   sequence_starts=sequence_starts, config=config, _files=h5, genome=genome)
+
+
+def _read_genome(config: dict, config_path: Path, h5: DataFiles, T: int):
+    """The ``genome`` section's contigs (``chrom_sizes``: a files key), checked against ``T``."""
+    from gpu_matcher.genome.coords import Genome
+
+    section = _section(config, "genome", config_path)
+    key = str(_need(section, "chrom_sizes", "genome", config_path))
+    path = h5.path_of(key, "genome.chrom_sizes")
+    genome = Genome.read(path)
+    if genome.T != T:
+        raise ProjectError(f"{path}: the contig lengths sum to {genome.T:,}, but the timeline has T={T:,} steps")
+    return genome
 
 
 def _parse_range(value: Any, config_path: Path, where: str) -> tuple[float, float] | None:

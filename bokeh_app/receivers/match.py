@@ -40,10 +40,11 @@ class MatchReceiver:
         job = self.job(s.worker.renew("match"))
         if not job.cells:
             self.show(job, None)
-            return
-        s.mv.busy.visible = True
-        s.worker.submit("match", lambda: self.compute(job), lambda answer: self.show(job, answer),
-                        generation=job.generation, delay=MATCH_AFTER_SELECT_S)
+        else:
+            s.mv.busy.visible = True
+            s.worker.submit("match", lambda: self.compute(job), lambda answer: self.show(job, answer),
+                            generation=job.generation, delay=MATCH_AFTER_SELECT_S)
+        s.overview.request()                         # the overview strip's n(t) follows S (after the match)
 
     def compute(self, job: MatchJob) -> MatchResult:
         """The engine's exact top-N and the word matrix around each match (runs in the worker)."""
@@ -63,6 +64,7 @@ class MatchReceiver:
                     self._show_failure(result)
             finally:
                 s.mv.busy.visible = False            # last: hidden in the same repaint as the rows
+        s.overview.draw()                            # the matches' cover in the overview strip
 
     def _show_failure(self, error) -> None:
         self.clear()
@@ -87,11 +89,15 @@ class MatchReceiver:
         self.show_summaries(result.matrix)
         self.apply_colour()
         mv.matches.selected.indices = []
-        mv.matches.data = columns.match_rows(ms, md.context_left, md.columns)
+        mv.matches.data = columns.match_rows(ms, md.context_left, md.columns, s.locator.where)
         summary = (f"{len(ms)} matches of {len(job.cells)} cells · threshold {job.threshold:g}, "
                    f"L={job.left}, R={job.right} · click a row to show it above")
-        mv.words.data = columns.matrix_columns(result.matrix.words,
-                                               [result.matrix.row_labels[i] for i in range(len(ms))], summary)
+        if s.locator.genome is None:
+            labels, header = [result.matrix.row_labels[i] for i in range(len(ms))], columns.ROW_HEADER
+        else:                                        # a genome's rows: their coordinates
+            labels = [columns.genome_row_label(i, m, s.locator.where(m.start)) for i, m in enumerate(ms)]
+            header = columns.GENOME_ROW_HEADER
+        mv.words.data = columns.matrix_columns(result.matrix.words, labels, summary, header)
         if s.stats is not None:
             s.stats.after_match(job, result.stats)
 
@@ -149,7 +155,7 @@ class MatchReceiver:
         i = indices[0]
         m = self.matches[i]
         s.go(m.start - s.window // 4, focus=(m.start, m.end),
-             message=f"Match #{i + 1}: steps {m.start:,}–{m.end:,} (length {m.length}, inter {m.inter}, "
+             message=f"Match #{i + 1}: {s.locator.span_text(m.start, m.end + 1)} (length {m.length}, inter {m.inter}, "
                      f"union {m.union}), marked in orange above.")
         with s.batch():
             s.mv.matches.selected.indices = []

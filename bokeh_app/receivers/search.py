@@ -7,10 +7,14 @@ import html
 from bokeh_app import columns
 from bokeh_app.worker import failure
 from gpu_matcher import ProjectError
+from gpu_matcher.genome import motif
 
 
-def find(engine, phrase: str, limit: int) -> tuple[list[str], int, list[int], list[str]]:
-    """(tokens, number of hits, the first ``limit`` hits, each hit in context): plain data, any thread."""
+def find(engine, phrase: str, limit: int, strands: str = "both") -> tuple[list[str], int, list[int], list[str]]:
+    """(tokens, number of hits, the first ``limit`` hits, each hit in context): plain data, any thread.
+    A genome project's phrase is a motif (IUPAC, ``strands`` "both" or "+"; ``find_motif``)."""
+    if engine.project.genome is not None:
+        return find_motif(engine.project, phrase, limit, strands)
     tokens = engine.tokenize(phrase)
     hits = engine.search(phrase)
     shown = [int(h) for h in hits[:limit]]
@@ -19,6 +23,16 @@ def find(engine, phrase: str, limit: int) -> tuple[list[str], int, list[int], li
     contexts = [f"{' '.join(tok(h - 2, h))} [{' '.join(tok(h, h + n))}] {' '.join(tok(h + n, h + n + 3))}".strip()
                 for h in shown]
     return tokens, len(hits), shown, contexts
+
+
+def find_motif(project, pattern: str, limit: int, strands: str) -> tuple[list[str], int, list[int], list[str]]:
+    """A motif's hits (``gpu_matcher.genome.motif.find``), each in context: ``acg[TGCA]ca -`` (the strand)."""
+    hits = motif.find(project, pattern, strands=strands)
+    starts, marks = hits.starts[:limit].tolist(), hits.strands[:limit].tolist()
+    n, tok = hits.length, project.tokens
+    contexts = [f"{''.join(tok(h - 4, h)).lower()}[{''.join(tok(h, h + n))}]{''.join(tok(h + n, h + n + 4)).lower()} "
+                f"{mark}" for h, mark in zip(starts, marks)]
+    return [pattern.strip().upper()], len(hits), starts, contexts
 
 
 #: Longest phrase searched (characters): a client may send a value of any length.
@@ -51,7 +65,8 @@ class SearchReceiver:
         engine, limit = s.engine, s.defaults.search_max_results
         sv.search_info.text = html.escape(f"Searching for “{phrase[:80]}”…")
         # In the worker: the words may still be loading, or a source's layout building, for this project.
-        s.worker.submit("search", lambda: find(engine, phrase, limit), lambda found: self.show(phrase, found))
+        strands = "both" if s.ov.strands is None or 0 in s.ov.strands.active else "+"
+        s.worker.submit("search", lambda: find(engine, phrase, limit, strands), lambda found: self.show(phrase, found))
 
     def show(self, phrase: str, found) -> None:
         s, sv = self.s, self.s.sv
@@ -67,9 +82,11 @@ class SearchReceiver:
         limit = s.defaults.search_max_results
         phrase_text = " ".join(tokens)
         with s.batch():
-            self.hits, self.length = shown, max(1, len(tokens))
+            self.hits = shown
+            self.length = max(1, len(tokens) if s.locator.genome is None else len(tokens[0]))
             sv.search_hits.selected.indices = []
-            sv.search_hits.data = columns.search_columns(shown, contexts)
+            sv.search_hits.data = columns.search_columns(
+                shown if s.locator.genome is None else [s.locator.where(h) for h in shown], contexts)
             more = f" (first {limit} listed)" if total > limit else ""
             # A Div's text is HTML: the phrase is the user's (or a crafted link's), so it is escaped.
             sv.search_info.text = html.escape(f"{total:,} occurrence(s) of “{phrase_text}”{more}")
@@ -84,4 +101,4 @@ class SearchReceiver:
         i = indices[0]
         hit = self.hits[i]
         self.s.go(hit - self.s.window // 4, focus=(hit, hit + self.length - 1),
-                  message=f"Occurrence {i + 1} at step {hit:,}.")
+                  message=f"Occurrence {i + 1} at {self.s.locator.where(hit)}.")

@@ -101,7 +101,17 @@ class SelectReceiver:
         if mapper.high != max(1, len(cells)):          # the n(t) strip's colour bar: 0 .. |S|
             mapper.high = max(1, len(cells))
             sv.count_plot.right[0].ticker.ticks = [0, max(1, len(cells))]
-        sv.highlight.args = {"cells": [int(c) for c in cells], "stride": W + 1}
+        if s.navigate.dense:
+            sv.highlight.args = {"cells": [int(c) for c in cells], "stride": W + 1}
+        else:                  # the traces are S's only (receivers.window): trace i is cell cells[i]
+            values = s.navigate.values[:, cells] if cells else np.zeros((W, 0), np.float32)
+            y = columns.trace_y(columns.padded(values, W))
+            if s.navigate.trace_layout == ("S", W, len(cells)):
+                sv.traces.data.update(y=y)
+            else:
+                sv.traces.data = {"x": columns.trace_x(W, len(cells)), "y": y}
+                s.navigate.trace_layout = ("S", W, len(cells))
+            sv.highlight.args = {"cells": list(range(len(cells))), "stride": W + 1, "map": [int(c) for c in cells]}
         sv.brush_boxes.data = columns.brush_box_columns(st.brush, st.pos, st.left, st.right, BRUSH_COLOR,
                                                         MARGIN_COLOR)
         sv.pattern.data = columns.pattern_columns(st.left, (st.brush[1] - st.brush[0] + 1) if st.brush else 0,
@@ -189,8 +199,9 @@ class SelectReceiver:
             end = seq_hi - 1
             note = f" (cut at the sequence boundary at {seq_hi})"
         s.state = s.state.with_(brush=(start, end), add=(), remove=())
-        words = " ".join(s.project.tokens(start, min(end + 1, start + 8)))
-        self.changed(lambda k: f"Brushed steps {start}–{end} “{words}{' …' if end - start >= 8 else ''}”"
+        words = ("" if s.locator.genome is not None else " ").join(s.project.tokens(start, min(end + 1, start + 8)))
+        where = f"steps {start}–{end}" if s.locator.genome is None else s.locator.span_text(start, end + 1)
+        self.changed(lambda k: f"Brushed {where} “{words}{' …' if end - start >= 8 else ''}”"
                                f"{note}: {k} cells selected.")
 
     def on_threshold(self, value) -> None:

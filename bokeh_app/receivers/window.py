@@ -8,16 +8,22 @@ import numpy as np
 from bokeh_app import columns, queries
 from bokeh_app.state import client_number
 from bokeh_app.views.common import SCALAR_PALETTE
-from bokeh_app.views.select import label_orientation
+from bokeh_app.views.select import add_envelope, label_orientation
 
 
 class WindowReceiver:
     def __init__(self, session):
         self.s = session
-        self._trace_layout: tuple[int, int] | None = None     # (W, D) of the sent trace x column
+        self.trace_layout: tuple | None = None    # ("all", W, D) or ("S", W, |S|): the sent trace x column
         self._y_key: tuple | None = None                      # (source, drawn scale) of the y range shown
         self._y: tuple[float, float] = (-1.0, 1.0)
         self.values = np.zeros((0, 0), np.float32)            # the window's values as drawn (W, D)
+        self._shown_width: int | None = None                   # W of the x range and ticks shown
+
+    @property
+    def dense(self) -> bool:
+        """Every cell's trace is sent (else S's only, over the band of all cells: ``TRACE_VERTICES``)."""
+        return self.s.window * self.s.src.D <= columns.TRACE_VERTICES
 
     def connect(self) -> None:
         s, sv = self.s, self.s.sv
@@ -25,7 +31,6 @@ class WindowReceiver:
         sv.forward.on_click(lambda: self.go(s.state.pos + s.window))
         sv.position.on_change("value", lambda attr, old, new: self.go(new, user=True))
         sv.word_width.on_change("value", lambda attr, old, new: self.on_word_width(new))
-        sv.track_toggle.on_change("active", lambda attr, old, new: self.on_tracks(new))
 
     # --- showing the window ----------------------------------------------------------------------
     def apply(self) -> None:
@@ -45,27 +50,43 @@ class WindowReceiver:
             values = s.engine.quantile_units(st.source, start, stop).astype(np.float32)
         lo, hi = self.y_range()
         self.values = values                           # as drawn: a click on a trace finds its cell
-        y = columns.trace_y(columns.padded(values, W))
         sv.clipped.data = columns.clipped_columns(values, lo, hi)
-        if self._trace_layout != (W, D):
-            sv.traces.data = {"x": columns.trace_x(W, D), "y": y}
-            self._trace_layout = (W, D)
+        if not self.dense:           # too many vertices (a wide window of a wide source): S's traces only
+            if "envelope" not in sv.extra:
+                sv.extra["envelope"] = add_envelope(sv.plot)
+            sv.extra["envelope"].data = columns.envelope_columns(columns.padded(values, W))
+            if self.trace_layout is not None and self.trace_layout[0] != "S":
+                self.trace_layout = None              # (receivers.select.apply sends S's traces)
+        elif self.trace_layout != ("all", W, D):
+            sv.traces.data = {"x": columns.trace_x(W, D), "y": columns.trace_y(columns.padded(values, W))}
+            if "envelope" in sv.extra:
+                sv.extra["envelope"].data = columns.envelope_columns(np.zeros((0, 0)))
+        else:
+            sv.traces.data.update(y=columns.trace_y(columns.padded(values, W)))
+        if self._shown_width != W:
+            self._shown_width = W
             sv.x_range.update(start=-0.5, end=W - 0.5)
             sv.plot.xaxis.ticker.ticks = list(range(W))
             angle, size = label_orientation(s.word_width)
             sv.plot.xaxis.major_label_orientation = angle
             sv.plot.xaxis.major_label_text_font_size = size
+        if self.dense:
+            self.trace_layout = ("all", W, D)
+        if s.word_width < columns.LABEL_MIN_PX:       # no room for words: positions every so many steps
+            ticks = columns.position_ticks(start, W, s.word_width)
+            sv.plot.xaxis.ticker.ticks = ticks
+            sv.plot.xaxis.major_label_orientation = 0.0
+            sv.plot.xaxis.major_label_overrides = {i: s.locator.tick(start + i) for i in ticks}
         else:
-            sv.traces.data.update(y=y)
-        sv.plot.xaxis.major_label_overrides = columns.word_labels(ctx.words, s.word_width if s.word_width >= 48
-                                                                  else 90)
+            sv.plot.xaxis.major_label_overrides = columns.word_labels(ctx.words, s.word_width if s.word_width >= 48
+                                                                      else 90)
         sv.boundaries.data = columns.boundary_columns(s.project.sequence_bounds(), start, stop)
         room = max(s.word_width, 16)
         for name in s.shown_tracks:
             track = s.project.meta[name]
             sv.tracks[name].source.data = columns.track_columns(
                 track.kind, ctx.meta[name], W, room, track.label, weights=ctx.meta_weights.get(name),
-                value_range=track.value_range, palette=SCALAR_PALETTE)
+                value_range=track.value_range, palette=SCALAR_PALETTE, labels=s.word_width >= columns.LABEL_MIN_PX)
             mapper = sv.tracks[name].mapper
             if mapper is not None:
                 lo, hi = columns.scalar_bounds(ctx.meta[name][:W], track.value_range)
@@ -99,13 +120,12 @@ class WindowReceiver:
         stop = min(st.pos + s.window, s.project.T)
         seq_lo, seq_hi = s.project.sequence_of(st.pos)
         # The title follows the window only: a title change re-lays out the plot (a full repaint).
+        if s.locator.genome is not None:
+            s.sv.plot.title.text = (f"{s.locator.span_text(st.pos, stop)} ({stop - st.pos:,} bases) · "
+                                    f"{s.src.label} · D = {s.src.D}")
+            return
         s.sv.plot.title.text = (f"steps {st.pos:,}–{stop - 1:,} of {s.project.T:,} · sequence "
                                 f"{seq_lo:,}–{seq_hi - 1:,} · {s.src.label} · D = {s.src.D}")
-
-    def show_tracks(self) -> None:
-        shown = set(self.s.shown_tracks)
-        for name, tv in self.s.sv.tracks.items():
-            tv.plot.visible = name in shown
 
     # --- callbacks -------------------------------------------------------------------------------
     def go(self, pos, user: bool = False, focus: tuple[int, int] | None = None,
@@ -130,7 +150,8 @@ class WindowReceiver:
             return
         s.user_acted()
         with s.batch():
-            s.say(message or f"Steps {pos:,}–{min(pos + s.window, s.project.T) - 1:,}.")
+            span = s.locator.span_text(pos, min(pos + s.window, s.project.T))
+            s.say(message or f"{span[0].upper()}{span[1:]}.")
             if pos != s.state.pos:
                 s.state = s.state.with_(pos=pos)
                 s.show_window()
@@ -160,18 +181,3 @@ class WindowReceiver:
             s.state = s.state.with_(pos=s.clamp_pos(s.state.pos))
             s.show_window()
             s.sync_url()
-
-    def on_tracks(self, active: list[int]) -> None:
-        s = self.s
-        if s.quiet:
-            return
-        s.user_acted()
-        names = list(s.project.meta)
-        shown = tuple(names[i] for i in sorted(active) if 0 <= i < len(names))
-        s.state = s.state.with_(tracks=None if len(shown) == len(names) else shown)
-        with s.batch():
-            s.say(f"Meta tracks shown: {', '.join(shown) or 'none'}.")
-            s.show_tracks()
-            s.show_window()
-            s.sync_url()
-        s.match.request()

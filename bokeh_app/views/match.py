@@ -48,6 +48,7 @@ class MatchView:
     column_plot: object = None                # the heatmaps under the matrix, one row per heatmap
     columns: ColumnDataSource = None          # x y track offset value share text color alpha text_color
     column_labels: ColumnDataSource = None    # the row names (x y text), left of the cells
+    heatmap_row: Row = None                   # the matrix, then the shown heatmaps in order
 
 
 def heatmap_mapper(kind: str) -> LinearColorMapper:
@@ -75,9 +76,39 @@ def heatmap_legend(name: str, kind: str, mapper: LinearColorMapper, width: int,
                     ticker=BasicTicker(desired_num_ticks=3)), "below"
 
 
+def build_heatmap(name: str, kind: str, y_range: Range1d, defaults: UIDefaults,
+                  labels: dict[int, str] | None = None) -> Heatmap:
+    """The heatmap of ``n(t)`` or of one meta track over the top matches, with its colour bar."""
+    md = defaults.match
+    rows, columns = md.top, md.columns
+    height = (rows + 1) * md.row_px
+    source = ColumnDataSource(name=f"match_heatmap_{name}", data=empty_image(rows, columns))
+    mapper = heatmap_mapper(kind)
+    hp = figure(name=f"match_heatmap_plot_{name}", x_range=Range1d(-0.5, columns - 0.5),
+                y_range=y_range, frame_width=columns * md.heatmap_cell_px, frame_height=height,
+                tools="", toolbar_location=None, x_axis_location="above", min_border_left=6,
+                min_border_right=6, title=None)
+    hp.image(image="image", x="x", y="y", dw="dw", dh="dh", source=source, color_mapper=mapper)
+    hp.yaxis.visible = False
+    hp.grid.visible = False
+    hp.outline_line_color = "#dddddd"
+    hp.xaxis.ticker = FixedTicker(ticks=[(columns - 1) / 2])
+    hp.xaxis.major_label_overrides = {(columns - 1) / 2: name}
+    hp.xaxis.major_tick_line_color = None
+    hp.xaxis.axis_line_color = None
+    # A name wider than the heatmap gets border room on both sides rather than being cut.
+    over = max(0, text_px(name) - columns * md.heatmap_cell_px) // 2 + 6
+    hp.min_border_left = hp.min_border_right = over
+    legend, side = heatmap_legend(name, kind, mapper, columns * md.heatmap_cell_px, labels)
+    hp.add_layout(legend, side)
+    lean(hp)
+    return Heatmap(name=name, plot=hp, source=source, mapper=mapper)
+
+
 def build_match_view(*, tracks: list[tuple[str, str]], defaults: UIDefaults,
                      labels: dict[str, dict[int, str]] | None = None) -> MatchView:
-    """``tracks``: (name, kind) of the project's meta tracks, each getting a heatmap with its colour bar;
+    """``tracks``: (name, kind) of the shown meta tracks, each getting a heatmap with its colour bar (a
+    track shown later gets its own then, ``receivers.tracks``);
     ``labels``: a discrete track's label names by id (its colour bar's ticks)."""
     md = defaults.match
     rows, columns = md.top, md.columns
@@ -88,7 +119,7 @@ def build_match_view(*, tracks: list[tuple[str, str]], defaults: UIDefaults,
 
     matches = ColumnDataSource(name="matches", data={
         "start": [], "end": [], "length": [], "inter": [], "union": [], "row": [], "span_x": [],
-        "span_w": []})
+        "span_w": [], "where": []})
     words = ColumnDataSource(name="match_words", data=matrix_columns())
     background = ColumnDataSource(name="match_background", data=empty_image(rows, columns))
 
@@ -119,31 +150,11 @@ def build_match_view(*, tracks: list[tuple[str, str]], defaults: UIDefaults,
               name="match_text")
     plot.add_tools(TapTool(renderers=[row_marks]),
                    HoverTool(renderers=[row_marks], tooltips=[
-                       ("start", "@start"), ("end", "@end"), ("length", "@length"),
+                       ("at", "@where"), ("start", "@start"), ("end", "@end"), ("length", "@length"),
                        ("inter", "@inter"), ("union", "@union"), ("", "click: show in the select view")]))
 
-    heatmaps: dict[str, Heatmap] = {}
-    for name, kind in [(COUNT_HEATMAP, "count")] + list(tracks):
-        source = ColumnDataSource(name=f"match_heatmap_{name}", data=empty_image(rows, columns))
-        mapper = heatmap_mapper(kind)
-        hp = figure(name=f"match_heatmap_plot_{name}", x_range=Range1d(-0.5, columns - 0.5),
-                    y_range=y_range, frame_width=columns * md.heatmap_cell_px, frame_height=height,
-                    tools="", toolbar_location=None, x_axis_location="above", min_border_left=6,
-                    min_border_right=6, title=None)
-        hp.image(image="image", x="x", y="y", dw="dw", dh="dh", source=source, color_mapper=mapper)
-        hp.yaxis.visible = False
-        hp.grid.visible = False
-        hp.outline_line_color = "#dddddd"
-        hp.xaxis.ticker = FixedTicker(ticks=[(columns - 1) / 2])
-        hp.xaxis.major_label_overrides = {(columns - 1) / 2: name}
-        hp.xaxis.major_tick_line_color = None
-        hp.xaxis.axis_line_color = None
-        # A name wider than the heatmap gets border room on both sides rather than being cut.
-        over = max(0, text_px(name) - columns * md.heatmap_cell_px) // 2 + 6
-        hp.min_border_left = hp.min_border_right = over
-        legend, side = heatmap_legend(name, kind, mapper, columns * md.heatmap_cell_px, (labels or {}).get(name))
-        hp.add_layout(legend, side)
-        heatmaps[name] = Heatmap(name=name, plot=hp, source=source, mapper=mapper)
+    heatmaps = {name: build_heatmap(name, kind, y_range, defaults, (labels or {}).get(name))
+                for name, kind in [(COUNT_HEATMAP, "count")] + list(tracks)}
 
     # Under the matrix: one row per heatmap, its columns on the word matrix's x range.
     summary_rows = 1 + len(tracks)
@@ -176,9 +187,9 @@ def build_match_view(*, tracks: list[tuple[str, str]], defaults: UIDefaults,
                  background_fill_color="#e8f1fb", background_fill_alpha=0.95, border_line_color="#90b4dc",
                  padding=6, visible=False, level="overlay")
     plot.add_layout(busy)
-    lean(plot, cp, *[h.plot for h in heatmaps.values()])
-    layout = Column(section("match view: the top matches of S (exact)"), colour,
-                    Row(Column(plot, cp), *[h.plot for h in heatmaps.values()]), name="match_view")
-    return MatchView(plot=plot, matches=matches, words=words, background=background,
+    lean(plot, cp)
+    heatmap_row = Row(Column(plot, cp), *[h.plot for h in heatmaps.values()])
+    layout = Column(section("match view: the top matches of S (exact)"), colour, heatmap_row, name="match_view")
+    return MatchView(heatmap_row=heatmap_row, plot=plot, matches=matches, words=words, background=background,
                      background_renderer=bg_renderer, heatmaps=heatmaps, colour=colour, busy=busy,
                      layout=layout, column_plot=cp, columns=columns_source, column_labels=column_labels)

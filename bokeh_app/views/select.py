@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from bokeh.models import (BasicTicker, BoxAnnotation, BoxSelectTool, Button, CheckboxGroup, ColorBar, Column, ColumnDataSource,
+from bokeh.models import (BasicTicker, BoxAnnotation, BoxSelectTool, Button, ColorBar, Column, ColumnDataSource,
                           LinearColorMapper,
                           CustomJS, CustomJSHover, CustomJSTransform, DataTable, Div, FixedTicker, HoverTool,
                           NumericInput, Range1d, Row, SaveTool, Select, Slider, Span, Spinner,
@@ -25,6 +25,7 @@ from bokeh_app.config import UIDefaults
 from bokeh_app.state import MAX_MIN_LENGTH
 from bokeh_app.views.common import (COUNT_PALETTE, FADED_COLOR, FOCUS_COLOR, MARGIN_COLOR, PAGE_CSS,
                                     SCALAR_PALETTE, SELECTED_COLOR, THRESHOLD_COLOR, lean, section)
+from bokeh_app.views.tracks import TrackPicker, build_track_picker
 
 LEFT_BORDER = 110          # px left of every strip's frame, so the strips line up under the plot
 
@@ -49,7 +50,11 @@ for (let i = 0; i < xs.length; i++) {
 return out;
 """
 
-CELL_OF_VERTEX_JS = "return String(Math.floor(value / highlight.args.stride));"
+CELL_OF_VERTEX_JS = """
+const i = Math.floor(value / highlight.args.stride);
+const map = highlight.args.map;
+return String(map ? map[i] : i);
+"""
 
 
 @dataclass
@@ -98,12 +103,24 @@ class SelectView:
     search_hits: ColumnDataSource
     search_table: DataTable
     search_info: Div
-    track_toggle: CheckboxGroup
+    track_toggle: TrackPicker
     layout: object
     extra: dict = field(default_factory=dict)
     scale: Select | None = None
     min_length: Spinner | None = None
     clipped: ColumnDataSource | None = None
+
+
+def add_envelope(plot) -> ColumnDataSource:
+    """The band of all cells' values (min-max, quartiles) under S's traces, for a window too wide to send
+    every cell's trace (``receivers.window.dense``); added to ``plot`` the first time one is shown."""
+    envelope = ColumnDataSource(name="envelope", data={k: np.zeros(0, np.float32) for k in ("x", "lo", "hi", "q1", "q3")})
+    plot.varea(x="x", y1="lo", y2="hi", source=envelope, fill_color=FADED_COLOR, fill_alpha=0.22, name="envelope_range",
+               level="underlay")
+    plot.varea(x="x", y1="q1", y2="q3", source=envelope, fill_color=FADED_COLOR, fill_alpha=0.45,
+               name="envelope_quartiles", level="underlay")
+    lean(plot)
+    return envelope
 
 
 def left_border(labels) -> int:
@@ -162,8 +179,10 @@ def strip_legend(name: str, mapper: LinearColorMapper, height: int, ticker=None)
 
 
 def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str, str, int]],
-                      defaults: UIDefaults, unit_box=None) -> SelectView:
-    """The select view's models. ``sources``: (name, label); ``tracks``: (name, kind, rows)."""
+                      defaults: UIDefaults, unit_box=None, shown: list[str] | None = None) -> SelectView:
+    """The select view's models. ``sources``: (name, label); ``tracks``: (name, kind, rows) of every meta
+    track; ``shown``: the tracks whose strips are built now, in order (None: all; ``receivers.tracks``
+    builds the others' when they are shown)."""
     sd = defaults.select
     x_range = Range1d(-0.5, 9.5, name="select_x_range")
     border = left_border([name if rows <= 1 else f"{name} #1" for name, _, rows in tracks])
@@ -238,7 +257,9 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
     # 0 and |S| (receivers.select keeps both in step with S).
     count_plot.add_layout(strip_legend("count_legend", count_mapper, 24, FixedTicker(ticks=[0, 1])), "right")
 
-    track_views = {name: build_track(name, kind, rows, x_range, defaults, border) for name, kind, rows in tracks}
+    shown = [name for name, _, _ in tracks] if shown is None else list(shown)
+    kinds = {name: (kind, rows) for name, kind, rows in tracks}
+    track_views = {name: build_track(name, *kinds[name], x_range, defaults, border) for name in shown}
 
     # --- side panel ----------------------------------------------------------------------------------
     threshold = Slider(name="threshold", title="threshold", start=-1, end=1, value=0.3, step=0.01,
@@ -305,8 +326,7 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
                              columns=[TableColumn(field="pos", title="step", width=60),
                                       TableColumn(field="context", title="context", width=190)])
     search_info = Div(name="search_info", text="", width=250, stylesheets=[PAGE_CSS])
-    track_toggle = CheckboxGroup(name="tracks", labels=[name for name, _, _ in tracks],
-                                 active=list(range(len(tracks))), inline=True)
+    picker = build_track_picker([name for name, _, _ in tracks], shown)
     toolbar_row = Row(source_select, word_width, back, position, forward, search,
                       styles={"align-items": "end", "gap": "6px"})
     strips = Column(plot, count_plot, *[t.plot for t in track_views.values()])
@@ -316,7 +336,7 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
         min_length,
         section("selected cells S"), selection_table, Row(cell_input, add_button, remove_button),
         reset_button, *([unit_box] if unit_box is not None else []),
-        section("meta tracks"), track_toggle if tracks else Div(text="(none in this project)"),
+        section("meta tracks"), picker.layout if tracks else Div(text="(none in this project)"),
         section("search results"), search_info, search_table,
         width=270)
     lean(plot, count_plot, pattern_plot, *[t.plot for t in track_views.values()])
@@ -330,10 +350,12 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
         add_button=add_button, remove_button=remove_button, reset_button=reset_button,
         source_select=source_select, word_width=word_width, back=back, forward=forward,
         position=position, search=search, search_hits=search_hits, search_table=search_table,
-        search_info=search_info, track_toggle=track_toggle, layout=layout, scale=scale,
+        search_info=search_info, track_toggle=picker, layout=layout, scale=scale,
         min_length=min_length, clipped=clipped)
     view.extra["base_line"] = base
     view.extra["count_mapper"] = count_mapper
+    view.extra["strips"] = strips                # plot, n(t), then the shown tracks' strips in order
+    view.extra["border"] = border
     return view
 
 

@@ -24,7 +24,7 @@ __all__ = ["COMMAND_MODULES", "ENTRY_POINT_GROUP", "build_parser", "command_plug
 
 #: The engine's subcommand modules (nothing heavy at import: `lstmvis match` never imports Bokeh).
 COMMAND_MODULES = ("gpu_matcher.cli.match", "gpu_matcher.cli.stats", "gpu_matcher.cli.unit", "gpu_matcher.cli.data",
-                   "gpu_matcher.extract.hf", "gpu_matcher.io.spans")
+                   "gpu_matcher.extract.hf", "gpu_matcher.io.spans", "gpu_matcher.genome.cli")
 #: Entry point group through which other packages add subcommands: ``name = "module:register"``.
 ENTRY_POINT_GROUP = "lstmvis.commands"
 

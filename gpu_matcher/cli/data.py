@@ -16,11 +16,16 @@ from gpu_matcher.errors import ProjectError
 
 
 def cmd_demo(args) -> int:
-    from gpu_matcher.demo import PROJECT_NAME, ensure_demo
+    from gpu_matcher.demo import PROJECT_NAME, ensure_demo, ensure_genome_demo
 
     t0 = time.perf_counter()
-    data_dir = ensure_demo(args.out, force=args.force)
-    print(f"demo project: {data_dir / PROJECT_NAME} ({time.perf_counter() - t0:.1f} s)")
+    if args.genome:
+        from gpu_matcher.demo.genome_demo import PROJECT_NAME as name
+
+        data_dir = ensure_genome_demo(args.out, force=args.force)
+    else:
+        data_dir, name = ensure_demo(args.out, force=args.force), PROJECT_NAME
+    print(f"demo project: {data_dir / name} ({time.perf_counter() - t0:.1f} s)")
     print(f"explore it:   lstmvis serve {data_dir}")
     return 0
 
@@ -94,14 +99,65 @@ def load_model(spec: str):
     return model
 
 
+def load_genome_model(spec: str):
+    """``--model`` of extract-genome: a TorchScript or pickled ``nn.Module`` (``.pt``/``.pth``), the
+    genomic demo's weights (``.npz``), or ``package.module:factory`` / ``file.py:factory``."""
+    path = Path(spec)
+    if path.suffix == ".npz":
+        from gpu_matcher.demo.danq_torch import demo_model
+
+        return demo_model(path)
+    if path.suffix not in (".pt", ".pth"):
+        return load_model(spec)
+    import torch
+
+    if not path.is_file():
+        raise ProjectError(f"--model {spec!r}: file missing")
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)     # TorchScript is deprecated, still in use
+            return torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError:
+        pass                                      # not TorchScript: a whole pickled module
+    try:
+        model = torch.load(path, map_location="cpu", weights_only=False)  # the user's own file
+    except Exception as exc:  # unpickling raises many types
+        raise ProjectError(f"--model {spec!r}: cannot load ({type(exc).__name__}: {exc})") from None
+    if not isinstance(model, torch.nn.Module):
+        raise ProjectError(f"--model {spec!r}: holds {type(model).__name__}, not a torch.nn.Module (a "
+                           "state_dict needs its class: use package.module:factory)")
+    return model
+
+
+def _on_device(model, device: str | None):
+    return model.to(device) if device else model
+
+
+def cmd_extract_genome(args) -> int:
+    try:
+        from gpu_matcher.extract.genome import extract_genome
+    except ModuleNotFoundError as exc:
+        raise ProjectError(f"extract-genome needs PyTorch ({exc}): pip install 'lstmvis-gpu[torch]'") from None
+    model = _on_device(load_genome_model(args.model), args.device)
+    t0 = time.perf_counter()
+    path = extract_genome(model, args.out, window=args.window, stride=args.stride, rnns=args.rnn or (),
+                          modules=args.module or (),
+                          outputs=args.outputs.split(",") if args.outputs else None, layout=args.layout,
+                          batch_size=args.batch_size, threads=args.threads,
+                          dtype="float32" if args.float32 else "float16",
+                          format=args.format, device=args.device, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"states written: {path} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
 def cmd_extract(args) -> int:
     try:
         from gpu_matcher.extract import extract, hf_forward, default_forward
     except ModuleNotFoundError as exc:
         raise ProjectError(f"extract needs PyTorch ({exc}): pip install 'lstmvis-gpu[torch]'") from None
-    model = load_model(args.model)
-    if args.device:
-        model.to(args.device)
+    model = _on_device(load_model(args.model), args.device)
     out = extract(model, args.corpus, args.out, rnns=args.rnn or (), modules=args.module or (),
                   gates=args.gates, logits=args.logits, topk=args.topk, batch_size=args.batch_size,
                   dtype="float16" if args.float16 else "float32", device=args.device,
@@ -116,6 +172,8 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="write the demo project (an LSTM on the paper's counting language)")
     p.add_argument("--out", help="data folder to write it into (default: ~/.cache/lstmvis/demo)")
     p.add_argument("--force", action="store_true", help="regenerate even if it is up to date")
+    p.add_argument("--genome", action="store_true", help="the genomic demo instead: a DanQ-like model "
+                   "(convolution + bidirectional LSTM) over a synthetic genome with planted binding sites")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("convert-text", help="text (one sequence per line) -> train.h5 (word ids, "
@@ -179,3 +237,31 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a project in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("extract-genome", help="add the states of a PyTorch conv + recurrent model of one-hot "
+                                              "DNA to a genome project, in sliding windows (needs torch)")
+    p.add_argument("out", help="a project written by convert-fasta")
+    p.add_argument("--model", required=True, help="MODEL.pt (TorchScript or a pickled nn.Module), weights "
+                   "of the genomic demo (.npz), or package.module:factory / file.py:factory")
+    p.add_argument("--window", type=int, default=1000, help="bases the model sees at once (default 1000)")
+    p.add_argument("--stride", type=int, default=500, help="bases between windows; each keeps its centre "
+                   "STRIDE bases (default 500)")
+    p.add_argument("--rnn", action="append", metavar="NAME", help="an nn.LSTM/nn.GRU to unroll (repeatable; "
+                   "default: every RNN and every Conv1d)")
+    p.add_argument("--module", action="append", metavar="NAME", help="a module whose per-base output to "
+                   "record, e.g. the ReLU after a convolution (repeatable)")
+    p.add_argument("--outputs", metavar="A,B,..", help="names of the model's output columns (tracks "
+                   "pred_<name>); default: model.proteins, else out0, out1, ...")
+    p.add_argument("--layout", choices=["NCL", "NLC"], default="NCL",
+                   help="model input: (batch, 4, length) [default] or (batch, length, 4)")
+    p.add_argument("--batch-size", type=int, help="windows per forward pass (default: from the memory "
+                   "a window takes; 128 MiB per batch on a CPU, 2 GiB on a GPU)")
+    p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's, lowered to the "
+                   "cores other jobs leave idle)")
+    p.add_argument("--float32", action="store_true", help="store states as float32 (default float16)")
+    p.add_argument("--format", choices=["h5", "zarr", "auto"], default="auto",
+                   help="states.h5 or a Zarr store states.zarr (auto: Zarr from 10^8 bases)")
+    p.add_argument("--device", help="e.g. cuda or cpu (default: where the model is)")
+    p.add_argument("--overwrite", action="store_true", help="replace the project's states")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_extract_genome)

@@ -63,6 +63,12 @@ def cmd_match(args) -> int:
 
 def _match(args, engine, source: str) -> int:
     sequences = not args.no_sequences
+    if args.region is not None:                 # a genome project: the brushed range as a coordinate
+        genome = engine.project.genome
+        if genome is None:
+            raise ProjectError(f"--region {args.region!r}: the project has no genome (use --start/--end)")
+        first, stop = genome.parse(args.region)
+        args.start, args.end = first, stop - 1
     if args.cells is not None:
         cells = parse_cells(args.cells)
     else:
@@ -81,9 +87,14 @@ def _match(args, engine, source: str) -> int:
                                args.min_length, args.phrase_length, not args.no_distinct, sequences,
                                scale=args.scale)
         times.append((time.perf_counter() - t0) * 1000.0)
+    genome = engine.project.genome
+    rows = [m.as_dict() for m in matches]
+    if genome is not None:                      # a genome project: where each match lies, 1-based
+        for row in rows:
+            row["coords"] = genome.format_range(row["start"], row["end"] + 1)
     out = {
         "cells": [int(c) for c in sorted(set(cells))],
-        "matches": [m.as_dict() for m in matches],
+        "matches": rows,
         "backend": engine.backend.name,
         "timing_ms": {"first": round(times[0], 3), "median": round(statistics.median(times), 3)},
     }
@@ -103,6 +114,8 @@ def register(sub) -> None:
     p = sub.add_parser("match", help="exact top-N matches for a selection; prints one JSON object")
     add_selection(p)
     p.add_argument("--cells", help="comma-separated cell indices instead of a brushed range")
+    p.add_argument("--region", help="genome projects: the brushed range as chr2:1,001-1,010 (1-based, "
+                                    "inclusive) instead of --start/--end")
     p.add_argument("--min-length", type=int, default=int(match["min_length"]))
     p.add_argument("--phrase-length", type=int, default=int(match["phrase_length"]))
     p.add_argument("--no-distinct", action="store_true")

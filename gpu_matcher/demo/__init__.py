@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gpu_matcher.demo import language
-from gpu_matcher.demo.model import DemoModel, forward, load_model
+from gpu_matcher.demo.model import DemoModel, forward, load_model, one_blas_thread
 from gpu_matcher.errors import ProjectError
 
 #: Bump when the generated project changes for the same weights (layout, tracks, corpus).
@@ -28,7 +28,8 @@ STAMP_NAME = "demo.json"
 SOURCES = (("cell_layer1", "state", 1, "tanh"), ("hidden_layer1", "output", 1, "none"),
            ("cell_layer2", "state", 2, "tanh"), ("hidden_layer2", "output", 2, "none"))
 
-__all__ = ["ensure_demo", "generate_demo", "default_demo_dir", "DEMO_STEPS", "PROJECT_NAME"]
+__all__ = ["ensure_demo", "ensure_genome_demo", "generate_demo", "default_demo_dir", "DEMO_STEPS",
+           "PROJECT_NAME"]
 
 
 def default_demo_dir() -> Path:
@@ -45,10 +46,26 @@ def _stamp(model: DemoModel, steps: int) -> dict:
 def ensure_demo(out: str | os.PathLike | None = None, *, force: bool = False,
                 steps: int = DEMO_STEPS) -> Path:
     """The data folder holding the demo project ``parens/``, generated if missing or stale."""
-    data_dir = Path(out) if out is not None else default_demo_dir()
-    project_dir = data_dir / PROJECT_NAME
     model = load_model()
-    stamp = _stamp(model, steps)
+    return _ensure(out, PROJECT_NAME, _stamp(model, steps), force,
+                   lambda folder: generate_demo(folder, model=model, steps=steps))
+
+
+def ensure_genome_demo(out: str | os.PathLike | None = None, *, force: bool = False) -> Path:
+    """The data folder holding the genomic demo project ``genome/``, generated if missing or stale
+    (``gpu_matcher.demo.genome_demo``; needs the ``genomics`` extra, not PyTorch)."""
+    from gpu_matcher.demo import genome_demo
+
+    model = genome_demo.load_model()
+    return _ensure(out, genome_demo.PROJECT_NAME, genome_demo.stamp(model), force,
+                   lambda folder: genome_demo.generate(folder, model=model))
+
+
+def _ensure(out, project_name: str, stamp: dict, force: bool, generate) -> Path:
+    """``out`` (or the default demo folder) holding ``project_name`` made by ``generate(folder)``,
+    regenerated unless its stamp equals ``stamp``."""
+    data_dir = Path(out) if out is not None else default_demo_dir()
+    project_dir = data_dir / project_name
     if not force and _is_current(project_dir, stamp):
         return data_dir
     try:
@@ -57,11 +74,11 @@ def ensure_demo(out: str | os.PathLike | None = None, *, force: bool = False,
         raise ProjectError(f"{data_dir}: cannot create the demo folder ({exc.strerror}); "
                            "pass --out or set LSTMVIS_CACHE_DIR") from None
     # Build beside the target and swap it in, so a reader never sees half a project.
-    tmp = data_dir / f".{PROJECT_NAME}.tmp-{os.getpid()}"
-    old = data_dir / f".{PROJECT_NAME}.old-{os.getpid()}"
+    tmp = data_dir / f".{project_name}.tmp-{os.getpid()}"
+    old = data_dir / f".{project_name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        generate_demo(tmp, model=model, steps=steps)
+        generate(tmp)
         (tmp / STAMP_NAME).write_text(json.dumps(stamp))
         if project_dir.exists():
             os.replace(project_dir, old)
@@ -90,20 +107,9 @@ def generate_demo(folder: str | os.PathLike, *, model: DemoModel | None = None,
     hidden states of both layers (float16), the tokens, the true ``depth`` and the top-5 predictions."""
     t0 = time.perf_counter()
     model = model or load_model()
-    with _one_blas_thread():
+    with one_blas_thread():
         stats = _write_demo(folder, model, steps, seed)
     return stats | {"seconds": round(time.perf_counter() - t0, 2)}
-
-
-def _one_blas_thread():
-    """The recurrent step multiplies small matrices, where BLAS threads cost more than they save (4x
-    slower on a busy 2-core machine); threadpoolctl, when installed, keeps BLAS to one thread."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        import contextlib
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _write_demo(folder, model: DemoModel, steps: int, seed: int) -> dict:

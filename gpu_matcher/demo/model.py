@@ -50,24 +50,59 @@ def save_weights(path: Path, tokens, embedding, layers, decoder_w, decoder_b, in
     np.savez_compressed(path, tokens=np.array(tokens), info=np.array(json.dumps(info)), **arrays)
 
 
-def load_model(path: Path | None = None) -> DemoModel:
-    path = Path(path) if path is not None else WEIGHTS_PATH
+def open_weights(path: Path, what: str):
+    """``(sha1 of the file, the opened .npz)`` of a weights file; a ProjectError naming it if unreadable."""
     try:
         raw = path.read_bytes()
-        data = np.load(path, allow_pickle=False)
+        return hashlib.sha1(raw).hexdigest(), np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise ProjectError(f"{path}: cannot read the demo weights ({exc})") from None
+        raise ProjectError(f"{path}: cannot read {what} ({exc})") from None
+
+
+def load_model(path: Path | None = None) -> DemoModel:
+    path = Path(path) if path is not None else WEIGHTS_PATH
+    digest, data = open_weights(path, "the demo weights")
     with data:
         f32 = {k: data[k].astype(np.float32) for k in data.files if k not in ("tokens", "info")}
         n_layers = sum(1 for k in f32 if k.endswith("_w_ih"))
         layers = [LSTMLayer(f32[f"l{k}_w_ih"], f32[f"l{k}_w_hh"], f32[f"l{k}_bias"]) for k in range(n_layers)]
         return DemoModel(tokens=tuple(str(t) for t in data["tokens"]), embedding=f32["embedding"],
                          layers=layers, decoder_w=f32["decoder_w"], decoder_b=f32["decoder_b"],
-                         info=json.loads(str(data["info"])), digest=hashlib.sha1(raw).hexdigest())
+                         info=json.loads(str(data["info"])), digest=digest)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def one_blas_thread():
+    """The recurrent step multiplies small matrices, where BLAS threads cost more than they save (4x
+    slower on a busy 2-core machine); threadpoolctl, when installed, keeps BLAS to one thread."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))      # no overflow warnings for large |x|
+
+
+def lstm_steps(pre: np.ndarray, w_hh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One LSTM layer from a zero state, time-major: ``pre`` ``(L, B, 4H)`` is the input part of the
+    gates plus both biases at every step, ``w_hh`` ``(4H, H)``. Returns hidden and cell ``(L, B, H)``."""
+    L, B, H = pre.shape[0], pre.shape[1], w_hh.shape[1]
+    w_hh_t = np.ascontiguousarray(w_hh.T)
+    h = np.zeros((B, H), dtype=np.float32)
+    c = np.zeros((B, H), dtype=np.float32)
+    hs = np.empty((L, B, H), dtype=np.float32)
+    cs = np.empty((L, B, H), dtype=np.float32)
+    for t in range(L):
+        g = pre[t] + h @ w_hh_t
+        i, f = sigmoid(g[:, :H]), sigmoid(g[:, H:2 * H])
+        cand, o = np.tanh(g[:, 2 * H:3 * H]), sigmoid(g[:, 3 * H:])
+        c = f * c + i * cand
+        h = o * np.tanh(c)
+        hs[t], cs[t] = h, c
+    return hs, cs
 
 
 def forward(model: DemoModel, sentences: list[np.ndarray], batch: int = 256) -> dict[str, np.ndarray]:
@@ -92,7 +127,7 @@ def forward(model: DemoModel, sentences: list[np.ndarray], batch: int = 256) -> 
 
 def _forward_batch(model: DemoModel, sentences: list[np.ndarray]) -> dict[str, np.ndarray]:
     lengths = np.array([len(s) for s in sentences])
-    B, L, H = len(sentences), int(lengths.max()), model.hidden
+    B, L = len(sentences), int(lengths.max())
     ids = np.zeros((B, L), dtype=np.int64)
     for b, s in enumerate(sentences):
         ids[b, :len(s)] = s
@@ -102,18 +137,7 @@ def _forward_batch(model: DemoModel, sentences: list[np.ndarray]) -> dict[str, n
     for k, layer in enumerate(model.layers, 1):
         # The input part of all gates for all steps in one 2-D product (3-D matmul is slow in NumPy).
         pre = (x.reshape(L * B, -1) @ np.ascontiguousarray(layer.w_ih.T) + layer.bias).reshape(L, B, -1)
-        w_hh_t = np.ascontiguousarray(layer.w_hh.T)
-        h = np.zeros((B, H), dtype=np.float32)
-        c = np.zeros((B, H), dtype=np.float32)
-        hs = np.empty((L, B, H), dtype=np.float32)
-        cs = np.empty((L, B, H), dtype=np.float32)
-        for t in range(L):
-            g = pre[t] + h @ w_hh_t
-            i, f = _sigmoid(g[:, :H]), _sigmoid(g[:, H:2 * H])
-            cand, o = np.tanh(g[:, 2 * H:3 * H]), _sigmoid(g[:, 3 * H:])
-            c = f * c + i * cand
-            h = o * np.tanh(c)
-            hs[t], cs[t] = h, c
+        hs, cs = lstm_steps(pre, layer.w_hh)
         x = hs
         # Sentence by sentence, step by step: transpose to (B, L) order before dropping padding.
         out[f"cell{k}"] = cs.transpose(1, 0, 2)[valid.T]

@@ -46,6 +46,24 @@ def _batch(rng: np.random.Generator, size: int):
     return torch.from_numpy(inputs), torch.from_numpy(targets)
 
 
+def fit(model, optimizer, schedule, steps: int, batch_loss, log_every: int) -> tuple[float, float]:
+    """The loop both demo models are trained with: ``batch_loss()`` is the loss of a fresh batch;
+    gradients clipped to norm 1. Returns the last batch's loss and the seconds taken."""
+    from torch import nn
+
+    t0 = time.perf_counter()
+    for step in range(1, steps + 1):
+        loss = batch_loss()
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % log_every == 0 or step == steps:
+            print(f"step {step:5d}  loss {loss.item():.5f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return loss.item(), time.perf_counter() - t0
+
+
 def train(steps: int, batch_size: int, lr: float, log_every: int = 100):
     import torch
     from torch import nn
@@ -69,17 +87,12 @@ def train(steps: int, batch_size: int, lr: float, log_every: int = 100):
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
-    t0 = time.perf_counter()
-    for step in range(1, steps + 1):
+
+    def batch_loss():
         inputs, targets = _batch(rng, batch_size)
-        loss = loss_fn(model(inputs).reshape(-1, len(language.TOKENS)), targets.reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        if step % log_every == 0 or step == steps:
-            print(f"step {step:5d}  loss {loss.item():.4f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        return loss_fn(model(inputs).reshape(-1, len(language.TOKENS)), targets.reshape(-1))
+
+    final_loss, seconds = fit(model, optimizer, schedule, steps, batch_loss, log_every)
     lstm = model.lstm
     layers = [(getattr(lstm, f"weight_ih_l{k}").detach().numpy(),
                getattr(lstm, f"weight_hh_l{k}").detach().numpy(),
@@ -87,7 +100,7 @@ def train(steps: int, batch_size: int, lr: float, log_every: int = 100):
               for k in range(LAYERS)]
     info = {"seed": SEED, "steps": steps, "batch_size": batch_size, "lr": lr, "embed": EMBED,
             "hidden": HIDDEN, "layers": LAYERS, "torch": torch.__version__,
-            "train_seconds": round(time.perf_counter() - t0, 1), "final_loss": round(loss.item(), 4)}
+            "train_seconds": round(seconds, 1), "final_loss": round(final_loss, 4)}
     return model.embedding.weight.detach().numpy(), layers, \
         model.decoder.weight.detach().numpy(), model.decoder.bias.detach().numpy(), info
 

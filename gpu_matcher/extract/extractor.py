@@ -52,6 +52,17 @@ def hf_forward(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> Any:
     return model(input_ids=ids, attention_mask=mask.long())
 
 
+def for_inference(model: nn.Module, device: str | torch.device | None) -> tuple[bool, Any]:
+    """Put ``model`` in eval mode; returns whether it was training (to restore it) and the device to
+    feed it on (``device``, else where its parameters are, else the CPU)."""
+    was_training = model.training
+    model.eval()
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    return was_training, device
+
+
 def _as_corpus(corpus: Any) -> Corpus:
     if isinstance(corpus, Corpus):
         return corpus
@@ -60,7 +71,7 @@ def _as_corpus(corpus: Any) -> Corpus:
     return Corpus.from_sequences(corpus)
 
 
-def _first_tensor(output: Any, where: str) -> torch.Tensor:
+def first_tensor(output: Any, where: str) -> torch.Tensor:
     if torch.is_tensor(output):
         return output
     for attr in ("logits", "last_hidden_state"):
@@ -89,7 +100,7 @@ def _batch_first(tensor: torch.Tensor, B: int, L: int, module: nn.Module | None,
     return out.reshape(B, L, -1)
 
 
-class _Capture(HookSet):
+class Capture(HookSet):
     """Forward hooks that keep what each named module saw (RNNs: inputs) or produced (others)."""
 
     def __init__(self, model: nn.Module, rnns: Sequence[str], modules: Sequence[str], logits: str | None):
@@ -112,9 +123,9 @@ class _Capture(HookSet):
 
     def _hook(self, name: str, what: str):
         def hook(module, args, output):
-            if what == "input":
+            if what == "input":                   # an RNN: its input, initial state and output
                 hx = args[1] if len(args) > 1 else None
-                self.seen[name].append((args[0], hx))
+                self.seen[name].append((args[0], hx, output))
             else:
                 self.seen[name].append(output)
         return hook
@@ -162,12 +173,8 @@ def extract(model: nn.Module, corpus: Corpus | str | os.PathLike | Sequence[Sequ
     if batch_size < 1:
         raise ProjectError(f"extract: batch_size={batch_size} must be >= 1")
     corpus = _as_corpus(corpus)
-    was_training = model.training
-    model.eval()
-    if device is None:
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-    capture = _Capture(model, rnns, modules, logits)
+    was_training, device = for_inference(model, device)
+    capture = Capture(model, rnns, modules, logits)
     settings = {"rnns": list(rnns), "modules": list(modules), "gates": gates, "logits": logits,
                 "topk": topk if logits else None, "batch_size": batch_size, "dtype": dtype}
     writer = ProjectWriter(out, name=name or type(model).__name__,
@@ -196,7 +203,7 @@ def extract(model: nn.Module, corpus: Corpus | str | os.PathLike | Sequence[Sequ
     return Path(out)
 
 
-def _declare(writer: ProjectWriter, capture: _Capture, rnns, modules, gates, logits, topk) -> None:
+def _declare(writer: ProjectWriter, capture: Capture, rnns, modules, gates, logits, topk) -> None:
     for rname in rnns:
         rnn = capture.modules[rname]
         kind = rnn_kind(rnn)
@@ -234,7 +241,7 @@ def _run_batch(model, capture, corpus, lengths, lo, hi, rnns, modules, gates, lo
             return tensor[mask_t].float().cpu().numpy()
 
         for rname in rnns:
-            inputs, hx = capture.take(rname)
+            inputs, hx, _ = capture.take(rname)
             rnn = capture.modules[rname]
             layers, _ = unroll(rnn, inputs, torch.from_numpy(lens), hx=hx, gates=gates)
             if layers[0]["hidden"].shape[:2] != (B, L):
@@ -245,13 +252,13 @@ def _run_batch(model, capture, corpus, lengths, lo, hi, rnns, modules, gates, lo
                     states[f"{rname}.{key}_layer{k}"] = rows(tensor)
         for mname in modules:
             where = f"module {mname!r}"
-            tensor = _batch_first(_first_tensor(capture.take(mname), where), B, L, capture.modules[mname], where)
+            tensor = _batch_first(first_tensor(capture.take(mname), where), B, L, capture.modules[mname], where)
             states[mname] = rows(tensor)
         meta = {}
         if logits:
             where = "model output" if logits == "output" else f"module {logits!r}"
             raw = capture.take(logits) if logits != "output" else output
-            scores = _batch_first(_first_tensor(raw, where), B, L, None, where)
+            scores = _batch_first(first_tensor(raw, where), B, L, None, where)
             meta[f"top{topk}"] = topk_from_logits(rows(scores), k=topk, token_ids=logit_ids)
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
     return {"states": states, "tokens": ids[mask_np], "meta": meta, "starts": starts}

@@ -55,6 +55,17 @@ def _reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, index.unsqueeze(-1).expand_as(x))
 
 
+def _initial_states(kind: str, hx: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(h0, c0)``, each ``(layers * directions, B, size)`` or None, from the ``hx`` an RNN was called with."""
+    if hx is None:
+        return None, None
+    h0, c0 = hx if kind == "lstm" else (hx, None)
+    if h0 is not None and h0.dim() == 2:                  # an unbatched call
+        h0 = h0.unsqueeze(1)
+        c0 = c0.unsqueeze(1) if c0 is not None else None
+    return h0, c0
+
+
 def _weights(rnn: nn.Module, layer: int, reverse: bool) -> dict[str, torch.Tensor | None]:
     suffix = f"_l{layer}" + ("_reverse" if reverse else "")
     return {name: getattr(rnn, name + suffix, None)
@@ -119,12 +130,7 @@ def unroll(rnn: nn.Module, inputs: Any, lengths: torch.Tensor | None = None, hx:
     dirs = 2 if rnn.bidirectional else 1
     H = rnn.hidden_size
     H_out = getattr(rnn, "proj_size", 0) or H
-    h0 = c0 = None
-    if hx is not None:
-        h0, c0 = hx if kind == "lstm" else (hx, None)
-        if h0 is not None and h0.dim() == 2:
-            h0 = h0.unsqueeze(1)
-            c0 = c0.unsqueeze(1) if c0 is not None else None
+    h0, c0 = _initial_states(kind, hx)
     layers = []
     for k in range(rnn.num_layers):
         per_dir = []
@@ -142,3 +148,102 @@ def unroll(rnn: nn.Module, inputs: Any, lengths: torch.Tensor | None = None, hx:
         layers.append(layer)
         x = layer["hidden"]
     return layers, lengths
+
+
+@torch.inference_mode()
+def per_step_states(rnn: nn.Module, inputs: Any, hx: Any = None, output: Any = None,
+                    cells: bool = True) -> list[dict[str, torch.Tensor]]:
+    """What :func:`unroll` returns without gates, ``layers[k]`` = ``hidden`` and ``cell`` (LSTM, with
+    ``cells``) ``(B, L, size * directions)``, for a batch of sequences of one length, with no Python loop
+    over the layer's arithmetic.
+
+    The hidden states come from PyTorch's own LSTM/GRU kernel: ``output``, what ``rnn`` returned, for
+    the last layer (nothing is recomputed for a one-layer RNN), a one-layer call per layer below it.
+    An LSTM's cell states follow from them: the gates of every step at once from the layer's input and
+    the hidden state of the step before (two matrix products over all steps, the same arithmetic as
+    :func:`unroll`), then ``c = f * c + i * g``, one elementwise operation per step for every sequence
+    and both directions. A PackedSequence (sequences of different lengths) goes to :func:`unroll`.
+    """
+    if isinstance(inputs, PackedSequence):
+        layers, _ = unroll(rnn, inputs, hx=hx)
+        return [{k: v for k, v in layer.items() if cells or k != "cell"} for layer in layers]
+    kind = rnn_kind(rnn)
+    x, _ = as_batch_first(rnn, inputs)
+    dirs = 2 if rnn.bidirectional else 1
+    h0, c0 = _initial_states(kind, hx)
+    last = None
+    if output is not None:
+        last = as_batch_first(rnn, output[0] if isinstance(output, tuple) else output)[0]
+    layers = []
+    for k in range(rnn.num_layers):
+        own = slice(k * dirs, (k + 1) * dirs)
+        hk = h0[own] if h0 is not None else None
+        ck = c0[own] if c0 is not None else None
+        top = k == rnn.num_layers - 1 and last is not None
+        hidden = last if top else _layer_output(rnn, kind, k, x, hk, ck)
+        layer = {"hidden": hidden}
+        if kind == "lstm" and cells:
+            layer["cell"] = _lstm_cells(rnn, k, x, hidden, hk, ck)
+        layers.append(layer)
+        x = hidden
+    return layers
+
+
+def _layer_output(rnn: nn.Module, kind: str, k: int, x: torch.Tensor, h0: torch.Tensor | None,
+                  c0: torch.Tensor | None) -> torch.Tensor:
+    """Layer ``k``'s hidden states ``(B, L, size * directions)`` over its input ``x`` (batch first), by
+    PyTorch's kernel (what ``nn.LSTM`` / ``nn.GRU`` call) on that layer's weights alone."""
+    B = x.shape[0]
+    dirs = 2 if rnn.bidirectional else 1
+    H_out = getattr(rnn, "proj_size", 0) or rnn.hidden_size
+    params = []
+    for d in range(dirs):
+        w = _weights(rnn, k, reverse=d == 1)
+        params += [w["weight_ih"], w["weight_hh"]]
+        params += [w["bias_ih"], w["bias_hh"]] if rnn.bias else []
+        params += [w["weight_hr"]] if w["weight_hr"] is not None else []
+    h = h0.contiguous() if h0 is not None else x.new_zeros(dirs, B, H_out)
+    if kind == "gru":
+        return torch.gru(x, h, params, rnn.bias, 1, 0.0, False, rnn.bidirectional, True)[0]
+    c = c0.contiguous() if c0 is not None else x.new_zeros(dirs, B, rnn.hidden_size)
+    return torch.lstm(x, (h, c), params, rnn.bias, 1, 0.0, False, rnn.bidirectional, True)[0]
+
+
+def _lstm_cells(rnn: nn.Module, k: int, x: torch.Tensor, hidden: torch.Tensor, h0: torch.Tensor | None,
+                c0: torch.Tensor | None) -> torch.Tensor:
+    """Layer ``k``'s cell states ``(B, L, H * directions)`` from its input ``x`` and its hidden states."""
+    B, L = x.shape[:2]
+    dirs = 2 if rnn.bidirectional else 1
+    H = rnn.hidden_size
+    H_out = getattr(rnn, "proj_size", 0) or H
+    # Time-major, the backward direction reversed in time, so one operation advances both directions.
+    forget = x.new_empty(L, dirs, B, H)
+    update = x.new_empty(L, dirs, B, H)
+    rows = x.shape[0] * L
+    for d in range(dirs):
+        w = _weights(rnn, k, reverse=d == 1)
+        own = hidden[..., d * H_out:(d + 1) * H_out]
+        start = (h0[d] if h0 is not None else x.new_zeros(B, H_out)).unsqueeze(1)
+        # the state each step starts from: the step before it (forward), or after it (backward)
+        before = torch.cat([start, own[:, :-1]] if d == 0 else [own[:, 1:], start], dim=1)
+        # The gates i, f and g (o is not needed) of every step: two matrix products, biases folded in.
+        bias = sum(b[:3 * H] for b in (w["bias_ih"], w["bias_hh"]) if b is not None)
+        gates = torch.addmm(bias if torch.is_tensor(bias) else x.new_zeros(3 * H),
+                            x.reshape(rows, -1), w["weight_ih"][:3 * H].T)
+        gates.addmm_(before.reshape(rows, -1), w["weight_hh"][:3 * H].T)
+        gates = gates.view(B, L, 3 * H)
+        f = torch.sigmoid(gates[..., H:2 * H])
+        ig = torch.sigmoid_(gates[..., :H]).mul_(torch.tanh_(gates[..., 2 * H:]))
+        del gates, before
+        if d == 1:
+            f, ig = f.flip(1), ig.flip(1)
+        forget[:, d] = f.transpose(0, 1)
+        update[:, d] = ig.transpose(0, 1)
+        del f, ig
+    cells = torch.empty_like(forget)
+    c = c0.contiguous() if c0 is not None else x.new_zeros(dirs, B, H)
+    for t in range(L):
+        c = torch.addcmul(update[t], forget[t], c, out=cells[t])
+    del forget, update
+    parts = [cells[:, 0].transpose(0, 1)] + ([cells[:, 1].flip(0).transpose(0, 1)] if dirs == 2 else [])
+    return torch.cat(parts, dim=2)

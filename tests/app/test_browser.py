@@ -372,7 +372,8 @@ def test_scenario_url_restores_both_views(app_page, browser_data):
     assert cells and page.column("selection", "cell") == cells
     assert page.matches() == engine_rows(engine, cells, 0.4, 1, 1)
     assert page.value("threshold", "value") == 0.4
-    assert page.value("track_score", "visible") is False and page.value("track_topk", "visible") is True
+    assert page.value("track_topk", "visible") is True            # a hidden track has no strip at all
+    assert page.page.evaluate("() => Bokeh.documents[0].get_model_by_name('track_score') === null")
     for plot, least in (("select_plot", 20_000), ("count_plot", 2_000), ("match_plot", 20_000),
                         ("track_pos", 2_000), ("match_heatmap_plot_n(t)", 2_000)):
         assert page.pixels(plot)[0] > least, plot

@@ -230,3 +230,20 @@ def test_the_detectors_m_and_its_best_on_plain_answers():
     assert answer.best_m.m == 3                          # ties: the larger m, the stricter detector
     answer.over_m = [at(1, 0.0), at(2, 0.0)]
     assert answer.best_m is None                         # F1 0 everywhere: nothing to mark
+
+
+def test_slider_reaches_sparse_relu_peaks_but_not_one_outlier_cell():
+    """A ReLU unit that fires only at rare sites (0.3 % of steps) must be reachable by the threshold slider;
+    one cell of huge values must not stretch it (issue 15: CNN outputs are not tanh)."""
+    from bokeh_app.queries import sparse_peak
+
+    rng = np.random.default_rng(3)
+    T, D = 5000, 40
+    sample = np.maximum(rng.normal(0.0, 1.0, (T, D)), 0.0)
+    sites = rng.choice(T, 15, replace=False)                          # 0.3 % of steps
+    sample[sites[:, None], np.arange(D)[None, :]] += 8.0           # every cell peaks at the sites
+    pooled_hi = columns.robust_range(sample)[1]
+    assert pooled_hi < 4.0                                          # the pooled rule misses the peaks
+    assert sparse_peak(sample) > 8.0                                # the per-cell rule reaches them
+    sample[:, 0] = 1000.0                                           # one outlier cell
+    assert sparse_peak(sample) < 20.0

@@ -68,9 +68,11 @@ def test_the_outlier_unit_does_not_stretch_the_axis_and_stays_visible(catalogue)
     assert OUTLIER in clipped["cell"]
     assert all(v == pytest.approx(values[int(x), cell]) for x, cell, v in
                zip(clipped["x"], clipped["cell"], clipped["value"]))
-    # The slider spans the data, not [-1, 1], and not up to the outlier either.
+    # The slider spans the data, not [-1, 1], and not up to the outlier either (it may reach a little past
+    # the pooled percentile: each cell's own high values, queries.sparse_peak).
     slider = model(doc, "threshold")
-    assert slider.start >= 0.0 and slider.end <= p_hi * 1.1 and slider.end > 1.0
+    assert slider.start >= 0.0 and slider.end <= p_hi * 1.25 and slider.end > 1.0
+    assert slider.end < top / 5
     assert slider.start < slider.value < slider.end
 
 

@@ -9,6 +9,7 @@ from torch import nn  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 from gpu_matcher.extract import unroll  # noqa: E402
+from gpu_matcher.extract.recurrent import per_step_states  # noqa: E402
 
 ATOL = 1e-5
 
@@ -109,3 +110,39 @@ def test_lstm_with_projections():
     assert layers[0]["hidden"].shape == (2, 6, 3) and layers[0]["cell"].shape == (2, 6, 7)
     torch.testing.assert_close(layers[1]["hidden"], out, atol=ATOL, rtol=0)
     torch.testing.assert_close(layers[0]["cell"][:, -1], c_n[0], atol=ATOL, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections")
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("kw", [
+    {"num_layers": 1, "batch_first": True, "bidirectional": True},
+    {"num_layers": 3, "batch_first": False},
+    {"num_layers": 2, "batch_first": True, "bidirectional": True, "bias": False},
+    {"num_layers": 2, "batch_first": True, "bidirectional": True, "proj_size": 3},
+])
+@pytest.mark.parametrize("initial", [False, True])
+def test_per_step_states_from_the_module_output_equal_the_unrolled_ones(kind, kw, initial):
+    """The fast path of extract-genome (hidden states from the module's own kernel, cells from them)
+    gives what the step-by-step unroll gives, for every layer, both directions and an initial state."""
+    if kind == "gru" and "proj_size" in kw:
+        return
+    rnn = _rnn(kind, **kw)
+    x = torch.randn(3, 11, 5) if kw["batch_first"] else torch.randn(11, 3, 5)
+    dirs = 2 if rnn.bidirectional else 1
+    H_out = kw.get("proj_size") or 7
+    hx = None
+    if initial:
+        h0 = torch.randn(rnn.num_layers * dirs, 3, H_out)
+        hx = (h0, torch.randn(rnn.num_layers * dirs, 3, 7)) if kind == "lstm" else h0
+    with torch.no_grad():
+        output = rnn(x, hx)
+    fast = per_step_states(rnn, x, hx, output)
+    slow, _ = unroll(rnn, x, hx=hx)
+    assert [sorted(layer) for layer in fast] == [sorted(layer) for layer in slow]
+    for mine, theirs in zip(fast, slow):
+        for key in theirs:
+            torch.testing.assert_close(mine[key], theirs[key], atol=ATOL, rtol=0)
+    # Without the module's output every layer is computed; without cells only hidden states come back.
+    alone = per_step_states(rnn, x, hx, cells=False)
+    assert all(sorted(layer) == ["hidden"] for layer in alone)
+    torch.testing.assert_close(alone[-1]["hidden"], slow[-1]["hidden"], atol=ATOL, rtol=0)
