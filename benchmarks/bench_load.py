@@ -245,7 +245,7 @@ def _cpu_one(pid: int) -> float:
 def cpu_s(pid: int) -> float:
     """CPU seconds the server has used (all its threads; with ``--num-procs``, its forked processes too):
     per session, a figure that other work on a shared machine does not inflate the way it does wall time."""
-    return _cpu_one(pid) + sum(_cpu_one(c) for c in _children(pid))
+    return _cpu_one(pid) + sum(_cpu_one(c) for c in child_pids(pid))
 
 
 def rss_mb(pid: int) -> float:
