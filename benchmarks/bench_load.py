@@ -5,8 +5,10 @@ a WebSocket with a fresh session token (the server builds the session's document
 PATCH-DOC messages the server pushes, kept as JSON (``RawSession``). It waits for the match rows, checks
 them against ``lstmvis match`` for the same query, then moves the threshold slider (``value`` and
 ``value_throttled``, as a released mouse sends) and waits for the new rows.
-Times are wall-clock from the session's first request to the rows on the client. The server's RSS is
-sampled before the load, during it (peak) and after every session closed and the server dropped them.
+Times are wall-clock from the session's first request to the rows on the client; the server's CPU time
+per session and the machine's load average are printed with them (on a shared machine wall time moves
+with other work, CPU time much less). The server's RSS is sampled before the load, during it (peak) and
+after every session closed and the server dropped them.
 
 Bounded by construction: a fixed number of sessions per round, each with a deadline; localhost only.
 All sessions run in one asyncio loop of this process, on the same machine: its CPU is part of what is
@@ -153,6 +155,8 @@ class RawSession:
                         self.find(event, buffers)
                         continue
                     if event.get("model", {}).get("id") != self.ids.get("matches"):
+                        if event.get("kind") == "ModelChanged" and event.get("attr") == "children":
+                            self.find(event.get("new"), buffers)     # the page put into its shell
                         continue
                     if event.get("kind") == "ColumnDataChanged":
                         self.set_rows(event["data"], buffers)
@@ -227,6 +231,21 @@ def child_pids(pid: int) -> list[int]:
             except (OSError, ValueError, IndexError):
                 pass
     return found
+
+
+def _cpu_one(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")      # utime + stime
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds the server has used (all its threads; with ``--num-procs``, its forked processes too):
+    per session, a figure that other work on a shared machine does not inflate the way it does wall time."""
+    return _cpu_one(pid) + sum(_cpu_one(c) for c in child_pids(pid))
 
 
 def rss_mb(pid: int) -> float:
@@ -304,9 +323,9 @@ def main() -> int:
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), cpu_s(server.pid)
             out = run_sessions(ws_url, query, want1, args.new_threshold, want2, n, args.timeout)
-            wall = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, cpu_s(server.pid) - cpu0
             done.set()
             # Closed sessions are dropped by the server after its unused-session lifetime (30 s, checked
             # every 10 s); wait for that before reading memory back.
@@ -317,7 +336,8 @@ def main() -> int:
             print(f"{n:3d} sessions: first match {spread([r['first'] for r in out if r['first'] is not None])}; "
                   f"threshold change {spread([r['change'] for r in out if r['change'] is not None])}; "
                   f"answers equal to lstmvis match {equal}/{n}; errors {len(errors)}"
-                  f"{' (' + errors[0] + ')' if errors else ''}; round {wall:.1f} s; server RSS {base:.0f} MB "
+                  f"{' (' + errors[0] + ')' if errors else ''}; round {wall:.1f} s, server CPU {cpu / n:.2f} s a "
+                  f"session; load average {os.getloadavg()[0]:.1f}; server RSS {base:.0f} MB "
                   f"before, {peak[0]:.0f} peak, {after:.0f} after ({100 * (after - base) / base:+.0f}%)")
     finally:
         server.terminate()

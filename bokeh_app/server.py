@@ -123,6 +123,7 @@ def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "1
     app = Application(DirectoryHandler(filename=str(APP_DIR),
                                        argv=[str(Path(data_dir).resolve()), "--backend", backend,
                                              *(["--dask", dask] if dask else [])]))
+    skip_document_validation()
     kwargs = {"io_loop": io_loop} if io_loop is not None else {}
     if num_procs != 1:
         if io_loop is not None:
@@ -141,6 +142,32 @@ def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "1
     server._tornado.default_router.rules.insert(1, Rule(TooLongRequest(), TooLongHandler))
     server.lstmvis_catalogue = catalogue
     return server
+
+
+def skip_document_validation() -> None:
+    """Bokeh checks every new session's document (``check_integrity`` over every model: 0.08 s of the
+    event loop a session here, README: load); the app's pages are checked once by the tests instead
+    (``tests/app/test_document.py::test_a_first_page_is_small_and_valid``). ``BOKEH_VALIDATE_DOC`` set
+    in the environment still decides."""
+    if "BOKEH_VALIDATE_DOC" not in os.environ:
+        from bokeh.settings import settings as bokeh_settings
+        bokeh_settings.perform_document_validation.set_value(False)
+
+
+#: The cyclic garbage collector's thresholds while serving (Python's default: 700, 10, 10).
+GC_THRESHOLDS = (10_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Fewer collections while serving: every session builds a few hundred Bokeh models (tens of
+    thousands of container objects), and with Python's default thresholds the collector ran ~25 young
+    and 2 full collections a session, each full one walking every live object (12% of the server's CPU
+    under 20 sessions, README: load). What the server imported is frozen out of the collector's walks
+    (``gc.freeze``); Bokeh still runs a full collection whenever it drops a session."""
+    import gc
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def raise_open_file_limit() -> None:
@@ -164,6 +191,7 @@ def serve(data_dir: str | os.PathLike, port: int = 5006, address: str = "127.0.0
     # and waits up to the switch interval (5 ms) to get it back, so under load the loop crawled behind
     # the builder. A shorter interval keeps the loop's writes and answers flowing (README: load).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    tune_gc()
     if num_procs != 1 and port == 0:
         port = free_port(address)                   # every process must listen on the same port
     server = make_server(data_dir, port, address, allow_websocket_origin, backend, dask=dask,

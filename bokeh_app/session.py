@@ -21,11 +21,12 @@ from bokeh_app.receivers import (MatchReceiver, SearchReceiver, SelectReceiver, 
 from bokeh_app.receivers.overview import OverviewReceiver
 from bokeh_app.receivers.tracks import TracksReceiver
 from bokeh_app.state import ViewState, default_tracks, to_query
-from bokeh_app.views.common import follow_on_load, header, set_url_query, status_div, status_html, url_holder
+from bokeh_app.views.common import (PageShell, follow_on_load, header, header_html, set_url_query, status_div,
+                                    status_html, url_holder)
 from bokeh_app.views.match import build_match_view
 from bokeh_app.views.overview import build_overview_view
 from bokeh_app.views.select import build_select_view
-from bokeh_app.views.stats import build_stats_view
+from bokeh_app.views.stats import build_stats_place, build_stats_view
 from bokeh_app.views.unit import build_unit_view
 from bokeh_app.worker import Worker
 from gpu_matcher import Engine
@@ -35,7 +36,7 @@ class ProjectSession:
     """One browser session on one project."""
 
     def __init__(self, engine: Engine, state: ViewState, defaults: UIDefaults, notices: list[str] = (),
-                 follow_address_bar: bool = True, synchronous: bool | None = None):
+                 follow_address_bar: bool = True, synchronous: bool | None = None, shell: PageShell | None = None):
         self.engine = engine
         self.project = engine.project
         self.defaults = defaults
@@ -59,24 +60,33 @@ class ProjectSession:
                                     defaults=defaults, unit_box=self.uv.box, shown=shown)
         self.mv = build_match_view(tracks=[(n, self.track_specs[n][0]) for n in shown], defaults=defaults,
                                    labels=self.track_labels)
-        discrete = {name: track_labels(engine, name) for name, t in meta.items() if t.kind == "discrete"}
-        self.stv = build_stats_view(tracks=discrete, sources=sources) if discrete else None
+        self._sources = sources
+        self._discrete = {name: track_labels(engine, name) for name, t in meta.items() if t.kind == "discrete"}
+        # The hypothesis panel's place; the panel is built when opened (``open_stats``).
+        self.stats_place, self.stats_button = build_stats_place() if self._discrete else (None, None)
+        self.stv = None
         self.locator = Locator.of(self.project)
         self.ov = build_overview_view(defaults.select.window_px, self.sv.extra["border"], self.locator.genome is not None)
         if self.locator.genome is not None:          # "go to" takes coordinates; the search, motifs
             self.sv.position.visible = False
             self.sv.search.update(title="motif search (IUPAC)", placeholder="e.g. CACGTG, Enter")
             self.sv.search_table.columns[0].title = "position"
-        self.status = status_div(defaults.select.window_px + 280)
-        self.url = url_holder(follow_address_bar)
-        self.header = header(self.project.name, f"{self.project.description} · project {self.project.id}", True)
-        self.layout = Column(self.ov.layout, self.sv.layout, self.uv.layout, self.mv.layout, *([self.stv.layout] if self.stv else []),
-                             name="project_view")
+        self.parts = [self.ov.layout, self.sv.layout, self.uv.layout, self.mv.layout,
+                      *([self.stats_place] if self.stats_place else [])]
+        self.header_text = header_html(self.project.name, f"{self.project.description} · project {self.project.id}",
+                                       True)
+        # A shell (``views.common.page_shell``) already in the document is filled in by ``connect``; the
+        # models here are not in any document yet, so this can run in the builder thread.
+        self.shell = shell or PageShell(header(self.project.name, "", True),
+                                        status_div(defaults.select.window_px + 280),
+                                        Column(*self.parts, name="project_view"), url_holder(follow_address_bar))
+        self.header, self.status, self.layout, self.url = (self.shell.header, self.shell.status, self.shell.view,
+                                                           self.shell.url)
         self.navigate = WindowReceiver(self)
         self.select = SelectReceiver(self)
         self.search = SearchReceiver(self)
         self.match = MatchReceiver(self)
-        self.stats = StatsReceiver(self) if self.stv is not None else None
+        self.stats: StatsReceiver | None = None                # the open hypothesis panel's
         self.unit = UnitReceiver(self)
         self.tracks = TracksReceiver(self)
         self.overview = OverviewReceiver(self)
@@ -96,15 +106,43 @@ class ProjectSession:
         self.worker.attach(doc)
         for receiver in self.receivers:
             receiver.connect()
+        if self.stats_button is not None:
+            self.stats_button.on_click(self.on_open_stats)
+            if self.state.stats or self.state.atleast is not None:
+                self.open_stats()
         self.restore()
         # The status line is a root of its own: a change of its text then re-lays out only itself.
         # One freeze: each add_root would otherwise walk every model of the page again (a third of a
         # session's build time).
         with doc.models.freeze():
-            for root in (self.header, self.status, self.layout, self.url):
-                doc.add_root(root)
-        follow_on_load(doc, self.url, self._follow)
+            self.header.text = self.header_text
+            if self.layout.document is doc:              # a shell sent with the first pull: the page goes in
+                self.layout.children = self.parts
+            else:
+                for root in self.shell.roots:
+                    doc.add_root(root)
+                follow_on_load(doc, self.url, self._follow)
         doc.title = f"LSTMVis · {self.project.name}"
+
+    def open_stats(self) -> None:
+        """Build the hypothesis panel into its place and wire it (once); the state records it open."""
+        if self.stv is not None or self.stats_place is None:
+            return
+        self.stv = build_stats_view(tracks=self._discrete, sources=self._sources)
+        self.stats = StatsReceiver(self)
+        self.stats.connect()
+        # Wired before it is sent: a button's click subscription sent after the button itself did not reach
+        # BokehJS's event manager (Chromium, Bokeh 3.9: the click never came back).
+        self.stats_place.children = [self.stv.layout]
+        self.state = self.state.with_(stats=True)
+
+    def on_open_stats(self) -> None:
+        """The panel's button: open it and compute its numbers for the shown matches."""
+        if self.stv is not None:
+            return
+        self.open_stats()
+        self.sync_url()
+        self.stats.update()
 
     @contextmanager
     def batch(self):
@@ -183,13 +221,6 @@ class ProjectSession:
 
     def sync_url(self) -> None:
         set_url_query(self.url, to_query(self.state, self.defaults, self.locator.url_value))
-
-    def announce_url(self) -> None:
-        """The address bar takes the state's query on a page added after the browser's first pull (its
-        ``document_ready`` has passed): a change event, which the holder's script follows."""
-        query = to_query(self.state, self.defaults, self.locator.url_value)
-        self.url.data = {"query": [query + "&"]}
-        self.url.data = {"query": [query]}
 
     # --- showing a state -------------------------------------------------------------------------
     def restore(self) -> None:

@@ -4,7 +4,8 @@ Every scenario is a URL: ``?project=ID&source=FILE::PATH&pos=P&threshold=θ&brus
 plus ``add=`` / ``remove=`` (cells edited by hand), ``tracks=`` (shown meta tracks), ``ww=`` (word
 width, px), ``scale=zscore|quantile`` (threshold a per-cell normalised value, ``gpu_matcher.threshold``),
 ``minlen=`` (the shortest match shown, 1 allowed), ``unit=`` (the cell whose unit page is open) and
-``atleast=`` (the hypothesis panel's detector: at least m of the k cells of S on; absent: all k).
+``atleast=`` (the hypothesis panel's detector: at least m of the k cells of S on; absent: all k) and
+``stats=1`` (the hypothesis panel is open; ``atleast=`` opens it too).
 Parsing never raises: a malformed or unknown value falls back to the default and adds a one-line message
 for the status bar. A project id is only ever looked up among discovered projects.
 """
@@ -22,7 +23,7 @@ from gpu_matcher.threshold import SCALE_DEFAULTS, SCALE_RANGES, SCALES
 
 #: Query keys, in the order they are written.
 KEYS = ("project", "source", "pos", "threshold", "scale", "brush", "left", "right", "add", "remove", "tracks",
-        "ww", "minlen", "unit", "atleast")
+        "ww", "minlen", "unit", "atleast", "stats")
 
 #: Meta tracks shown when the URL names none (``tracks=`` absent): the first few, in the project's order;
 #: a project with dozens of tracks then builds strips for these only.
@@ -51,6 +52,7 @@ class ViewState:
     min_length: int | None = None             # matches shorter than this are dropped; None: the default
     unit: int | None = None                   # the cell whose unit page is open; None: none
     atleast: int | None = None                # the detector's m (clamped to k, S's size); None: every cell
+    stats: bool = False                       # the hypothesis panel is open (built on demand)
     locus: str | None = None                  # pos= as a genome coordinate (chr2:1,234,567), until resolved
 
     def with_(self, **changes) -> "ViewState":
@@ -189,6 +191,12 @@ def parse_query(arguments: Mapping[str, Sequence], defaults: UIDefaults) -> Pars
             msgs.append(f"atleast {_shown(value)} is not a number of cells >= 1; every cell of S on")
         else:
             out["atleast"] = m
+    value = get("stats")
+    if value:
+        if value in ("0", "1"):
+            out["stats"] = value == "1"
+        else:
+            msgs.append(f"stats {_shown(value)} is not 0 or 1; the hypothesis panel stays closed")
     return Parsed(ViewState(**out), msgs)
 
 
@@ -287,6 +295,8 @@ def resolve(state: ViewState, project, defaults: UIDefaults) -> Parsed:
     if state.unit is not None and state.unit >= D:
         msgs.append(f"unit {state.unit} is out of range [0, {D}); no unit page")
         changes["unit"] = None
+    if state.stats and not any(t.kind == "discrete" for t in project.meta.values()):
+        changes["stats"] = False                   # no hypothesis panel in a project without labels
     if state.tracks is not None:
         unknown = [t for t in state.tracks if t not in project.meta]
         if unknown:
@@ -341,4 +351,6 @@ def to_query(state: ViewState, defaults: UIDefaults, locate: Callable[[int], str
         items.append(("unit", str(state.unit)))
     if state.atleast is not None:
         items.append(("atleast", str(state.atleast)))
+    if state.stats:
+        items.append(("stats", "1"))
     return urlencode(items, safe=":,/")

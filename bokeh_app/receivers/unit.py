@@ -10,7 +10,7 @@ from bokeh.events import Tap
 
 from bokeh_app import columns
 from bokeh_app.state import client_number
-from bokeh_app.views.unit import UNIT_OFF, UNIT_ON
+from bokeh_app.views.unit import UNIT_OFF, UNIT_ON, UnitPage, build_unit_page
 from bokeh_app.worker import failure
 from gpu_matcher.hypotheses import unit_profile
 
@@ -23,7 +23,6 @@ class UnitReceiver:
     def connect(self) -> None:
         s, uv = self.s, self.s.uv
         uv.open.on_click(lambda: self.on_open(uv.cell.value))
-        uv.close.on_click(self.on_close)
         s.sv.selection.selected.on_change("indices", lambda attr, old, new: self.on_ticked(new))
         s.sv.plot.on_event(Tap, lambda event: self.on_trace_click(event.x, event.y))
 
@@ -69,6 +68,13 @@ class UnitReceiver:
         s.sync_url()
 
     # --- the page --------------------------------------------------------------------------------
+    def page(self) -> UnitPage:
+        """The page's models, built and wired the first time a unit is shown."""
+        uv = self.s.uv
+        if uv.page is None:
+            build_unit_page(uv, self.on_close)
+        return uv.page
+
     def show(self, cell: int) -> None:
         s = self.s
         s.user_acted()
@@ -89,20 +95,21 @@ class UnitReceiver:
         self._shown = key
         with s.batch():
             s.uv.cell.value = st.unit
+        info = self.page().info
         s.uv.layout.visible = True
-        s.uv.info.text = f"<span class='lv-busy'>Computing the profile of cell {st.unit}…</span>"
+        info.text = f"<span class='lv-busy'>Computing the profile of cell {st.unit}…</span>"
         engine = s.engine
 
         def apply(answer) -> None:
             if isinstance(answer, Exception):
-                s.uv.info.text = html.escape(failure("Unit page", answer))
+                info.text = html.escape(failure("Unit page", answer))
                 return
             self.write(answer)
         s.worker.submit("unit", lambda: unit_profile(engine, key[1], key[0], key[2], key[3]), apply)
 
     def write(self, profile) -> None:
         """The page's columns and its summary line from one ``UnitProfile``."""
-        uv = self.s.uv
+        uv = self.page()
         uv.contexts.data = columns.unit_context_columns(profile.contexts)
         uv.histogram.data = columns.unit_histogram_columns(
             profile.histogram, profile.threshold if profile.scale == "none" else None, UNIT_ON, UNIT_OFF)

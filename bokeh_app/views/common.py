@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 
-from bokeh.models import (Axis, BoxSelectTool, ColumnDataSource, CustomJS, Div, GlyphRenderer, Grid, LassoSelectTool,
-                          TapTool)
+from bokeh.models import (Axis, BoxSelectTool, Column, ColumnDataSource, CustomJS, Div, GlyphRenderer, Grid,
+                          LassoSelectTool, Spacer, TapTool)
 from bokeh.palettes import Blues256, Viridis256
 
 COUNT_PALETTE = tuple(reversed(Blues256))[24:]       # light (0 cells) to dark (all of S)
@@ -124,11 +125,41 @@ def lean(*plots) -> None:
                     r.nonselection_glyph = "auto"
 
 
-def header(title: str, subtitle: str, with_home_link: bool) -> Div:
+def header_html(title: str, subtitle: str, with_home_link: bool) -> str:
     home = ' &nbsp; <a href="?">all projects</a>' if with_home_link else ""
-    return Div(text=f'<span class="lv-title">LSTMVis · {html.escape(title)}</span> '
-                    f'<span class="lv-sub">{html.escape(subtitle)}</span>{home}',
-               stylesheets=[PAGE_CSS], sizing_mode="stretch_width")
+    return (f'<span class="lv-title">LSTMVis · {html.escape(title)}</span> '
+            f'<span class="lv-sub">{html.escape(subtitle)}</span>{home}')
+
+
+def header(title: str, subtitle: str, with_home_link: bool) -> Div:
+    return Div(text=header_html(title, subtitle, with_home_link), stylesheets=[PAGE_CSS], sizing_mode="stretch_width")
+
+
+@dataclass
+class PageShell:
+    """A project page's roots, sent with the browser's first pull before the page itself is built: the
+    header, the status line, the page's place (``project_view``, filled in on the event loop once the
+    page's models are built in the builder thread) and the URL holder. BokehJS follows children added to
+    a root it has rendered, not roots added after its first render (README: load)."""
+
+    header: Div
+    status: Div
+    view: Column
+    url: ColumnDataSource
+
+    @property
+    def roots(self) -> tuple:
+        return self.header, self.status, self.view, self.url
+
+
+def page_shell(title: str, message: str, width: int, follow_address_bar: bool) -> PageShell:
+    """The shell of a project page: ``message`` (busy) in the status line until the page arrives. The
+    address bar follows the holder's first change (the page's query), not the page load."""
+    status = status_div(width)
+    status.text = status_html([("busy", message)])
+    # (One child until the page arrives: Bokeh's validation warns of an empty layout.)
+    view = Column(Spacer(width=0, height=0), name="project_view")
+    return PageShell(header(title, "", True), status, view, url_holder(follow_address_bar))
 
 
 def section(text: str) -> Div:

@@ -126,7 +126,7 @@ def build_match_view(*, tracks: list[tuple[str, str]], defaults: UIDefaults,
     plot = figure(name="match_plot", x_range=Range1d(-LABEL_SPAN - 0.5, columns - 0.5), y_range=y_range,
                   frame_width=(columns + LABEL_SPAN) * md.word_px, frame_height=height, tools="",
                   toolbar_location=None, x_axis_location="above", min_border_left=6,
-                  min_border_right=6, output_backend="canvas")
+                  min_border_right=6, output_backend="canvas", title=None)
     plot.grid.visible = False
     plot.outline_line_color = "#dddddd"
     plot.yaxis.visible = False
@@ -165,7 +165,7 @@ def build_match_view(*, tracks: list[tuple[str, str]], defaults: UIDefaults,
                 y_range=Range1d(summary_rows - 0.5, -0.5, name="match_column_y_range"),
                 frame_width=plot.frame_width, frame_height=summary_rows * md.row_px, tools="",
                 toolbar_location=None, x_axis_location=None, y_axis_location=None, min_border_left=6,
-                min_border_right=6, min_border_top=4, output_backend="canvas")
+                min_border_right=6, min_border_top=4, output_backend="canvas", title=None)
     cp.grid.visible = False
     cp.outline_line_color = "#dddddd"
     cells_renderer = cp.rect(x="x", y="y", width=0.96, height=0.9, source=columns_source, fill_color="color",

@@ -133,7 +133,7 @@ def left_border(labels) -> int:
 def _strip(name: str, x_range: Range1d, width_px: int, height: int, label: str, border: int = LEFT_BORDER):
     p = figure(name=name, x_range=x_range, y_range=Range1d(-0.5, 0.5), frame_width=width_px,
                frame_height=height, toolbar_location=None, min_border_left=border,
-               min_border_right=10, min_border_top=1, min_border_bottom=1, tools="")
+               min_border_right=10, min_border_top=1, min_border_bottom=1, tools="", title=None)
     p.xaxis.visible = False
     p.yaxis.ticker = FixedTicker(ticks=[0])
     p.yaxis.major_label_overrides = {0: label}
@@ -283,7 +283,8 @@ def build_select_view(*, sources: list[tuple[str, str]], tracks: list[tuple[str,
                                                      "ly": [], "text": []})
     pattern_plot = figure(name="pattern_plot", width=250, height=90, toolbar_location=None, tools="",
                           x_range=Range1d(*pattern_x_range(0, 0, M)), y_range=Range1d(-0.45, 1.45),
-                          min_border_left=4, min_border_right=4, min_border_top=4, min_border_bottom=4)
+                          min_border_left=4, min_border_right=4, min_border_top=4, min_border_bottom=4,
+                          title=None)
     pattern_plot.axis.visible = False
     pattern_plot.grid.visible = False
     guide = {"x0": [-M, PATTERN_BRUSH], "x1": [0.0, PATTERN_BRUSH + M]}

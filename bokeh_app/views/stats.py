@@ -46,9 +46,21 @@ class StatsView:
     layout: object
 
 
+PANEL_TITLE = "hypothesis statistics (exact, over the whole corpus)"
+
+
+def build_stats_place() -> tuple[Column, Button]:
+    """The panel's place under the match view while it is closed: its title and a button that opens it.
+    The panel itself (~190 models) is built when opened (``build_stats_view``): most sessions
+    never open it, and every model costs each session's first page (README: load)."""
+    button = Button(name="stats_open", label="show the hypothesis statistics", width=260)
+    return Column(section(PANEL_TITLE), button, name="stats_view"), button
+
+
 def build_stats_view(*, tracks: dict[str, list[str]], sources: list[tuple[str, str]] = ()) -> StatsView:
     """``tracks``: discrete track name -> its label names (the first track is the default);
-    ``sources``: (name, label) of the project's sources, for the comparison."""
+    ``sources``: (name, label) of the project's sources, for the comparison. The panel's layout goes
+    into its place (``build_stats_place``) once its callbacks are wired (``ProjectSession.open_stats``)."""
     names = list(tracks)
     first = names[0] if names else ""
     track = Select(name="stats_track", title="label track", options=names, value=first, width=160)
@@ -148,13 +160,13 @@ def build_stats_view(*, tracks: dict[str, list[str]], sources: list[tuple[str, s
     compare_info = Div(name="stats_compare_info", text="", width=420)
 
     lean(ep, cp, mp, pp)
-    layout = Column(section("hypothesis statistics (exact, over the whole corpus)"),
-                    Row(track, label),
-                    Row(Column(ep, suggest, table, add_suggested),
-                        Column(Row(cp, mp), Row(atleast, apply_best, styles={"align-items": "end"}), detector)),
-                    Row(Column(phrase_map, phrase_info, Row(compare_source, compare, styles={"align-items": "end"}),
-                               compare_info), pp),
-                    name="stats_view")
+    children = [section(PANEL_TITLE),
+                Row(track, label),
+                Row(Column(ep, suggest, table, add_suggested),
+                    Column(Row(cp, mp), Row(atleast, apply_best, styles={"align-items": "end"}), detector)),
+                Row(Column(phrase_map, phrase_info, Row(compare_source, compare, styles={"align-items": "end"}),
+                           compare_info), pp)]
+    layout = Column(*children, name="stats_panel")
     return StatsView(track=track, label=label, enrichment=enrichment, enrichment_plot=ep, detector=detector,
                      curve=curve, best=best, curve_plot=cp, atleast=atleast, m_curve=m_curve,
                      best_m=best_m, m_curve_plot=mp, apply_best=apply_best, suggest=suggest,

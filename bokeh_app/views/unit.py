@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bokeh.models import (Button, Column, ColumnDataSource, DataTable, Div, HoverTool, NumberFormatter,
-                          NumericInput, Row, TableColumn)
+                          NumericInput, Row, Spacer, TableColumn)
 from bokeh.plotting import figure
 
 from bokeh_app.views.common import PAGE_CSS, lean, section
@@ -18,9 +18,10 @@ UNIT_OFF = "#9aa3ad"
 
 
 @dataclass
-class UnitView:
-    cell: NumericInput                 # the unit box in the select view's side panel
-    open: Button
+class UnitPage:
+    """The page's models, built the first time a unit is opened (most sessions never open one: its ~70
+    models would cost every session's first page, README: load)."""
+
     close: Button
     info: Div
     contexts: ColumnDataSource         # rank position value scaled text
@@ -29,15 +30,37 @@ class UnitView:
     histogram_plot: object
     tokens: ColumnDataSource           # token on occurrences rate
     tokens_table: DataTable
-    layout: object                     # the page (hidden until a unit is opened)
+
+
+@dataclass
+class UnitView:
+    cell: NumericInput                 # the unit box in the select view's side panel
+    open: Button
+    layout: Column                     # the page's place (hidden until a unit is opened), filled by build_page
     box: object                        # the unit box and its button, for the side panel
+    width_px: int
+    page: UnitPage | None = None
 
 
 def build_unit_view(width_px: int) -> UnitView:
+    """The unit box and the page's (empty, hidden) place; ``build_unit_page`` fills it."""
     cell = NumericInput(name="unit_cell", title="unit page of cell", mode="int", low=0, width=120,
                         placeholder="cell")
     open_ = Button(name="unit_open", label="open", width=60)
+    box = Row(cell, open_, styles={"align-items": "end", "gap": "6px"})
+    # (One child, never shown: Bokeh's validation warns of an empty layout.)
+    return UnitView(cell=cell, open=open_, layout=Column(Spacer(width=0, height=0), name="unit_view", visible=False),
+                    box=box, width_px=width_px)
+
+
+def build_unit_page(view: UnitView, on_close) -> UnitPage:
+    """The page's models, put into ``view.layout`` (once) with ``on_close`` wired first (a callback wired
+    after the models were sent may never reach BokehJS's event manager)."""
+    if view.page is not None:
+        return view.page
+    width_px = view.width_px
     close = Button(name="unit_close", label="close the unit page", width=160)
+    close.on_click(on_close)
     info = Div(name="unit_info", text="", width=width_px, stylesheets=[PAGE_CSS])
     contexts = ColumnDataSource(name="unit_contexts", data={"rank": [], "position": [], "value": [],
                                                             "scaled": [], "text": []})
@@ -66,14 +89,12 @@ def build_unit_view(width_px: int) -> UnitView:
                  TableColumn(field="occurrences", title="seen", width=60),
                  TableColumn(field="rate", title="on-rate", width=60, formatter=three)])
     lean(hp)
-    layout = Column(Row(section("unit page (exact, over the whole corpus)"), close,
-                        styles={"align-items": "center", "gap": "12px"}),
-                    info,
-                    Row(Column(section("top activating contexts"), contexts_table),
-                        hp,
-                        Column(section("tokens it is on at"), tokens_table)),
-                    name="unit_view", visible=False)
-    box = Row(cell, open_, styles={"align-items": "end", "gap": "6px"})
-    return UnitView(cell=cell, open=open_, close=close, info=info, contexts=contexts,
-                    contexts_table=contexts_table, histogram=histogram, histogram_plot=hp, tokens=tokens,
-                    tokens_table=tokens_table, layout=layout, box=box)
+    view.page = UnitPage(close=close, info=info, contexts=contexts, contexts_table=contexts_table,
+                         histogram=histogram, histogram_plot=hp, tokens=tokens, tokens_table=tokens_table)
+    view.layout.children = [Row(section("unit page (exact, over the whole corpus)"), close,
+                                styles={"align-items": "center", "gap": "12px"}),
+                            info,
+                            Row(Column(section("top activating contexts"), contexts_table),
+                                hp,
+                                Column(section("tokens it is on at"), tokens_table))]
+    return view.page

@@ -406,7 +406,13 @@ def test_hypothesis_panel_draws_and_applies_the_best_threshold(app_page, browser
     engine = engine_of(browser_data, "small")
     page = app_page().open({"project": "small", "pos": 100, "threshold": 0.3, "brush": "110,112"})
     page.wait_for_matches()
-    page.wait_for("() => window.__col('stats_enrichment', 'label').length > 0")
+    # The panel is built on demand (issue 16): its button brings it, its numbers and the URL's stats=1.
+    assert page.page.evaluate("() => Bokeh.documents[0].get_model_by_name('stats_enrichment') === null")
+    page.page.get_by_role("button", name="show the hypothesis statistics").click()
+    page.wait_for("() => Bokeh.documents[0].get_model_by_name('stats_enrichment') !== null"
+                  " && window.__col('stats_enrichment', 'label').length > 0")
+    page.wait_for("() => new URLSearchParams(location.search).get('stats') === '1'")
+    page.wait_idle()
     cells = engine.select(S1, 110, 112, 0.3).cells
     label = page.value("stats_label", "value")
     curve = stats.detector_curve(engine, S1, cells, None, "pos", label)
@@ -431,7 +437,7 @@ def test_long_jobs_of_the_panel_answer_through_the_worker(app_page, browser_data
     from gpu_matcher import stats
 
     engine = engine_of(browser_data, "small")
-    page = app_page().open({"project": "small", "pos": 100, "threshold": 0.3, "brush": "110,112"})
+    page = app_page().open({"project": "small", "pos": 100, "threshold": 0.3, "brush": "110,112", "stats": 1})
     page.wait_for_matches()
     page.page.get_by_role("button", name="compare", exact=True).click()
     page.wait_for("() => Bokeh.documents[0].get_model_by_name('stats_compare_info').text.includes('overlap')")
@@ -669,7 +675,7 @@ def test_wide_outlier_project_long_names_are_not_cut(app_page, browser_data):
     a person looks at for cut labels."""
     engine = engine_of(browser_data, "wide")
     page = app_page(width=1700, height=1300).open({"project": "wide", "source": S2, "pos": 40, "brush": "50,51",
-                                                   "threshold": 1.5, "unit": 7, "minlen": 1})
+                                                   "threshold": 1.5, "unit": 7, "minlen": 1, "stats": 1})
     page.wait_for_matches(timeout=60_000)
     page.wait_for("() => window.__col('unit_contexts', 'position').length > 0")
     page.wait_for("() => window.__col('stats_enrichment', 'label').length > 0", timeout=60_000)

@@ -506,3 +506,31 @@ def test_an_embedded_app_leaves_the_host_address_bar_alone(catalogue):
     session = build_document(doc, catalogue, {"project": [b"small"], "bokeh-autoload-element": [b"x1"]})
     assert isinstance(session, ProjectSession)
     assert not model(doc, "url_state").js_property_callbacks
+
+
+# --- a cheap first page (issue 16) ----------------------------------------------------------------------
+#: Models of the small project's first page as measured (issue 16: 685 while the unit page and the
+#: hypothesis panel were built with every page, 423 without them, 459 with the overview strip and the track
+#: picker), plus a margin: a regression guard, since each model costs every session about 0.5 ms of the
+#: server's event loop (built, then serialised for the first pull).
+FIRST_PAGE_MODELS = 459 + 25
+
+
+def test_a_first_page_is_small_and_valid_and_so_are_its_panels(catalogue):
+    from bokeh.core.validation.check import check_integrity
+
+    def issues(doc):
+        found = check_integrity(set().union(*(root.references() for root in doc.roots)))
+        return found.error + found.warning
+
+    doc, session = open_doc(catalogue, project="small", source=S1, pos=100, threshold=0.3, brush="110,112")
+    first = len(doc.models)
+    assert first <= FIRST_PAGE_MODELS, f"the first page has {first} models"
+    assert doc.get_model_by_name("unit_contexts") is None and doc.get_model_by_name("stats_curve") is None
+    # Bokeh's per-session validation is off on the server (server.skip_document_validation): checked here.
+    assert issues(doc) == []
+    click(doc, "stats_open")
+    model(doc, "unit_cell").value = 3
+    click(doc, "unit_open")
+    assert model(doc, "unit_view").visible and model(doc, "unit_contexts").data["position"]
+    assert len(doc.models) > first + 200 and issues(doc) == []

@@ -81,7 +81,7 @@ def test_project_texts_and_labels_are_escaped(hostile_catalogue):
     assert "&lt;img" in model(doc, "project_list").text
     assert_no_markup_from(doc)
     doc, session = open_doc(hostile_catalogue, project="evil", brush="100,102",
-                            threshold="0.2", tracks=XSS, source=XSS)
+                            threshold="0.2", tracks=XSS, source=XSS, stats=1)
     assert "&lt;img" in status(doc) and "&lt;img" in doc.roots[0].text
     assert_no_markup_from(doc)
     labels = model(doc, "stats_label").options
@@ -138,7 +138,7 @@ def test_word_width_that_is_not_offered_is_refused(catalogue):
 
 
 def test_position_scale_source_and_track_are_checked(catalogue):
-    doc, session = open_doc(catalogue, project="small", pos="500")
+    doc, session = open_doc(catalogue, project="small", pos="500", stats=1)
     T = session.project.T
     model(doc, "position").value = float("nan")
     assert session.state.pos == 500 and model(doc, "position").value == 500 and "not a finite" in status(doc)

@@ -82,7 +82,7 @@ def test_opening_a_project_runs_in_a_worker(app_data, monkeypatch):
     doc = served_document()
     box = {}
     loop = run_measured(doc, lambda: box.update(view=build_document(doc, catalogue, args(project="small")),
-                                                 status=model(doc, "loading_status").text))
+                                                 status=model(doc, "status").text))
     assert box["view"] is None and "Opening project small" in box["status"]
     assert threads and loop not in threads
     assert doc.get_model_by_name("select_plot") is not None and catalogue.is_open("small")
@@ -162,3 +162,30 @@ def test_a_phrase_search_runs_in_a_worker(app_data, monkeypatch):
     assert "Searching" in seen["info"] and threads and loop not in threads
     assert list(model(doc, "search_hits").data["pos"])[:5] == [int(h) for h in real(word)[:5]]
     assert "occurrence(s)" in model(doc, "search_info").text
+
+
+def test_every_served_page_is_built_off_the_loop_into_its_shell(app_data, monkeypatch):
+    """An open project too: the first pull gets a few models (header, status, the page's place, the URL
+    holder), the page's models are built in the builder thread and go into the same roots (BokehJS
+    follows the children of the roots it rendered, not roots added later)."""
+    import bokeh_app.session as session_module
+
+    catalogue = Catalogue(app_data, "numpy")
+    engine = catalogue.engine("small")
+    threads: list = []
+    monkeypatch.setattr(session_module, "build_select_view", slow(session_module.build_select_view, threads))
+    doc = served_document()
+    first = {}
+
+    def open_page():
+        assert build_document(doc, catalogue, args(project="small", brush="110,112", threshold="0.3")) is None
+        first.update(roots=list(doc.roots), models=len(doc.models), status=model(doc, "status").text)
+    loop = run_measured(doc, open_page)
+    assert threads and loop not in threads
+    assert first["models"] < 15 and "Building the page" in first["status"]
+    assert doc.roots == first["roots"] and [r.name for r in doc.roots][1:] == ["status", "project_view", "url_state"]
+    sel = engine.select(S1, 110, 112, 0.3)
+    assert model(doc, "selection").data["cell"] == sel.cells
+    assert shown_matches(doc) == engine_matches(engine, S1, sel.cells, 0.3)
+    assert "Building the page" not in model(doc, "status").text and "small test project" in doc.roots[0].text
+    assert "project=small" in model(doc, "url_state").data["query"][0]

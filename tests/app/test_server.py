@@ -30,13 +30,24 @@ def fetch(url: str) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
-def built(session, name: str, timeout: float = 30):
-    """The page is built in the server's builder thread after the first pull: pull until it is there."""
+def snapshot(url: str, session_id: str):
+    """The server's document of a session as it is now: pulled by a second client of the same session.
+    (The first client receives the server's patches only between its own requests, and a second
+    ``pull()`` of it sends its old roots back to the server: Bokeh's Python client echoes the roots
+    a pull replaces.)"""
+    with pull_session(session_id=session_id, url=url) as probe:
+        return probe.document
+
+
+def built(url: str, session, name: str, timeout: float = 30, ready=lambda doc: True):
+    """The page is built in the server's builder thread after the first pull and put into the page's
+    shell: the session's document once it has ``name`` (and ``ready(doc)`` holds)."""
     deadline = time.time() + timeout
-    while session.document.get_model_by_name(name) is None and time.time() < deadline:
-        time.sleep(0.1)
-        session.pull()
-    return session.document
+    doc = session.document
+    while not (doc.get_model_by_name(name) is not None and ready(doc)) and time.time() < deadline:
+        time.sleep(0.2)
+        doc = snapshot(url, session.id)
+    return doc
 
 
 def test_server_page_and_a_restored_session(server, app_data):
@@ -51,24 +62,17 @@ def test_server_page_and_a_restored_session(server, app_data):
     expected = [(m.start, m.end, m.length, m.inter, m.union) for m in engine.match(S1, cells, 0.3)]
     with pull_session(url=url, arguments={"project": "small", "pos": "100", "threshold": "0.3",
                                           "brush": "110,112"}) as session:
-        doc = built(session, "selection")
+        doc = built(url, session, "selection")
         assert doc.get_model_by_name("selection").data["cell"] == cells
         assert doc.get_model_by_name("threshold").value == 0.3
         # The match runs off the document lock; its rows arrive a moment later.
-        deadline = time.time() + 20
-        rows = []
-        while time.time() < deadline:
-            session.pull()
-            data = session.document.get_model_by_name("matches").data
-            rows = list(zip(data["start"], data["end"], data["length"], data["inter"], data["union"]))
-            if rows:
-                break
-            time.sleep(0.2)
-        assert rows == expected
-        assert "matches in" in session.document.get_model_by_name("status").text
+        doc = built(url, session, "matches", ready=lambda d: len(d.get_model_by_name("matches").data["start"]) > 0)
+        data = doc.get_model_by_name("matches").data
+        assert list(zip(data["start"], data["end"], data["length"], data["inter"], data["union"])) == expected
+        assert "matches in" in doc.get_model_by_name("status").text
     with pull_session(url=url, arguments={"project": "nested/wide"}) as session:
-        assert built(session, "select_plot").get_model_by_name("select_plot") is not None
-        assert session.document.title.endswith("wide test project")
+        doc = built(url, session, "select_plot")
+        assert doc.get_model_by_name("select_plot") is not None and doc.title.endswith("wide test project")
 
 
 def test_the_app_can_be_embedded_with_server_document(server):
@@ -110,6 +114,9 @@ def test_lstmvis_serve_prints_the_url_and_serves_it(app_data):
         assert "2 project(s)" in text and "backend numpy" in text
         status, page = fetch(f"http://127.0.0.1:{port}/")
         assert status == 200 and "<title>LSTMVis</title>" in page
+        if sys.platform.startswith("linux") and "PYTHONMALLOC" not in os.environ:   # cli.with_system_malloc
+            with open(f"/proc/{proc.pid}/environ", "rb") as fh:
+                assert b"PYTHONMALLOC=malloc" in fh.read().split(b"\0")
     finally:
         proc.terminate()
         proc.wait(20)
@@ -132,3 +139,16 @@ def test_the_command_line_does_not_import_bokeh():
             "assert 'serve' in p._subparsers._group_actions[0].choices; "
             "assert not any(m == 'bokeh' or m.startswith('bokeh.') for m in sys.modules), 'bokeh imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_serving_collects_garbage_less_often_and_skips_what_was_imported():
+    import gc
+
+    from bokeh_app.server import GC_THRESHOLDS, tune_gc
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

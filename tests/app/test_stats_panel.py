@@ -8,7 +8,13 @@ import pytest
 from bokeh_app.catalogue import Catalogue
 from gpu_matcher import ProjectError, stats
 
-from test_document import S1, click, model, open_doc, set_threshold, shown_matches, status_of
+from test_document import S1, click, model, set_threshold, shown_matches, status_of
+from test_document import open_doc as open_plain
+
+
+def open_doc(catalogue, **query):
+    """A page with the hypothesis panel open (``stats=1``: it is built on demand)."""
+    return open_plain(catalogue, stats=1, **query)
 
 
 @pytest.fixture(scope="module")
@@ -284,3 +290,37 @@ def test_a_hostile_atleast_is_refused_or_clamped(catalogue):
     spinner.value = -3
     assert session.state.atleast == 1 and spinner.value == 1 and "outside [1," in status_of(doc)
     assert "at least 1 of" in model(doc, "stats_detector").text
+
+
+# --- built on demand (issue 16: a session's first page is cheap) -------------------------------------------
+def test_the_panel_is_built_when_opened_and_then_equals_an_open_page(catalogue):
+    from test_document import url_of
+
+    query = dict(project="small", source=S1, pos=100, threshold=0.3, brush="110,112")
+    doc, session = open_plain(catalogue, **query)
+    assert session.stv is None and doc.get_model_by_name("stats_enrichment") is None
+    assert [c.name for c in model(doc, "stats_view").children if c.name] == ["stats_open"]
+    assert "stats" not in url_of(doc)
+    before, button = len(doc.models), model(doc, "stats_open")
+    click(doc, "stats_open")
+    assert len(doc.models) > before + 100, "the panel's models arrive when it is opened"
+    assert url_of(doc)["stats"] == "1" and doc.get_model_by_name("stats_open") is None
+    opened, _ = open_doc(catalogue, **query)                  # the same scenario opened from its URL
+    for name, attr in (("stats_enrichment", "data"), ("stats_curve", "data"), ("stats_best", "data"),
+                       ("stats_detector", "text"), ("stats_track", "value"), ("stats_label", "value")):
+        assert getattr(model(doc, name), attr) == getattr(model(opened, name), attr), name
+    # Opened, it works like the panel always did: a new label recomputes the detector.
+    model(doc, "stats_label").value = "NOUN"
+    assert "pos = NOUN" in model(doc, "stats_detector").text
+    after = len(doc.models)
+    session.on_open_stats()                                   # a second click (a stale button) changes nothing
+    assert len(doc.models) == after and session.stv is not None
+
+
+def test_atleast_in_the_url_opens_the_panel_and_a_bad_stats_value_is_a_message(catalogue):
+    doc, session = open_plain(catalogue, project="small", source=S1, brush="110,112", threshold=0.3, atleast=2)
+    assert session.stv is not None and model(doc, "stats_atleast").value == 2
+    doc, session = open_plain(catalogue, project="small", stats="yes")
+    assert session.stv is None and "stats 'yes' is not 0 or 1" in status_of(doc)
+    doc, session = open_plain(catalogue, project="nested/wide", stats=1)   # no discrete track: no panel
+    assert session.state.stats is False and doc.get_model_by_name("stats_view") is None

@@ -87,7 +87,8 @@ def test_compare_runs_off_the_document_lock(catalogue, monkeypatch):
     engine = catalogue.engine("small")
     doc = Document()
     session = build_document(doc, catalogue, {"project": [b"small"], "source": [S1.encode()], "pos": [b"100"],
-                                              "threshold": [b"0.3"], "brush": [b"110,112"]}, synchronous=False)
+                                              "threshold": [b"0.3"], "brush": [b"110,112"], "stats": [b"1"]},
+                              synchronous=False)
     asyncio.run(drain(doc))
     assert shown_matches(doc) == engine_matches(engine, S1, session.cells, 0.3)
 
