@@ -346,7 +346,7 @@ class Engine:
                  stop: int, bins: int, scale: str = "none") -> tuple[np.ndarray, np.ndarray]:
         """Per-bin ``(min, max)`` of n(t) over steps ``[start, stop)`` (``gpu_matcher.overview``: bin edges,
         one step per bin when the range is shorter), for the overview strip of a whole contig. A backend
-        declaring ``Capability.COUNT_OVERVIEW`` (the sharded ones) computes it from the selected cells'
+        declaring ``Capability.COUNT_OVERVIEW`` (NumPy, the sharded ones) computes it from the selected cells'
         rows of its layout; otherwise the source is read in chunks of at most ``OVERVIEW_CHUNK`` steps
         (fewer for a wide source: ~64 MB a chunk), all D cells of each row."""
         from gpu_matcher.overview import OVERVIEW_CHUNK, check_bins, reduce_dense, single_steps

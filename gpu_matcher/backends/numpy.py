@@ -78,7 +78,7 @@ class NumpyBackend(SearchBackend[Layout, LevelEvents]):
     name = "numpy"
     xp = np
     capabilities = frozenset({Capability.PER_CELL_KEYS, Capability.STREAMING, Capability.CORPUS_SCANS,
-                              Capability.LEVEL_HISTOGRAMS})
+                              Capability.LEVEL_HISTOGRAMS, Capability.COUNT_OVERVIEW})
 
     bit_rows: bitmatrix.BitRowCache = bitmatrix.BIT_ROWS      # the process's cache, unless given one
 
@@ -181,6 +181,26 @@ class NumpyBackend(SearchBackend[Layout, LevelEvents]):
     def on_columns(self, layout, cells, key_threshold):
         store = layout.keys_cells
         return bitmatrix.unpack_bits(self.bit_rows.rows(store, cells, key_threshold).array(), store.shape[1])
+
+    def count_overview(self, layout, cells, key_threshold, start, stop, bins):
+        """Per-bin ``(min, max)`` of n(t) over ``[start, stop)`` from the selected cells' cached bit rows
+        (k cells, not D: a match of the same S and θ has usually made them), unpacked ``OVERVIEW_CHUNK``
+        steps at a time; the bins are ``gpu_matcher.overview``'s, each at least one step."""
+        from gpu_matcher.overview import OVERVIEW_CHUNK, bin_edges, reduce_chunk
+
+        store = layout.keys_cells
+        words = self.bit_rows.rows(store, np.asarray(cells, dtype=np.int64), key_threshold).array()
+        edges = bin_edges(start, stop, bins)
+        lo, hi = np.full(bins, np.nan), np.full(bins, np.nan)
+        for c0 in range(int(start), int(stop), OVERVIEW_CHUNK):
+            c1 = min(int(stop), c0 + OVERVIEW_CHUNK)
+            w0, w1 = c0 >> 6, (c1 + 63) >> 6
+            on = bitmatrix.unpack_bits(words[:, w0:w1], (w1 - w0) * 64)
+            n = on.sum(axis=0, dtype=np.int32)[c0 - (w0 << 6):c1 - (w0 << 6)]
+            b0, b1, part_lo, part_hi = reduce_chunk(n, c0, c1, edges)
+            lo[b0:b1] = np.fmin(lo[b0:b1], part_lo)
+            hi[b0:b1] = np.fmax(hi[b0:b1], part_hi)
+        return lo, hi
 
     # --- the selected cells as bit rows (bitmatrix); base.Backend's (T, W) words are not made ------
     def selected_words(self, layout, cells, key_threshold):

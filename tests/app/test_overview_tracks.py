@@ -170,7 +170,8 @@ def test_counted_bins_stay_within_the_budget():
 
 
 def test_a_contig_over_the_budget_counts_near_the_view_and_follows_it(catalogue, monkeypatch):
-    monkeypatch.setattr("bokeh_app.overview.OVERVIEW_VALUES", 1000 * 24)         # 1,000 steps of 24 cells
+    monkeypatch.setattr("bokeh_app.overview.OVERVIEW_VALUES", 1000)                # 1,000 steps (1 value a
+    # step: the NumPy backend bins the selected cells' bit rows, Engine.overview_row_cost)
     doc, session = open_doc(catalogue, project="many", pos=100, brush="120,122", threshold=0.3)
     ov = session.overview
     counted = np.flatnonzero(np.isfinite(ov.counts[1]))

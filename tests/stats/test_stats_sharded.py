@@ -190,14 +190,40 @@ def test_sharded_overview_equals_numpy(impl, case, data):
 
 
 def test_overview_row_cost_is_one_value_per_step_on_the_shards(tmp_path):
-    """The app's overview strip budgets n(t) by ``Engine.overview_row_cost``: D values a step when the
-    engine reads rows, 1 when the shards bin the selected cells' bit rows (a whole 10^8 contig then fits)."""
+    """The app's overview strip budgets n(t) by ``Engine.overview_row_cost``: 1 value a step when the
+    backend bins the selected cells' bit rows (the shards, NumPy; a whole 10^8 contig then fits), D when
+    the engine reads rows (a backend without ``COUNT_OVERVIEW``)."""
     from gpu_matcher.sharded import SerialExecutor
 
     raw = np.random.default_rng(0).standard_normal((64, 12)).astype(np.float16)
     project = open_project(write_project(tmp_path / "p", raw))
-    assert Engine(project, backend="numpy").overview_row_cost(DISK_SOURCE) == 12
+    assert Engine(project, backend="numpy").overview_row_cost(DISK_SOURCE) == 1
+    assert Engine(project, backend=conformance.standin_cupy()).overview_row_cost(DISK_SOURCE) == 12
     sharded = Engine(project, backend=ShardedBackend(SerialExecutor("numpy"), shard_steps=16, halo=0))
     assert sharded.overview_row_cost(DISK_SOURCE) == 1
     assert sharded.overview_row_cost(DISK_SOURCE, "zscore") == (
         1 if sharded.backend.supports(Capability.PER_CELL_KEYS) else 12)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10**6), bins=st.integers(1, 300), data=st.data())
+def test_numpy_overview_from_bit_rows_equals_reading_rows(tmp_path, seed, bins, data):
+    """NumPy's ``count_overview`` (the k cells' bit rows, unpacked a chunk at a time) against the row
+    reading path (the CuPy stand-in declares no ``COUNT_OVERVIEW``), under θ and a per-cell scale."""
+    import gpu_matcher.overview as overview_module
+
+    rng = np.random.default_rng(seed)
+    T, D = int(rng.integers(70, 700)), int(rng.integers(1, 20))
+    raw = rng.standard_normal((T, D)).astype(np.float16)
+    project = open_project(write_project(tmp_path / f"p{seed}-{bins}", raw))
+    numpy_engine = Engine(project, backend="numpy")
+    rows_engine = Engine(project, backend=conformance.standin_cupy())
+    cells = sorted(data.draw(st.sets(st.integers(0, D - 1), min_size=1, max_size=D)))
+    a = data.draw(st.integers(0, T - 2))
+    b = data.draw(st.integers(a + 1, T))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(overview_module, "OVERVIEW_CHUNK", 128)          # several chunks, cut mid-word
+        for th, scale in ((0.2, "none"), (1.0, "zscore")):
+            got = numpy_engine.overview(DISK_SOURCE, cells, th, a, b, min(bins, b - a), scale)
+            want = rows_engine.overview(DISK_SOURCE, cells, th, a, b, min(bins, b - a), scale)
+            assert [g.tolist() for g in got] == [w.tolist() for w in want]
