@@ -7,6 +7,7 @@ unless told otherwise; serves only projects discovered under the data folder.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -158,16 +159,57 @@ def skip_document_validation() -> None:
 GC_THRESHOLDS = (10_000, 20, 20)
 
 
+class CoalescedCollect:
+    """Stands in for the ``gc`` module inside ``bokeh.document.document``, whose ``Document.destroy`` runs a
+    full ``gc.collect()`` for every dropped session, on the event loop (each walks every live object of
+    every other session). Here a drop asks for a collection, and one runs ``delay`` seconds after the first
+    ask: a crowd leaving costs one walk, and the cycles it left are still freed. Off the loop's thread (no
+    current loop) it collects at once, as before."""
+
+    def __init__(self, delay: float = 0.5):
+        self.delay = delay
+        self.pending = False
+
+    def collect(self, generation: int = 2) -> int:
+        import asyncio
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:                             # not on a running loop's thread
+            return gc.collect(generation)
+        if not self.pending:
+            self.pending = True
+            loop.call_later(self.delay, self.run)
+        return 0
+
+    def run(self) -> None:
+        self.pending = False
+        gc.collect()
+
+    def __getattr__(self, name: str):
+        return getattr(gc, name)
+
+
+def coalesce_document_collections(delay: float = 0.5) -> CoalescedCollect:
+    """Install :class:`CoalescedCollect` as ``bokeh.document.document.gc`` (idempotent)."""
+    import bokeh.document.document as bokeh_document
+
+    if not isinstance(bokeh_document.gc, CoalescedCollect):
+        bokeh_document.gc = CoalescedCollect(delay)
+    return bokeh_document.gc
+
+
 def tune_gc() -> None:
     """Fewer collections while serving: every session builds a few hundred Bokeh models (tens of
     thousands of container objects), and with Python's default thresholds the collector ran ~25 young
     and 2 full collections a session, each full one walking every live object (12% of the server's CPU
     under 20 sessions, README: load). What the server imported is frozen out of the collector's walks
-    (``gc.freeze``); Bokeh still runs a full collection whenever it drops a session."""
-    import gc
+    (``gc.freeze``); the full collection Bokeh runs whenever it drops a session is coalesced
+    (:class:`CoalescedCollect`)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    coalesce_document_collections()
 
 
 def raise_open_file_limit() -> None:

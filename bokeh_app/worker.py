@@ -90,6 +90,20 @@ def release_memory(after: float = 1.0) -> None:
         trim()
 
 
+#: Served sessions' workers by session id, until the session ends (``session_ended``).
+_BY_SESSION: dict[str, "Worker"] = {}
+
+
+def session_ended(session_id: str) -> bool:
+    """The server dropped session ``session_id`` (``bokeh_app/app_hooks.py``): its worker stops handing
+    answers over and drops what is queued. False for a session this process never served."""
+    worker = _BY_SESSION.pop(session_id, None)
+    if worker is None:
+        return False
+    worker._closed(None)
+    return True
+
+
 def hand_over(doc, callback) -> None:
     """``doc.add_next_tick_callback`` from a worker thread; a session destroyed in between (its
     callbacks deleted by Bokeh) takes nothing."""
@@ -137,7 +151,13 @@ class Worker:
             self.synchronous = doc.session_context is None
         self._served = doc.session_context is not None
         if self._served:
-            doc.on_session_destroyed(self._closed)
+            # Told by the app's hook (bokeh_app/app_hooks.py), not doc.on_session_destroyed: Bokeh runs a
+            # full gc.collect() after a document's own destroy callbacks, one per session, on the loop.
+            session_id = getattr(doc.session_context, "id", None)
+            if session_id is not None:
+                _BY_SESSION[session_id] = self
+            else:                                        # a context without an id (embedding): as Bokeh offers
+                doc.on_session_destroyed(self._closed)
 
     @property
     def alive(self) -> bool:

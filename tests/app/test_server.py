@@ -144,11 +144,53 @@ def test_the_command_line_does_not_import_bokeh():
 def test_serving_collects_garbage_less_often_and_skips_what_was_imported():
     import gc
 
-    from bokeh_app.server import GC_THRESHOLDS, tune_gc
+    import bokeh.document.document as bokeh_document
+
+    from bokeh_app.server import GC_THRESHOLDS, CoalescedCollect, tune_gc
     before = gc.get_threshold()
     try:
         tune_gc()
         assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0
+        assert isinstance(bokeh_document.gc, CoalescedCollect)
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+        bokeh_document.gc = gc
+
+
+def test_sessions_dropped_together_cost_one_full_collection(monkeypatch):
+    """Bokeh's Document.destroy runs gc.collect() per dropped session; on the loop those calls become one
+    collection ``delay`` seconds after the first, and off a loop each still collects at once."""
+    import asyncio
+    import gc
+
+    from bokeh_app.server import CoalescedCollect
+    calls = []
+    monkeypatch.setattr(gc, "collect", lambda generation=2: calls.append(generation) or 0)
+    shim = CoalescedCollect(delay=0.05)
+    shim.collect()
+    assert calls == [2]                                  # no event loop: at once
+
+    async def crowd_leaves():
+        for _ in range(20):
+            shim.collect()
+        assert calls == [2] and shim.pending
+        await asyncio.sleep(0.2)
+    asyncio.run(crowd_leaves())
+    assert calls == [2, 2] and not shim.pending
+    assert shim.get_threshold() == gc.get_threshold()    # the rest of the gc module shows through
+
+
+def test_a_dropped_session_reaches_its_worker_through_the_app_hook():
+    from types import SimpleNamespace
+
+    from bokeh_app import app_hooks
+    from bokeh_app.worker import Worker
+
+    worker = Worker()
+    doc = SimpleNamespace(session_context=SimpleNamespace(id="s-1"))
+    worker.attach(doc)
+    assert worker.alive and not worker.closed
+    app_hooks.on_session_destroyed(SimpleNamespace(id="s-1"))
+    assert worker.closed
+    app_hooks.on_session_destroyed(SimpleNamespace(id="s-1"))   # twice, or an unknown session: nothing

@@ -1,0 +1,13 @@
+"""Session lifecycle hooks, found beside ``main.py`` by Bokeh's ``DirectoryHandler`` (``lstmvis serve`` and
+``bokeh serve bokeh_app`` alike).
+
+A session's end reaches its worker here, not through ``Document.on_session_destroyed``: Bokeh follows a
+document's own destroy callbacks with a full ``gc.collect()``, one per session on the event loop, which
+under a crowd leaving was a sixth of the server's CPU (README: load).
+"""
+
+from bokeh_app.worker import session_ended
+
+
+def on_session_destroyed(session_context) -> None:
+    session_ended(session_context.id)
