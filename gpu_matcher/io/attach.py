@@ -20,7 +20,7 @@ from gpu_matcher.errors import ProjectError
 from gpu_matcher.formats import CONFIG_NAME, load_config
 from gpu_matcher.io.sources import FORMATS, ArrayFile, remove_path, suffix_of
 from gpu_matcher.io.tracks import update_config
-from gpu_matcher.io.writer import NAME_PATTERN, STATE_DTYPES
+from gpu_matcher.io.writer import NAME_PATTERN, STATE_DTYPES, AllOrNothing
 
 CHUNK_BYTES = 1 << 20
 
@@ -29,7 +29,7 @@ def _chunk_rows(width: int, itemsize: int) -> int:
     return max(1, min(1 << 16, CHUNK_BYTES // max(1, width * itemsize)))
 
 
-class StatesAppender:
+class StatesAppender(AllOrNothing):
     """Stream ``T`` steps of states (``(n, D)`` per source) and scalar tracks (``(n,)``) into
     ``folder/states.h5`` (``format="zarr"``: a Zarr v3 store ``states.zarr``, for --dask); use as a
     context manager (``close`` on success, the partial file removed on an error)::
@@ -164,12 +164,3 @@ class StatesAppender:
     def abort(self) -> None:
         self._close_handle()
         remove_path(self._tmp)
-
-    def __enter__(self) -> "StatesAppender":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

@@ -84,7 +84,27 @@ def _check_name(name: str, what: str) -> str:
     return name
 
 
-class ProjectWriter:
+class AllOrNothing:
+    """A writer used as a context manager: ``close()`` (commit) when the block ends normally, ``abort()``
+    (nothing added) when it raises."""
+
+    def close(self):
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class ProjectWriter(AllOrNothing):
     """Stream a project into ``folder``. Use as a context manager::
 
         with ProjectWriter(out, name="my model", dictionary=vocab, dtype="float16") as writer:
@@ -517,15 +537,6 @@ class ProjectWriter:
             handle.close()
         self._files.clear()
         self._closed = True
-
-    def __enter__(self) -> "ProjectWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     def _config(self) -> dict:
         files: dict[str, str] = {"states": STATES_FILE, "train": TRAIN_FILE}
