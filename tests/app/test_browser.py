@@ -360,6 +360,9 @@ def test_landing_lists_projects_and_opens_one(app_page, browser_data):
     page.wait_idle()
     assert page.pixels("select_plot")[0] > 5000
     assert "Brush a range of words" in page.status()
+    # The page is built into its shell off the event loop; the address bar follows when the built page's
+    # state reaches it, which may come a moment after the page went idle.
+    page.wait_for("() => new URLSearchParams(location.search).get('source') !== null")
     assert page.query()["project"] == "small" and page.query()["source"] == S1
 
 
