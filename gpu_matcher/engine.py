@@ -336,11 +336,12 @@ class Engine:
         """What :meth:`overview` reads per step, in values: the source's D when it reads rows, 1 when the
         backend bins the selected cells' bit rows on its workers (``Capability.COUNT_OVERVIEW``): a
         caller budgeting a whole contig's overview (the app's strip) divides by it."""
-        backend = self.backend
-        if backend.supports(Capability.COUNT_OVERVIEW) and (
-                not Threshold.of(0.0, scale).scaled or backend.supports(Capability.PER_CELL_KEYS)):
-            return 1
-        return int(self.project.source(source).D)
+        return 1 if self._bins_bit_rows(Threshold.of(0.0, scale)) else int(self.project.source(source).D)
+
+    def _bins_bit_rows(self, spec: Threshold) -> bool:
+        """Whether the backend answers :meth:`overview` under ``spec`` from its own layout's bit rows."""
+        return self.backend.supports(Capability.COUNT_OVERVIEW) and (
+            not spec.scaled or self.backend.supports(Capability.PER_CELL_KEYS))
 
     def overview(self, source: str, cells: Sequence[int], threshold: float | Threshold, start: int,
                  stop: int, bins: int, scale: str = "none") -> tuple[np.ndarray, np.ndarray]:
@@ -357,13 +358,11 @@ class Engine:
         row_bytes = max(1, src.D * src.dtype.itemsize)
         chunk = max(1 << 12, min(OVERVIEW_CHUNK, (64 << 20) // row_bytes))
         start, stop = max(0, int(start)), min(self.project.T, int(stop))
-        backend = self.backend
-        if backend.supports(Capability.COUNT_OVERVIEW) and (not spec.scaled or backend.supports(
-                Capability.PER_CELL_KEYS)) and single_steps(*check_bins(start, stop, bins)) is None:
+        if self._bins_bit_rows(spec) and single_steps(*check_bins(start, stop, bins)) is None:
             key = self.resolve(source, spec)
             if key is None:                                # nothing is on: n(t) = 0 everywhere
                 return np.zeros(bins), np.zeros(bins)
-            return backend.count_overview(self.layout(source), chosen, key, start, stop, bins)
+            return self.backend.count_overview(self.layout(source), chosen, key, start, stop, bins)
         return reduce_dense(lambda a, b: self.counts_in(source, src.raw(a, b), cells, spec),
                             start, stop, bins, chunk=chunk)
 
