@@ -116,6 +116,15 @@ def trace_y(values: np.ndarray) -> np.ndarray:
     return out.ravel()
 
 
+def box_span(event) -> tuple[float, float] | None:
+    """The x extent ``(x0, x1)`` of a finished box selection (a ``SelectionGeometry`` event whose geometry
+    is a rectangle), else None: the brush of the select view and the zoom of the overview strip."""
+    geometry = event.geometry
+    if not getattr(event, "final", True) or geometry.get("type") != "rect":
+        return None
+    return float(geometry["x0"]), float(geometry["x1"])
+
+
 def robust_range(sample: np.ndarray, low: float = 0.5, high: float = 99.5, pad: float = 0.06
                  ) -> tuple[float, float]:
     """A y range that one outlier unit cannot stretch: the ``low``..``high`` percentiles of the finite

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from bokeh.events import SelectionGeometry, Tap
 
+from bokeh_app.columns import box_span
 from bokeh_app.overview import (Span, bin_edges, count_overview, counted_bins, match_density, overview_columns,
                                 track_overview, zoom_for)
 from bokeh_app.views.overview import NO_TRACK
@@ -181,10 +182,9 @@ class OverviewReceiver:
         s.go(step - s.window // 2, message=f"Overview: centred on {s.locator.where(step)}.")
 
     def on_selection_geometry(self, event) -> None:
-        geometry = event.geometry
-        if not getattr(event, "final", True) or geometry.get("type") != "rect":
-            return
-        self.zoom_to(float(geometry["x0"]), float(geometry["x1"]))
+        span = box_span(event)
+        if span is not None:
+            self.zoom_to(*span)
 
     def zoom_to(self, x0: float, x1: float) -> None:
         """Show steps ``x0``..``x1`` in the detail view: the widest word width that holds them all."""

@@ -176,10 +176,9 @@ class SelectReceiver:
 
     # --- callbacks: brush, threshold, scale, margins, source -------------------------------------
     def on_selection_geometry(self, event) -> None:
-        geometry = event.geometry
-        if not getattr(event, "final", True) or geometry.get("type") != "rect":
-            return
-        self.brush(float(geometry["x0"]), float(geometry["x1"]))
+        span = columns.box_span(event)
+        if span is not None:
+            self.brush(*span)
 
     def brush(self, x0: float, x1: float) -> None:
         """A brush from window x ``x0`` to ``x1``: the words whose centres it covers form the range."""
