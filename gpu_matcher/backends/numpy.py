@@ -184,23 +184,19 @@ class NumpyBackend(SearchBackend[Layout, LevelEvents]):
 
     def count_overview(self, layout, cells, key_threshold, start, stop, bins):
         """Per-bin ``(min, max)`` of n(t) over ``[start, stop)`` from the selected cells' cached bit rows
-        (k cells, not D: a match of the same S and θ has usually made them), unpacked ``OVERVIEW_CHUNK``
-        steps at a time; the bins are ``gpu_matcher.overview``'s, each at least one step."""
-        from gpu_matcher.overview import OVERVIEW_CHUNK, bin_edges, reduce_chunk
+        (k cells, not D: a match of the same S and θ has usually made them), unpacked a chunk of
+        ``overview.reduce_dense`` at a time; the bins are ``gpu_matcher.overview``'s."""
+        from gpu_matcher import overview
 
         store = layout.keys_cells
         words = self.bit_rows.rows(store, np.asarray(cells, dtype=np.int64), key_threshold).array()
-        edges = bin_edges(start, stop, bins)
-        lo, hi = np.full(bins, np.nan), np.full(bins, np.nan)
-        for c0 in range(int(start), int(stop), OVERVIEW_CHUNK):
-            c1 = min(int(stop), c0 + OVERVIEW_CHUNK)
+
+        def counts(c0: int, c1: int) -> np.ndarray:
             w0, w1 = c0 >> 6, (c1 + 63) >> 6
             on = bitmatrix.unpack_bits(words[:, w0:w1], (w1 - w0) * 64)
-            n = on.sum(axis=0, dtype=np.int32)[c0 - (w0 << 6):c1 - (w0 << 6)]
-            b0, b1, part_lo, part_hi = reduce_chunk(n, c0, c1, edges)
-            lo[b0:b1] = np.fmin(lo[b0:b1], part_lo)
-            hi[b0:b1] = np.fmax(hi[b0:b1], part_hi)
-        return lo, hi
+            return on.sum(axis=0, dtype=np.int32)[c0 - (w0 << 6):c1 - (w0 << 6)]
+
+        return overview.reduce_dense(counts, start, stop, bins, chunk=overview.OVERVIEW_CHUNK)
 
     # --- the selected cells as bit rows (bitmatrix); base.Backend's (T, W) words are not made ------
     def selected_words(self, layout, cells, key_threshold):
