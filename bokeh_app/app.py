@@ -128,6 +128,7 @@ def _build_later(doc: Document, catalogue: Catalogue, pid: str, state, notices: 
     with doc.models.freeze():
         for root in shell.roots:
             doc.add_root(root)
+    follow_on_load(doc, shell.url, follow, if_set=True)
     doc.title = f"LSTMVis · {pid}"
 
     def build():

@@ -88,11 +88,16 @@ def set_url_query(holder: ColumnDataSource, query: str) -> None:
         holder.data = {"query": [query]}
 
 
-def follow_on_load(doc, holder: ColumnDataSource, follow_address_bar: bool) -> None:
-    """Write the (normalised) query into the address bar once the page is ready."""
+def follow_on_load(doc, holder: ColumnDataSource, follow_address_bar: bool, if_set: bool = False) -> None:
+    """Write the (normalised) query into the address bar once the page is ready. ``if_set``: only a query
+    already there (a page shell: its page may be built before or after the browser's first pull, so the
+    query reaches the browser either in that pull, seen here, or as a change, seen by the holder's own
+    callback; an empty holder means "not yet", not "no query")."""
     if follow_address_bar:
-        doc.js_on_event("document_ready", CustomJS(args={"holder": holder},
-                                                   code=REPLACE_STATE_JS.replace("cb_obj", "holder")))
+        code = REPLACE_STATE_JS.replace("cb_obj", "holder")
+        if if_set:
+            code = code.replace("const url", "if (!query) { return; }\nconst url", 1)
+        doc.js_on_event("document_ready", CustomJS(args={"holder": holder}, code=code))
 
 
 REPLACE_STATE_JS = """

@@ -366,6 +366,23 @@ def test_landing_lists_projects_and_opens_one(app_page, browser_data):
     assert page.query()["project"] == "small" and page.query()["source"] == S1
 
 
+def test_address_bar_follows_a_page_built_before_the_first_pull(app_page, browser_data):
+    """The page's models are built off the loop right after the HTTP request; on a quick build they are in
+    the document before the browser's websocket pulls it, so the query arrives in the pull, not as a
+    change (CI once saw the address bar never follow). The websocket is held back to make that the case."""
+    get_catalogue(browser_data, "numpy").engine("small")
+    page = app_page()
+
+    def late(ws) -> None:
+        time.sleep(2.0)                          # the build (project open: well under a second) finishes first
+        ws.connect_to_server()
+    page.page.route_web_socket(re.compile(r".*/ws.*"), late)
+    page.open({"project": "small"})
+    page.wait_for("() => new URLSearchParams(location.search).get('source') !== null", timeout=15_000)
+    assert page.query()["project"] == "small" and page.query()["source"] == S1
+    assert "Brush a range of words" in page.status()
+
+
 def test_scenario_url_restores_both_views(app_page, browser_data):
     engine = engine_of(browser_data, "small")
     page = app_page().open({"project": "small", "pos": 110, "threshold": 0.4, "brush": "120,122",
