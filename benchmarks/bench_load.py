@@ -178,13 +178,26 @@ class RawSession:
         self.ws.close()
 
 
+async def page_token(ws_url: str, args: dict) -> str:
+    """GET the page as a browser does (the server makes the session and starts building it) -> its token."""
+    import re
+    from urllib.parse import urlencode
+
+    from tornado.httpclient import AsyncHTTPClient
+
+    url = ws_url.replace("ws://", "http://").rsplit("/ws", 1)[0] + "/?" + urlencode(args)
+    page = (await AsyncHTTPClient().fetch(url, request_timeout=600)).body.decode()
+    return re.search(r'"token":"([^"]+)"', page).group(1)
+
+
 async def one_session(ws_url: str, args: dict, want1: list[tuple], theta2: float, want2: list[tuple],
-                      timeout: float) -> dict:
+                      timeout: float, page_get: bool = False) -> dict:
     import time
     record = {"first": None, "change": None, "ok1": False, "ok2": False, "error": None}
     t0 = time.perf_counter()
-    session = RawSession(ws_url, args)
+    session = None
     try:
+        session = RawSession(ws_url, args, await page_token(ws_url, args) if page_get else None)
         await session.open()
         record["ok1"] = await session.wait_rows(want1, timeout)
         record["first"] = time.perf_counter() - t0
@@ -195,16 +208,17 @@ async def one_session(ws_url: str, args: dict, want1: list[tuple], theta2: float
     except Exception as exc:                                 # reported, never hidden
         record["error"] = f"{type(exc).__name__}: {exc}"
     finally:
-        if getattr(session, "ws", None) is not None:
+        if session is not None and getattr(session, "ws", None) is not None:
             session.close()
     return record
 
 
-def run_sessions(ws_url: str, args: dict, want1, theta2, want2, n: int, timeout: float) -> list[dict]:
+def run_sessions(ws_url: str, args: dict, want1, theta2, want2, n: int, timeout: float,
+                 page_get: bool = False) -> list[dict]:
     import asyncio
 
     async def all_of():
-        return await asyncio.gather(*(one_session(ws_url, args, want1, theta2, want2, timeout)
+        return await asyncio.gather(*(one_session(ws_url, args, want1, theta2, want2, timeout, page_get)
                                       for _ in range(n)))
     return asyncio.run(all_of())
 
@@ -272,6 +286,9 @@ def main() -> int:
     ap.add_argument("--sessions", default="5,10,20,40", help="comma-separated session counts, one round each")
     ap.add_argument("--timeout", type=float, default=180, help="seconds a session may wait for its rows")
     ap.add_argument("--num-procs", type=int, default=1, help="server processes (lstmvis serve --num-procs)")
+    ap.add_argument("--page-get", action="store_true",
+                    help="each session first GETs the HTML page, as a browser does (the server makes the session "
+                         "there), then opens the WebSocket with that page's token; default: the WebSocket alone")
     args = ap.parse_args()
     if args.data:
         data = Path(args.data)
@@ -301,7 +318,8 @@ def main() -> int:
         query = {"project": args.project, "source": args.source, "brush": args.brush,
                  "threshold": str(args.threshold)}
         print(f"machine: {platform.machine()} {os.cpu_count()} cores, {platform.python_version()}; "
-              f"server backend numpy, {args.num_procs} process(es); data {data}; query {query}; rows expected {len(want1)} / {len(want2)}")
+              f"server backend numpy, {args.num_procs} process(es); "
+              f"{'page GET, then WebSocket' if args.page_get else 'WebSocket only'}; data {data}; query {query}; rows expected {len(want1)} / {len(want2)}")
         ws_url = f"ws://127.0.0.1:{port}/ws"
         # (Several processes: a few warm-up sessions, so that each process has likely opened the project.)
         warm = run_sessions(ws_url, query, want1, args.new_threshold, want2, 1 if args.num_procs == 1
@@ -323,9 +341,12 @@ def main() -> int:
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            t0, cpu0 = time.perf_counter(), cpu_s(server.pid)
-            out = run_sessions(ws_url, query, want1, args.new_threshold, want2, n, args.timeout)
-            wall, cpu = time.perf_counter() - t0, cpu_s(server.pid) - cpu0
+            pids = [server.pid, *child_pids(server.pid)]
+            t0, cpu0, own0 = time.perf_counter(), [_cpu_one(p) for p in pids], time.process_time()
+            out = run_sessions(ws_url, query, want1, args.new_threshold, want2, n, args.timeout, args.page_get)
+            wall, own = time.perf_counter() - t0, time.process_time() - own0
+            shares = [_cpu_one(p) - c for p, c in zip(pids, cpu0)]
+            cpu = sum(shares)
             done.set()
             # Closed sessions are dropped by the server after its unused-session lifetime (30 s, checked
             # every 10 s); wait for that before reading memory back.
@@ -337,7 +358,8 @@ def main() -> int:
                   f"threshold change {spread([r['change'] for r in out if r['change'] is not None])}; "
                   f"answers equal to lstmvis match {equal}/{n}; errors {len(errors)}"
                   f"{' (' + errors[0] + ')' if errors else ''}; round {wall:.1f} s, server CPU {cpu / n:.2f} s a "
-                  f"session; load average {os.getloadavg()[0]:.1f}; server RSS {base:.0f} MB "
+                  f"session ({' + '.join(f'{c:.1f}' for c in shares if c > 0.05)} s by process), this "
+                  f"client {own / n:.2f} s a session; load average {os.getloadavg()[0]:.1f}; server RSS {base:.0f} MB "
                   f"before, {peak[0]:.0f} peak, {after:.0f} after ({100 * (after - base) / base:+.0f}%)")
     finally:
         server.terminate()

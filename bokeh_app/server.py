@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from bokeh.server.server import Server
 from tornado.routing import Matcher, Rule
 from tornado.web import RequestHandler
 
+from bokeh_app import speedups
 from bokeh_app.catalogue import close_catalogues, get_catalogue
 from gpu_matcher import ProjectError
 
@@ -125,11 +127,13 @@ def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "1
                                        argv=[str(Path(data_dir).resolve()), "--backend", backend,
                                              *(["--dask", dask] if dask else [])]))
     skip_document_validation()
+    speedups.install()                               # same bytes, a third of the CPU a page (speedups.py)
     kwargs = {"io_loop": io_loop} if io_loop is not None else {}
     if num_procs != 1:
         if io_loop is not None:
             raise ProjectError("num_procs other than 1 cannot share an explicit io_loop")
         kwargs["num_procs"] = num_procs
+    parent = os.getpid()
     try:
         server = Server({"/": app}, port=port, address=address, allow_websocket_origin=origins,
                         check_unused_sessions_milliseconds=10_000,
@@ -137,12 +141,47 @@ def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "1
                         http_server_kwargs={"max_header_size": MAX_HEADER_BYTES}, **kwargs)
     except OSError as exc:
         raise ProjectError(f"cannot listen on {address}:{port} ({exc.strerror or exc})") from None
+    if num_procs != 1:                               # here in each forked process (the parent never returns)
+        follow_parent(parent)
+        accept_one_at_a_time()
     # Bokeh exposes no hook that sees every request before its handlers; Tornado's router does. The first
     # rule of the application's router refuses foreign hosts and origins (tests/app/test_server_gate.py).
     server._tornado.default_router.rules.insert(0, Rule(RefusedRequest(origins), ForbiddenHandler))
     server._tornado.default_router.rules.insert(1, Rule(TooLongRequest(), TooLongHandler))
     server.lstmvis_catalogue = catalogue
     return server
+
+
+def follow_parent(parent: int) -> None:
+    """A forked server process (``--num-procs``) ends when the process that forked it ends. Tornado's parent
+    only waits on its children; a SIGTERM (a supervisor's stop, ``kill``) ended it alone and left the
+    children serving the port, orphaned (found by ``benchmarks/bench_load.py``). Linux: the kernel sends the
+    child SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), and SIGTERM stops a child as Ctrl-C does."""
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)                # PR_SET_PDEATHSIG
+    except (OSError, AttributeError) as exc:           # not Linux: as before
+        log.info("server processes will not follow their parent (%s)", exc)
+        return
+    if os.getppid() != parent:                       # it died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def accept_one_at_a_time() -> None:
+    """Forked processes share one listening socket, and Tornado accepts up to 128 waiting connections each
+    time it is woken: the first process awake took a whole crowd of new sessions while the others idled
+    (``bench_load.py --num-procs 2``: 10.3 s and 0.2 s of CPU). One connection a wake-up: a process busy
+    building pages leaves the next connections to an idle one. (Tornado reads this module global at each
+    wake-up; the listening socket was bound before, with its own backlog.)"""
+    import tornado.netutil
+
+    tornado.netutil._DEFAULT_BACKLOG = 1
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt                          # serve's own ending: sessions and projects closed
 
 
 def skip_document_validation() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -116,10 +117,55 @@ def test_lstmvis_serve_prints_the_url_and_serves_it(app_data):
         assert status == 200 and "<title>LSTMVis</title>" in page
         if sys.platform.startswith("linux") and "PYTHONMALLOC" not in os.environ:   # cli.with_system_malloc
             with open(f"/proc/{proc.pid}/environ", "rb") as fh:
-                assert b"PYTHONMALLOC=malloc" in fh.read().split(b"\0")
+                environ = fh.read().split(b"\0")
+            assert b"PYTHONMALLOC=malloc" in environ
+            assert f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', '2')}".encode() in environ
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_forked_server_processes_end_with_their_parent(app_data):
+    """``--num-procs 2``: a SIGTERM to the process that was started (what a supervisor or the load benchmark
+    sends) ends the forked server processes too; they used to stay, orphaned, serving the port."""
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "gpu_matcher.cli", "serve", str(app_data),
+                             "--port", str(port), "--backend", "numpy", "--num-procs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    children: list[int] = []
+    try:
+        deadline = time.time() + 90
+        while len(children) < 2 and time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            found = re.search(r"open http://\S+ \(process (\d+)\)", line)
+            if found:
+                children.append(int(found.group(1)))
+        assert len(children) == 2 and proc.pid not in children, children
+        assert fetch(f"http://127.0.0.1:{port}/")[0] == 200
+        proc.terminate()
+        proc.wait(20)
+        deadline = time.time() + 20
+        while time.time() < deadline and any(alive(pid) for pid in children):
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in children), "forked server processes outlived their parent"
+    finally:
+        for pid in [proc.pid, *children]:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(20)
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_serve_errors_are_one_line(tmp_path):
