@@ -24,7 +24,7 @@ from bokeh_app.session import ProjectSession
 from bokeh_app.state import parse_query, resolve
 from bokeh_app.views.common import follow_on_load, header_html, page_shell, status_html, url_holder
 from bokeh_app.views.landing import build_landing, table_html
-from bokeh_app.worker import run_off_loop
+from bokeh_app.worker import BUILD_ON_CONNECT, page_request, run_off_loop, when_connected
 from gpu_matcher import ProjectError, settings
 
 log = logging.getLogger("bokeh_app")
@@ -148,7 +148,10 @@ def _build_later(doc: Document, catalogue: Catalogue, pid: str, state, notices: 
             session = f"internal error ({type(session).__name__})"
         doc.clear()
         _landing(doc, catalogue, [f"project {pid!r} cannot be opened: {session}"], follow, True)
-    run_off_loop(doc, build, show, BUILDER)
+    if BUILD_ON_CONNECT[0] and page_request(doc):
+        when_connected(doc, lambda: run_off_loop(doc, build, show, BUILDER))
+    else:
+        run_off_loop(doc, build, show, BUILDER)
     return None
 
 

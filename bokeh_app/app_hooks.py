@@ -11,3 +11,11 @@ from bokeh_app.worker import session_ended
 
 def on_session_destroyed(session_context) -> None:
     session_ended(session_context.id)
+
+
+def on_server_loaded(server_context) -> None:
+    """``bokeh serve bokeh_app`` gets the property speedups too (``lstmvis serve`` installed them already;
+    installing is idempotent, and refused on a Bokeh whose code differs: ``speedups.py``)."""
+    from bokeh_app import speedups
+
+    speedups.install()

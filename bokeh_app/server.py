@@ -25,6 +25,7 @@ from tornado.web import RequestHandler
 
 from bokeh_app import speedups
 from bokeh_app.catalogue import close_catalogues, get_catalogue
+from bokeh_app.worker import BUILD_ON_CONNECT
 from gpu_matcher import ProjectError
 
 log = logging.getLogger("bokeh_app")
@@ -144,6 +145,7 @@ def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "1
     if num_procs != 1:                               # here in each forked process (the parent never returns)
         follow_parent(parent)
         accept_one_at_a_time()
+        BUILD_ON_CONNECT[0] = True                   # a page's WebSocket may reach another process
     # Bokeh exposes no hook that sees every request before its handlers; Tornado's router does. The first
     # rule of the application's router refuses foreign hosts and origins (tests/app/test_server_gate.py).
     server._tornado.default_router.rules.insert(0, Rule(RefusedRequest(origins), ForbiddenHandler))

@@ -12,6 +12,8 @@ import json
 import os
 import platform
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -21,6 +23,7 @@ import pytest
 
 from bokeh_app.catalogue import get_catalogue
 from bokeh_app.config import load_defaults
+from bokeh_app.server import free_port
 from bokeh_app.views.select import PATTERN_BRUSH
 
 from conftest import make_app_project, running_server
@@ -381,6 +384,37 @@ def test_address_bar_follows_a_page_built_before_the_first_pull(app_page, browse
     page.wait_for("() => new URLSearchParams(location.search).get('source') !== null", timeout=15_000)
     assert page.query()["project"] == "small" and page.query()["source"] == S1
     assert "Brush a range of words" in page.status()
+
+
+def test_pages_of_forked_server_processes(browser, browser_data, test_output):
+    """``lstmvis serve --num-procs 2``: whichever process a page's HTTP request and its WebSocket reach (a
+    page request's session waits for its WebSocket before its page is built; the process that gets the
+    WebSocket builds it), every page gets the engine's matches."""
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "gpu_matcher.cli", "serve", str(browser_data), "--port",
+                             str(port), "--backend", "numpy", "--num-procs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        listening, deadline = 0, time.time() + 90
+        while listening < 2 and time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            listening += "open http" in line
+        assert listening == 2
+        engine = engine_of(browser_data, "small")
+        want = engine_rows(engine, engine.select(S1, 120, 122, 0.4, 0, 0).cells, 0.4)
+        assert want
+        for _ in range(4):
+            page = AppPage(browser, f"http://127.0.0.1:{port}/", test_output)
+            page.open({"project": "small", "threshold": 0.4, "brush": "120,122", "left": 0, "right": 0})
+            page.wait_for_matches()
+            assert page.matches() == want
+            page.close()
+    finally:
+        proc.terminate()
+        proc.wait(20)
 
 
 def test_scenario_url_restores_both_views(app_page, browser_data):

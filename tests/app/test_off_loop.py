@@ -189,3 +189,75 @@ def test_every_served_page_is_built_off_the_loop_into_its_shell(app_data, monkey
     assert shown_matches(doc) == engine_matches(engine, S1, sel.cells, 0.3)
     assert "Building the page" not in model(doc, "status").text and "small test project" in doc.roots[0].text
     assert "project=small" in model(doc, "url_state").data["query"][0]
+
+
+class FakeServerSession:
+    def __init__(self, session_id: str):
+        self.id, self.connection_count, self.destroyed = session_id, 0, False
+
+
+class PageContext:
+    """A session context as Bokeh makes it for a page request (``path``) in a server whose ``sessions`` the
+    test controls."""
+
+    destroyed = False
+
+    def __init__(self, path: str, sessions: list):
+        from types import SimpleNamespace
+        self.id = "session-1"
+        self.request = SimpleNamespace(path=path, arguments={})
+        self.server_context = SimpleNamespace(sessions=sessions)
+
+
+def test_with_several_processes_a_page_is_built_when_its_websocket_arrives(app_data, monkeypatch):
+    """``--num-procs``: the WebSocket of a page may reach another process, which builds the session again
+    from its token; so a session a page request made builds its page only once a connection subscribed
+    (never, if the session ends unconnected). A session a WebSocket made builds at once."""
+    from bokeh_app import worker
+
+    monkeypatch.setattr(worker, "CONNECT_POLL_S", 0.01)
+    worker.BUILD_ON_CONNECT[0] = True
+    catalogue = Catalogue(app_data, "numpy")
+    catalogue.engine("small")
+
+    def page(path: str, sessions: list) -> Document:
+        doc = Document()
+        context = PageContext(path, sessions)
+        doc._session_context = lambda: context
+        assert build_document(doc, catalogue, args(project="small", brush="110,112", threshold="0.3")) is None
+        return doc
+
+    def built(doc) -> bool:
+        return doc.get_model_by_name("select_plot") is not None
+
+    async def scenario():
+        sessions: list = []
+        waiting = page("/", sessions)
+        await asyncio.sleep(0.2)
+        assert not built(waiting), "built before Bokeh registered the session"
+        sessions.append(FakeServerSession("session-1"))
+        await asyncio.sleep(0.2)
+        assert not built(waiting) and "Building the page" in model(waiting, "status").text
+        sessions[0].connection_count = 1                      # its WebSocket subscribed
+        await asyncio.sleep(0.1)
+        await drain(waiting)
+        assert built(waiting) and shown_matches(waiting)
+
+        left: list = [FakeServerSession("session-1")]
+        unconnected = page("/", left)
+        left[0].destroyed = True                              # dropped by Bokeh, never connected
+        await asyncio.sleep(0.1)
+        left[0].connection_count = 1
+        await asyncio.sleep(0.2)
+        await drain(unconnected)
+        assert not built(unconnected)
+
+        socket_made = page("/ws", [])                         # made by a WebSocket: nothing to wait for
+        await asyncio.sleep(0.05)
+        await drain(socket_made)
+        assert built(socket_made)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        worker.BUILD_ON_CONNECT[0] = False

@@ -76,6 +76,29 @@ def test_server_page_and_a_restored_session(server, app_data):
         assert doc.get_model_by_name("select_plot") is not None and doc.title.endswith("wide test project")
 
 
+def test_a_page_requests_session_is_built_when_its_websocket_connects(server):
+    """As in each process of ``--num-procs``: the session a page request made waits for its WebSocket (a
+    real Bokeh server's sessions and connection counts), then its page is built."""
+    from bokeh.util.token import get_session_id
+
+    from bokeh_app import worker
+
+    srv, url = server
+    worker.BUILD_ON_CONNECT[0] = True
+    try:
+        status, page = fetch(url + "?project=small&brush=110,112&threshold=0.3")
+        assert status == 200
+        session_id = get_session_id(re.search(r'"token":"([^"]+)"', page).group(1))
+        time.sleep(0.5)
+        waiting = [s.document for s in srv.get_sessions("/") if s.id == session_id]
+        assert waiting and waiting[0].get_model_by_name("select_plot") is None, "built before a WebSocket came"
+        with pull_session(session_id=session_id, url=url) as session:
+            doc = built(url, session, "select_plot")
+            assert doc.get_model_by_name("select_plot") is not None
+    finally:
+        worker.BUILD_ON_CONNECT[0] = False
+
+
 def test_the_app_can_be_embedded_with_server_document(server):
     from bokeh.embed import server_document
     srv, url = server
