@@ -1,7 +1,8 @@
 """Load benchmark: N concurrent browser-like sessions against one `lstmvis serve`, on localhost only.
 
 Each session opens the app at a scenario URL (project, source, brush, threshold) the way BokehJS does:
-a WebSocket with a fresh session token (the server builds the session's document), PULL-DOC, then the
+a WebSocket with a fresh session token (the server builds the session's document; ``--page-get``: first the
+HTML page, as a browser loads it, and the WebSocket with that page's token), PULL-DOC, then the
 PATCH-DOC messages the server pushes, kept as JSON (``RawSession``). It waits for the match rows, checks
 them against ``lstmvis match`` for the same query, then moves the threshold slider (``value`` and
 ``value_throttled``, as a released mouse sends) and waits for the new rows.
@@ -12,9 +13,10 @@ after every session closed and the server dropped them.
 
 Bounded by construction: a fixed number of sessions per round, each with a deadline; localhost only.
 All sessions run in one asyncio loop of this process, on the same machine: its CPU is part of what is
-measured (little: it parses JSON, it builds no Bokeh models).
+measured (little: it parses JSON, it builds no Bokeh models; its own CPU a session is printed too).
 
     python benchmarks/bench_load.py                       # the bundled demo, 5/10/20/40 sessions
+    python benchmarks/bench_load.py --sessions 40 --num-procs 2 --page-get   # two processes, browser's order
     python benchmarks/bench_load.py --data DIR --project P --source S --brush 100,102 --sessions 40
 """
 
