@@ -24,7 +24,7 @@ from bokeh_app.session import ProjectSession
 from bokeh_app.state import parse_query, resolve
 from bokeh_app.views.common import follow_on_load, header_html, page_shell, status_html, url_holder
 from bokeh_app.views.landing import build_landing, table_html
-from bokeh_app.worker import BUILD_ON_CONNECT, page_request, run_off_loop, when_connected
+from bokeh_app.worker import BUILD_ON_CONNECT, page_request, run_off_loop, when_connected, yield_to_sessions
 from gpu_matcher import ProjectError, settings
 
 log = logging.getLogger("bokeh_app")
@@ -132,6 +132,7 @@ def _build_later(doc: Document, catalogue: Catalogue, pid: str, state, notices: 
     doc.title = f"LSTMVis · {pid}"
 
     def build():
+        yield_to_sessions()
         engine = catalogue.engine(pid)
         resolved = resolve(state.with_(project=pid), engine.project, defaults)
         return ProjectSession(engine, resolved.state, defaults, notices + resolved.messages,

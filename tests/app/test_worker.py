@@ -74,6 +74,34 @@ def test_a_kind_keeps_only_its_newest_job_and_errors_reach_apply():
     assert worker.generation("match") == 3 and not worker.is_current("match", 1)
 
 
+def test_a_page_build_waits_for_running_session_jobs_but_not_for_long():
+    """``yield_to_sessions``: the builder lets the jobs of sessions already built go first (one process, one
+    core), waits no longer than its bound, and not at all when at most ``busy`` sessions are working."""
+    from bokeh_app.worker import session_jobs, yield_to_sessions
+
+    workers = [Worker(synchronous=False) for _ in range(3)]
+    docs = [Document() for _ in workers]
+    release = threading.Event()
+    for worker, doc in zip(workers, docs):
+        worker.attach(doc)
+    assert session_jobs() == 0 and yield_to_sessions(busy=1) < 0.05
+    for worker in workers:
+        worker.submit("match", lambda: release.wait(10), lambda answer: None)
+    deadline = time.monotonic() + 5
+    while session_jobs() < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert session_jobs() == 3
+    assert 0.25 <= yield_to_sessions(busy=1, max_wait_s=0.3) < 1.0       # bounded
+    threading.Timer(0.2, release.set).start()
+    waited = yield_to_sessions(busy=1, max_wait_s=5.0)
+    assert 0.1 <= waited < 3.0, waited                 # went on once the jobs ended
+
+    async def finish():
+        await asyncio.gather(*(drain(doc) for doc in docs))
+    asyncio.run(finish())
+    assert session_jobs() == 0
+
+
 def test_compare_runs_off_the_document_lock(catalogue, monkeypatch):
     """Clicking compare returns at once; the comparison's two matches run in a worker thread while
     the event loop stays free and a threshold change meanwhile gets its own match."""
