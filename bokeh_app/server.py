@@ -23,7 +23,6 @@ from bokeh.server.server import Server
 from tornado.routing import Matcher, Rule
 from tornado.web import RequestHandler
 
-from bokeh_app import speedups
 from bokeh_app.catalogue import close_catalogues, get_catalogue
 from bokeh_app.worker import BUILD_ON_CONNECT
 from gpu_matcher import ProjectError
@@ -128,7 +127,6 @@ def make_server(data_dir: str | os.PathLike, port: int = 5006, address: str = "1
                                        argv=[str(Path(data_dir).resolve()), "--backend", backend,
                                              *(["--dask", dask] if dask else [])]))
     skip_document_validation()
-    speedups.install()                               # same bytes, a third of the CPU a page (speedups.py)
     kwargs = {"io_loop": io_loop} if io_loop is not None else {}
     if num_procs != 1:
         if io_loop is not None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from bokeh.models import Column
-
 from bokeh_app.config import UIDefaults
 from bokeh_app.coords import Locator
 from bokeh_app.queries import track_labels
@@ -21,8 +19,7 @@ from bokeh_app.receivers import (MatchReceiver, SearchReceiver, SelectReceiver, 
 from bokeh_app.receivers.overview import OverviewReceiver
 from bokeh_app.receivers.tracks import TracksReceiver
 from bokeh_app.state import ViewState, default_tracks, to_query
-from bokeh_app.views.common import (PageShell, follow_on_load, header, header_html, set_url_query, status_div,
-                                    status_html, url_holder)
+from bokeh_app.views.common import PageShell, follow_on_load, header_html, page_shell, set_url_query, status_html
 from bokeh_app.views.match import build_match_view
 from bokeh_app.views.overview import build_overview_view
 from bokeh_app.views.select import build_select_view
@@ -75,11 +72,10 @@ class ProjectSession:
                       *([self.stats_place] if self.stats_place else [])]
         self.header_text = header_html(self.project.name, f"{self.project.description} · project {self.project.id}",
                                        True)
-        # A shell (``views.common.page_shell``) already in the document is filled in by ``connect``; the
-        # models here are not in any document yet, so this can run in the builder thread.
-        self.shell = shell or PageShell(header(self.project.name, "", True),
-                                        status_div(defaults.select.window_px + 280),
-                                        Column(*self.parts, name="project_view"), url_holder(follow_address_bar))
+        # The page goes into its shell (``views.common.page_shell``) in ``connect``: one already in the
+        # document (sent with the first pull), or one made here; the models here are not in any document
+        # yet, so this can run in the builder thread.
+        self.shell = shell or page_shell(self.project.name, "", defaults.select.window_px + 280, follow_address_bar)
         self.header, self.status, self.layout, self.url = (self.shell.header, self.shell.status, self.shell.view,
                                                            self.shell.url)
         self.navigate = WindowReceiver(self)
@@ -116,9 +112,8 @@ class ProjectSession:
         # session's build time).
         with doc.models.freeze():
             self.header.text = self.header_text
-            if self.layout.document is doc:              # a shell sent with the first pull: the page goes in
-                self.layout.children = self.parts
-            else:
+            self.layout.children = self.parts
+            if self.layout.document is not doc:          # not a shell sent with the first pull: its roots go in
                 for root in self.shell.roots:
                     doc.add_root(root)
                 follow_on_load(doc, self.url, self._follow)

@@ -20,10 +20,11 @@ most of that CPU was Bokeh recomputing property *defaults* it then throws away:
   every new model; its answer depends only on the property and the class, so it is kept per (descriptor,
   class).
 
-Measured on the demo page (2-core VM, Bokeh 3.9.2): building 0.205 -> 0.130 s, serialising 0.085 ->
-0.026 s a page (``benchmarks/bench_load.py`` has the figures under load).
+Measured on the demo page (2-core VM, Bokeh 3.9.2): building 0.205 -> 0.124 s, serialising 0.085 ->
+0.016 s a page (``benchmarks/bench_load.py`` has the figures under load).
 
-Installed by ``lstmvis serve`` (:func:`install`), only over the Bokeh code these replacements were written
+Installed in every server process by the app's ``on_server_loaded`` hook (``bokeh_app/app_hooks.py``:
+``lstmvis serve`` and ``bokeh serve bokeh_app`` alike; :func:`install`), only over the Bokeh code these replacements were written
 against: each replaced function's source is compared with the hash recorded here, and on any difference
 nothing is replaced (a log line says so; the server is then as fast as stock Bokeh and as correct).
 ``tests/app/test_speedups.py`` compares documents serialised with and without them, page by page and

@@ -158,7 +158,7 @@ def when_connected(doc, start: Callable[[], None], poll_s: float | None = None) 
     """``start()`` on the loop once the session has a WebSocket connection; never if the session ends
     first (Bokeh drops an unconnected session after its unused lifetime). Bokeh has no hook for a session's
     first connection, so the server's sessions are looked at every ``poll_s`` (public API: the server
-    context's ``sessions``, a session's ``connection_count``). (``--num-procs``: 0.30 -> 0.19 s of CPU a
+    context's ``sessions``, a session's ``connection_count``). (``--num-procs``: 0.28 -> 0.21 s of CPU a
     session under 40 page loads, README: load.)"""
     from tornado.ioloop import IOLoop
 
@@ -174,7 +174,7 @@ def when_connected(doc, start: Callable[[], None], poll_s: float | None = None) 
             found.extend(s for s in context.server_context.sessions if s.id == context.id)
         if found and found[0].connection_count > 0:
             start()
-        elif not (found and found[0].destroyed):
+        else:                                        # (a dropped session: ``context.destroyed`` above)
             loop.call_later(poll_s, check)
     check()
 

@@ -158,8 +158,9 @@ class PageShell:
 
 
 def page_shell(title: str, message: str, width: int, follow_address_bar: bool) -> PageShell:
-    """The shell of a project page: ``message`` (busy) in the status line until the page arrives. The
-    address bar follows the holder's first change (the page's query), not the page load."""
+    """The shell of a project page: ``message`` (busy) in the status line until the page arrives. On a
+    server the address bar takes the page's query from the holder: at page load if the pull brought it,
+    else at its change (``follow_on_load(if_set=True)``)."""
     status = status_div(width)
     status.text = status_html([("busy", message)])
     # (One child until the page arrives: Bokeh's validation warns of an empty layout.)

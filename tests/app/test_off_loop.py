@@ -198,15 +198,17 @@ class FakeServerSession:
 
 class PageContext:
     """A session context as Bokeh makes it for a page request (``path``) in a server whose ``sessions`` the
-    test controls."""
-
-    destroyed = False
+    test controls; ``destroyed`` is its server session's, once there is one (as Bokeh's)."""
 
     def __init__(self, path: str, sessions: list):
         from types import SimpleNamespace
         self.id = "session-1"
         self.request = SimpleNamespace(path=path, arguments={})
         self.server_context = SimpleNamespace(sessions=sessions)
+
+    @property
+    def destroyed(self) -> bool:
+        return any(s.destroyed for s in self.server_context.sessions if s.id == self.id)
 
 
 def test_with_several_processes_a_page_is_built_when_its_websocket_arrives(app_data, monkeypatch):
